@@ -1,0 +1,106 @@
+//! Small filesystem primitives every writer in envoci goes through: atomic replacement
+//! (temp file + fsync + rename + directory fsync) and advisory file locks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically: readers see the old content or the new, never a
+/// mix, and a crash leaves at most a stray temporary beside it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_of(path);
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries to disk so a rename inside it survives a crash.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir) {
+        Ok(f) => f.sync_all().or(Ok(())),
+        Err(e) => Err(e),
+    }
+}
+
+/// The directory holding `path` (`.` for a bare name).
+pub fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// An advisory lock on a file, released on drop. Shared locks never block each other.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Blocks until the exclusive lock on `path` is held (creating the file if needed).
+    pub fn exclusive(path: &Path) -> io::Result<Self> {
+        let file = open_lock_file(path)?;
+        file.lock()?;
+        Ok(FileLock { _file: file, path: path.to_path_buf() })
+    }
+
+    /// Blocks until a shared lock on `path` is held.
+    pub fn shared(path: &Path) -> io::Result<Self> {
+        let file = open_lock_file(path)?;
+        file.lock_shared()?;
+        Ok(FileLock { _file: file, path: path.to_path_buf() })
+    }
+
+    /// Takes the exclusive lock if nobody holds it, without waiting.
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<Self>> {
+        let file = open_lock_file(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock { _file: file, path: path.to_path_buf() })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn open_lock_file(path: &Path) -> io::Result<File> {
+    fs::create_dir_all(parent_of(path))?;
+    OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path)
+}
+
+/// Removes a file or symlink, or a directory tree, whatever is at `path`; absent is fine.
+pub fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            make_tree_writable(path);
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Best effort: gives the owner write permission on every directory of a tree so it can
+/// be removed even when an interrupted run left read-only directories behind.
+fn make_tree_writable(root: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in walkdir::WalkDir::new(root).into_iter().flatten() {
+        if entry.file_type().is_dir() {
+            if let Ok(m) = entry.metadata() {
+                let mode = m.permissions().mode();
+                if mode & 0o700 != 0o700 {
+                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700));
+                }
+            }
+        }
+    }
+}

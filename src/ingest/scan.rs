@@ -1,0 +1,226 @@
+//! Reading the prefix's files into one layer: hash, find the prefix, rewrite it, store
+//! in the CAS, append to the tar — one read per file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::{Attribution, Error, Walked, WalkedKind};
+use crate::catalog::Relocation;
+use crate::digest::Digest;
+use crate::layer::{Compression, Entry, EntryKind, LayerDigests, LayerWriter, LAYER_MTIME};
+use crate::relocate::{self, FileMode, PLACEHOLDER};
+use crate::store::{CasKey, Scratch, Store};
+
+/// Files up to this size are read into memory whole; larger ones are streamed.
+const IN_MEMORY_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// Everything the layer builders share.
+pub(super) struct Context<'a> {
+    pub store: &'a Store,
+    pub scratch: &'a Scratch,
+    pub prefix: &'a Path,
+    pub prefix_str: &'a str,
+    pub attribution: &'a Attribution,
+    /// mtime and size of every `.py` file, to validate `.pyc` headers.
+    pub py_sources: &'a HashMap<&'a str, (i64, u64)>,
+}
+
+/// Writes the layer for `entries` (sorted by path) into `out`. Returns the index
+/// entries, the relocations, and the digests.
+pub(super) fn write_layer<W: Write>(
+    ctx: &Context<'_>,
+    entries: &[&Walked],
+    compression: Compression,
+    out: W,
+) -> Result<(Vec<Entry>, Vec<Relocation>, LayerDigests, W), Error> {
+    let io_err = |path: &str| {
+        let path = ctx.prefix.join(path);
+        move |source| Error::Read { path, source }
+    };
+    let mut writer = LayerWriter::new(out, compression).map_err(io_err(""))?;
+    let mut index = Vec::with_capacity(entries.len());
+    let mut relocations = Vec::new();
+    for walked in entries {
+        let rel = walked.rel.as_str();
+        match &walked.kind {
+            WalkedKind::EmptyDir => {
+                writer.append_dir(rel).map_err(io_err(rel))?;
+                index.push(Entry { path: rel.to_string(), kind: EntryKind::Dir });
+            }
+            WalkedKind::Symlink { target } => {
+                let target = relative_symlink(rel, target, ctx.prefix_str);
+                writer.append_symlink(rel, &target).map_err(io_err(rel))?;
+                index.push(Entry { path: rel.to_string(), kind: EntryKind::Symlink { target } });
+            }
+            WalkedKind::File { size, exec, .. } if *size > IN_MEMORY_LIMIT => {
+                let (kind, reloc) = large_file(ctx, rel, *exec, &mut writer)?;
+                relocations.extend(reloc);
+                index.push(Entry { path: rel.to_string(), kind });
+            }
+            WalkedKind::File { exec, .. } => {
+                let path = ctx.prefix.join(rel);
+                let content = std::fs::read(&path).map_err(io_err(rel))?;
+                let (content, reloc) = process(ctx, rel, content);
+                let key = CasKey { digest: Digest::of(&content), exec: *exec };
+                ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
+                writer.append_file(rel, *exec, content.len() as u64, &content[..]).map_err(io_err(rel))?;
+                relocations.extend(reloc);
+                index.push(Entry { path: rel.to_string(), kind: EntryKind::File { digest: key.digest, size: content.len() as u64, exec: *exec } });
+            }
+        }
+    }
+    let (digests, out) = writer.finish().map_err(io_err(""))?;
+    Ok((index, relocations, digests, out))
+}
+
+/// A file too large to hold in memory: streamed into the CAS while hashed and scanned;
+/// only if it holds the prefix (rare for large files) is it read whole and rewritten.
+fn large_file<W: Write>(ctx: &Context<'_>, rel: &str, exec: bool, writer: &mut LayerWriter<W>) -> Result<(EntryKind, Option<Relocation>), Error> {
+    let path = ctx.prefix.join(rel);
+    let read_err = |source| Error::Read { path: path.clone(), source };
+    let file = File::open(&path).map_err(read_err)?;
+    let mut scanner = Scanner::new(file, ctx.prefix_str.as_bytes());
+    let (key, size) = ctx.store.cas_insert_reader(ctx.scratch, &mut scanner, exec, false)?;
+    if scanner.found && !rel.ends_with(".pyc") {
+        let content = std::fs::read(&path).map_err(read_err)?;
+        let (content, reloc) = process(ctx, rel, content);
+        let key = CasKey { digest: Digest::of(&content), exec };
+        ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
+        writer.append_file(rel, exec, content.len() as u64, &content[..]).map_err(read_err)?;
+        return Ok((EntryKind::File { digest: key.digest, size: content.len() as u64, exec }, reloc));
+    }
+    let cas = File::open(ctx.store.cas_path(&key)).map_err(read_err)?;
+    writer.append_file(rel, exec, size, io::BufReader::with_capacity(1 << 20, cas)).map_err(read_err)?;
+    Ok((EntryKind::File { digest: key.digest, size, exec }, None))
+}
+
+/// Rewrites one file's content for its layer: the prefix becomes a placeholder, and a
+/// timestamp `.pyc` that matched its source gets the layer mtime in its header.
+fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<Relocation>) {
+    if rel.ends_with(".pyc") {
+        // Bytecode is never relocated: CPython fixes `co_filename` on import, and a
+        // C-string rewrite would break marshal's length-prefixed strings.
+        return (normalise_pyc(ctx, rel, content), None);
+    }
+    let prefix = ctx.prefix_str.as_bytes();
+    if !relocate::contains(&content, prefix) {
+        return (content, None);
+    }
+    let declared = ctx.attribution.declared.get(rel);
+    let mode = declared.map(|d| d.mode).unwrap_or_else(|| relocate::guess_mode(&content));
+    let reloc = |placeholder: Option<String>| Some(Relocation { path: rel.to_string(), mode, placeholder });
+    match mode {
+        FileMode::Text => (relocate::replace_text(&content, prefix, PLACEHOLDER.as_bytes()), reloc(None)),
+        FileMode::Binary => {
+            // Prefer the package's own bytes back: undo the installer's padding.
+            if let Some(d) = declared.filter(|d| d.placeholder.len() >= prefix.len()) {
+                if let Some(original) = relocate::unrelocate_binary(&content, prefix, d.placeholder.as_bytes()) {
+                    let hash = Digest::of(&original).0;
+                    if d.hashes.is_empty() || d.hashes.contains(&hash) {
+                        let own = (d.placeholder != PLACEHOLDER).then(|| d.placeholder.clone());
+                        return (original, reloc(own));
+                    }
+                }
+            }
+            if prefix.len() == PLACEHOLDER.len() {
+                // An envoci build prefix: same length as the placeholder.
+                if let Ok(rewritten) = relocate::relocate_binary(&content, prefix, PLACEHOLDER.as_bytes()) {
+                    return (rewritten, reloc(None));
+                }
+            }
+            (content, reloc(Some(ctx.prefix_str.to_string())))
+        }
+    }
+}
+
+/// A timestamp-based `.pyc` (PEP 552 flags 0) whose header matches its source's mtime
+/// and size gets [`LAYER_MTIME`] instead, which is the mtime restore gives the source.
+fn normalise_pyc(ctx: &Context<'_>, rel: &str, mut content: Vec<u8>) -> Vec<u8> {
+    if content.len() < 16 || content[4..8] != [0, 0, 0, 0] {
+        return content;
+    }
+    let Some(source) = super::attribute::pyc_source(rel) else { return content };
+    let Some(&(mtime, size)) = ctx.py_sources.get(source.as_str()) else { return content };
+    let header_mtime = u32::from_le_bytes([content[8], content[9], content[10], content[11]]);
+    let header_size = u32::from_le_bytes([content[12], content[13], content[14], content[15]]);
+    if header_mtime == mtime as u32 && header_size == size as u32 {
+        content[8..12].copy_from_slice(&(LAYER_MTIME as u32).to_le_bytes());
+    }
+    content
+}
+
+/// An absolute link into the prefix becomes relative, so it survives relocation.
+fn relative_symlink(rel: &str, target: &str, prefix: &str) -> String {
+    let inside = target.strip_prefix(prefix).filter(|rest| rest.starts_with('/'));
+    let Some(rest) = inside else { return target.to_string() };
+    let depth = rel.matches('/').count();
+    let up = "../".repeat(depth);
+    let rest = rest.trim_start_matches('/');
+    if up.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{up}{rest}")
+    }
+}
+
+/// A reader that notices whether a needle passes through it (across read boundaries).
+struct Scanner<R> {
+    inner: R,
+    needle: Vec<u8>,
+    tail: Vec<u8>,
+    found: bool,
+}
+
+impl<R: Read> Scanner<R> {
+    fn new(inner: R, needle: &[u8]) -> Self {
+        Scanner { inner, needle: needle.to_vec(), tail: Vec::new(), found: false }
+    }
+}
+
+impl<R: Read> Read for Scanner<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if !self.found && n > 0 {
+            self.tail.extend_from_slice(&buf[..n]);
+            self.found = relocate::contains(&self.tail, &self.needle);
+            let keep = self.needle.len().saturating_sub(1).min(self.tail.len());
+            self.tail.drain(..self.tail.len() - keep);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_into_the_prefix_become_relative() {
+        assert_eq!(relative_symlink("bin/x", "/env/bin/y", "/env"), "../bin/y");
+        assert_eq!(relative_symlink("x", "/env/lib/y", "/env"), "lib/y");
+        assert_eq!(relative_symlink("bin/x", "/usr/bin/sh", "/env"), "/usr/bin/sh");
+        assert_eq!(relative_symlink("bin/x", "/env2/bin/y", "/env"), "/env2/bin/y");
+        assert_eq!(relative_symlink("bin/x", "y", "/env"), "y");
+    }
+
+    #[test]
+    fn scanner_finds_needles_across_reads() {
+        let data = b"aaaa/my/prefixbbbb".to_vec();
+        for chunk in 1..data.len() {
+            struct Chunked<'a>(&'a [u8], usize);
+            impl Read for Chunked<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let n = self.1.min(self.0.len()).min(buf.len());
+                    buf[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let mut s = Scanner::new(Chunked(&data, chunk), b"/my/prefix");
+            io::copy(&mut s, &mut io::sink()).unwrap();
+            assert!(s.found, "chunk {chunk}");
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! Deterministic layer tarballs.
+//!
+//! A layer is a tar of one package's files, byte-identical wherever and whenever it is
+//! written: entries sorted by path, mtime fixed to [`LAYER_MTIME`], uid/gid 0 without
+//! names, modes normalised to 0644/0755 (0755 for directories), no xattrs, and one pinned
+//! compression level. That is what lets registries and stores share a package's layer
+//! between environments. Reading a layer never trusts its paths: see [`safe_path`].
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{Digest, HashingReader, HashingWriter};
+
+/// The mtime of every file in every layer and every restored file: 2000-01-01T00:00:00Z.
+pub const LAYER_MTIME: u64 = 946_684_800;
+
+/// The zstd level every zstd layer is written with. Changing it changes every digest.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// The gzip level every gzip layer is written with.
+pub const GZIP_LEVEL: u32 = 6;
+
+/// How a layer blob is compressed; each has its own media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Compression {
+    /// `application/vnd.envoci.layer.v1.tar+zstd` (default).
+    #[default]
+    Zstd,
+    /// `application/vnd.envoci.layer.v1.tar+gzip`.
+    Gzip,
+    /// `application/vnd.envoci.layer.v1.tar`.
+    None,
+}
+
+impl Compression {
+    /// The layer media type for this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Zstd => "application/vnd.envoci.layer.v1.tar+zstd",
+            Compression::Gzip => "application/vnd.envoci.layer.v1.tar+gzip",
+            Compression::None => "application/vnd.envoci.layer.v1.tar",
+        }
+    }
+
+    /// The compression a layer media type names, if it is one of envoci's (OCI image
+    /// layer media types are accepted too, so layouts written by other tools read).
+    pub fn from_media_type(media_type: &str) -> Option<Self> {
+        if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+            Some(Compression::Zstd)
+        } else if media_type.ends_with("+gzip") || media_type.ends_with(".gzip") {
+            Some(Compression::Gzip)
+        } else if media_type.ends_with(".tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one path in a layer is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file whose content is in the file CAS under (`digest`, `exec`).
+    File {
+        /// Digest of the content as stored in the layer (placeholders, not a prefix).
+        digest: Digest,
+        /// Size in bytes.
+        size: u64,
+        /// Mode 0755 rather than 0644.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exec: bool,
+    },
+    /// A symbolic link, recreated as a link and never followed while writing.
+    Symlink {
+        /// The link target, verbatim.
+        target: String,
+    },
+    /// An (otherwise empty) directory.
+    Dir,
+}
+
+/// One path of a layer: the unit of the per-layer index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated, validated by [`safe_path`].
+    pub path: String,
+    /// What is at the path.
+    #[serde(flatten)]
+    pub kind: EntryKind,
+}
+
+/// A path in a layer that could make a write land outside the space.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsafe path `{path}` in layer: {reason}")]
+pub struct UnsafePath {
+    /// The offending path, as found.
+    pub path: String,
+    /// Why it is refused.
+    pub reason: &'static str,
+}
+
+/// Validates and normalises a layer path: relative, no `..`, no empty or NUL component.
+/// A leading `./` is dropped. Returns the normalised path.
+pub fn safe_path(path: &str) -> Result<String, UnsafePath> {
+    let bad = |reason| Err(UnsafePath { path: path.to_string(), reason });
+    if path.starts_with('/') {
+        return bad("absolute path");
+    }
+    if path.contains('\0') || path.contains('\\') {
+        return bad("NUL or backslash in path");
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => continue,
+            ".." => return bad("`..` component"),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return bad("empty path");
+    }
+    Ok(parts.join("/"))
+}
+
+/// Sizes and digests of a written layer: the blob's and the uncompressed tar's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// Digest of the blob (compressed).
+    pub digest: Digest,
+    /// Size of the blob.
+    pub size: u64,
+    /// Digest of the uncompressed tar (the OCI "diff id").
+    pub diff_id: Digest,
+    /// Size of the uncompressed tar.
+    pub uncompressed_size: u64,
+}
+
+/// Writes a deterministic layer entry by entry. Entries must come in strictly
+/// increasing path order (checked), which is what makes the tar reproducible.
+pub struct LayerWriter<W: Write> {
+    tar: tar::Builder<HashingWriter<Encoder<W>>>,
+    last_path: Option<String>,
+}
+
+/// The compression stage under the tar writer, hashing the blob below it.
+enum Encoder<W: Write> {
+    Zstd(zstd::Encoder<'static, HashingWriter<W>>),
+    Gzip(flate2::write::GzEncoder<HashingWriter<W>>),
+    None(HashingWriter<W>),
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Zstd(e) => e.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::None(e) => e.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Zstd(e) => e.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::None(e) => e.flush(),
+        }
+    }
+}
+
+impl<W: Write> LayerWriter<W> {
+    /// Starts a layer written to `out` with `compression`.
+    pub fn new(out: W, compression: Compression) -> io::Result<Self> {
+        let blob = HashingWriter::new(out);
+        let encoder = match compression {
+            Compression::Zstd => {
+                let mut enc = zstd::Encoder::new(blob, ZSTD_LEVEL)?;
+                enc.include_checksum(false)?;
+                enc.include_contentsize(false)?;
+                Encoder::Zstd(enc)
+            }
+            Compression::Gzip => {
+                let header = flate2::GzBuilder::new().mtime(0).operating_system(255);
+                Encoder::Gzip(header.write(blob, flate2::Compression::new(GZIP_LEVEL)))
+            }
+            Compression::None => Encoder::None(blob),
+        };
+        Ok(LayerWriter { tar: tar::Builder::new(HashingWriter::new(encoder)), last_path: None })
+    }
+
+    fn header(&mut self, path: &str, kind: tar::EntryType, mode: u32, size: u64) -> io::Result<tar::Header> {
+        if self.last_path.as_deref().is_some_and(|last| last >= path) {
+            return Err(io::Error::other(format!("layer entries out of order at `{path}`")));
+        }
+        self.last_path = Some(path.to_string());
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(LAYER_MTIME);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(size);
+        Ok(header)
+    }
+
+    /// Appends a regular file of `size` bytes read from `content`.
+    pub fn append_file(&mut self, path: &str, exec: bool, size: u64, content: impl Read) -> io::Result<()> {
+        let mut header = self.header(path, tar::EntryType::Regular, if exec { 0o755 } else { 0o644 }, size)?;
+        let mut checked = SizeChecked { inner: content, left: size, path };
+        self.tar.append_data(&mut header, path, &mut checked)?;
+        if checked.left != 0 {
+            return Err(size_changed(path));
+        }
+        Ok(())
+    }
+
+    /// Appends a symbolic link.
+    pub fn append_symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+        let mut header = self.header(path, tar::EntryType::Symlink, 0o777, 0)?;
+        self.tar.append_link(&mut header, path, target)
+    }
+
+    /// Appends a directory.
+    pub fn append_dir(&mut self, path: &str) -> io::Result<()> {
+        let mut header = self.header(path, tar::EntryType::Directory, 0o755, 0)?;
+        self.tar.append_data(&mut header, format!("{path}/"), io::empty())
+    }
+
+    /// Appends an entry whose file content comes from `content`.
+    pub fn append_entry(&mut self, entry: &Entry, content: impl FnOnce() -> io::Result<Box<dyn Read>>) -> io::Result<()> {
+        match &entry.kind {
+            EntryKind::File { size, exec, .. } => self.append_file(&entry.path, *exec, *size, content()?),
+            EntryKind::Symlink { target } => self.append_symlink(&entry.path, target),
+            EntryKind::Dir => self.append_dir(&entry.path),
+        }
+    }
+
+    /// Ends the tar and the compression; returns the digests and the output.
+    pub fn finish(self) -> io::Result<(LayerDigests, W)> {
+        let tar = self.tar.into_inner()?;
+        let (diff_id, uncompressed_size, encoder) = tar.finish();
+        let blob = match encoder {
+            Encoder::Zstd(e) => e.finish()?,
+            Encoder::Gzip(e) => e.finish()?,
+            Encoder::None(b) => b,
+        };
+        let (digest, size, out) = blob.finish();
+        Ok((LayerDigests { digest, size, diff_id, uncompressed_size }, out))
+    }
+}
+
+/// Writes `entries` (sorted here by path) as a deterministic layer into `out`; file
+/// contents come from `open`, which is asked once per file entry.
+pub fn write_layer<W: Write>(
+    entries: &[Entry],
+    compression: Compression,
+    out: W,
+    mut open: impl FnMut(&Entry) -> io::Result<Box<dyn Read>>,
+) -> io::Result<(LayerDigests, W)> {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut writer = LayerWriter::new(out, compression)?;
+    for entry in sorted {
+        writer.append_entry(entry, || open(entry))?;
+    }
+    writer.finish()
+}
+
+fn size_changed(path: &str) -> io::Error {
+    io::Error::other(format!("{path} changed size while the layer was written"))
+}
+
+/// A reader that fails if its source yields more or fewer bytes than promised, so a
+/// file changing under ingest cannot produce a corrupt tar.
+struct SizeChecked<'p, R> {
+    inner: R,
+    left: u64,
+    path: &'p str,
+}
+
+impl<R: Read> Read for SizeChecked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n as u64 > self.left {
+            return Err(size_changed(self.path));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads a layer blob, calling `visit(path, content, exec)` for each regular file; `visit`
+/// consumes the content and returns its digest (it is the one hashing it, usually while
+/// storing it). Paths are validated with [`safe_path`]. Returns the entries, and the
+/// digest and size of the blob itself.
+pub fn read_layer<R: Read>(
+    blob: R,
+    compression: Compression,
+    mut visit: impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
+) -> Result<(Vec<Entry>, Digest, u64), ReadError> {
+    let mut hashed = HashingReader::new(blob);
+    let entries = {
+        let decoder: Box<dyn Read + '_> = match compression {
+            Compression::Zstd => Box::new(zstd::Decoder::new(&mut hashed).map_err(ReadError::Io)?),
+            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut hashed)),
+            Compression::None => Box::new(&mut hashed),
+        };
+        let mut archive = tar::Archive::new(decoder);
+        let mut entries = Vec::new();
+        for item in archive.entries().map_err(ReadError::Io)? {
+            let mut item = item.map_err(ReadError::Io)?;
+            let raw = String::from_utf8(item.path_bytes().into_owned())
+                .map_err(|e| ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
+            let path = safe_path(&raw)?;
+            let header = item.header();
+            let kind = match header.entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    let exec = header.mode().map_err(ReadError::Io)? & 0o111 != 0;
+                    let size = header.size().map_err(ReadError::Io)?;
+                    let digest = visit(&path, &mut item, exec).map_err(ReadError::Io)?;
+                    EntryKind::File { digest, size, exec }
+                }
+                tar::EntryType::Symlink => {
+                    let target = item
+                        .link_name_bytes()
+                        .map(|t| String::from_utf8_lossy(&t).into_owned())
+                        .ok_or_else(|| ReadError::Unsupported(path.clone(), "symlink without target"))?;
+                    EntryKind::Symlink { target }
+                }
+                tar::EntryType::Directory => EntryKind::Dir,
+                _ => return Err(ReadError::Unsupported(path, "entry type (only files, directories and symlinks)")),
+            };
+            entries.push(Entry { path, kind });
+        }
+        entries
+    };
+    // Drain trailing padding so the blob digest covers every byte.
+    io::copy(&mut hashed, &mut io::sink()).map_err(ReadError::Io)?;
+    let (digest, size) = hashed.finish();
+    Ok((entries, digest, size))
+}
+
+/// Why a layer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The blob is not a readable (compressed) tar.
+    #[error("layer is not a readable tar archive")]
+    Io(#[source] io::Error),
+    /// A path that would escape the space.
+    #[error(transparent)]
+    Unsafe(#[from] UnsafePath),
+    /// A path that is not UTF-8.
+    #[error("path `{0}` in layer is not UTF-8")]
+    NotUtf8(String),
+    /// An entry envoci does not restore.
+    #[error("unsupported {1} at `{0}` in layer")]
+    Unsupported(String, &'static str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> (Vec<Entry>, Vec<(String, Vec<u8>)>) {
+        let files = vec![("b/long/".repeat(30) + "x.txt", b"hello".to_vec()), ("a.sh".into(), b"#!/bin/sh\n".to_vec())];
+        let mut entries: Vec<Entry> = files
+            .iter()
+            .map(|(p, c)| Entry {
+                path: p.clone(),
+                kind: EntryKind::File { digest: Digest::of(c), size: c.len() as u64, exec: p.ends_with(".sh") },
+            })
+            .collect();
+        entries.push(Entry { path: "lib/link".into(), kind: EntryKind::Symlink { target: "../a.sh".into() } });
+        entries.push(Entry { path: "empty-dir".into(), kind: EntryKind::Dir });
+        (entries, files)
+    }
+
+    fn write(entries: &[Entry], files: &[(String, Vec<u8>)], c: Compression) -> (LayerDigests, Vec<u8>) {
+        write_layer(entries, c, Vec::new(), |e| {
+            let content = files.iter().find(|(p, _)| *p == e.path).unwrap().1.clone();
+            Ok(Box::new(io::Cursor::new(content)))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn layers_are_deterministic_and_order_independent() {
+        for c in [Compression::Zstd, Compression::Gzip, Compression::None] {
+            let (mut entries, files) = sample();
+            let (a, blob_a) = write(&entries, &files, c);
+            entries.reverse();
+            let (b, blob_b) = write(&entries, &files, c);
+            assert_eq!(a, b);
+            assert_eq!(blob_a, blob_b);
+            assert_eq!(Digest::of(&blob_a), a.digest);
+        }
+    }
+
+    #[test]
+    fn round_trip_gives_back_entries_and_digest() {
+        let (entries, files) = sample();
+        let (digests, blob) = write(&entries, &files, Compression::Zstd);
+        let mut seen = Vec::new();
+        let (read, digest, size) = read_layer(&blob[..], Compression::Zstd, |p, r, _| {
+            let mut buf = Vec::new();
+            r.read_to_end(&mut buf)?;
+            let d = Digest::of(&buf);
+            seen.push((p.to_string(), buf));
+            Ok(d)
+        })
+        .unwrap();
+        assert_eq!(digest, digests.digest);
+        assert_eq!(size, blob.len() as u64);
+        let mut want = entries.clone();
+        want.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(read, want);
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for p in ["/etc/passwd", "../x", "a/../../x", "", "./", "a\\..\\b"] {
+            assert!(safe_path(p).is_err(), "{p}");
+        }
+        assert_eq!(safe_path("./a//b/./c").unwrap(), "a/b/c");
+    }
+
+    #[test]
+    fn tar_with_escaping_path_is_refused() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // Write the name bytes directly: the tar crate refuses `..` through set_path.
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../evil\0\0");
+        h.set_cksum();
+        builder.append(&h, &b"x"[..]).unwrap();
+        let tar = builder.into_inner().unwrap();
+        let err = read_layer(&tar[..], Compression::None, |_, r, _| Ok(Digest::of_reader(r)?.0)).unwrap_err();
+        assert!(matches!(err, ReadError::Unsafe(_)), "{err}");
+    }
+}

@@ -1,0 +1,31 @@
+//! envoci: build conda environments once, distribute them through OCI registries and
+//! layouts, restore them anywhere in seconds.
+//!
+//! The modules follow the data flow (see `../shared/design.md` and the README):
+//!
+//! ```text
+//! prefix ──ingest──▶ store (OCI layout + file CAS + layer indexes) ──restore──▶ space
+//! ```
+//!
+//! * [`ingest`] walks an installed environment, attributes files to packages and writes
+//!   one deterministic [`layer`] per package plus a [`catalog`].
+//! * [`store`] is the local store: an OCI image layout, a file CAS, per-layer indexes,
+//!   locks and an ingest area.
+//! * [`space`] restores a catalog into a directory and keeps it pristine incrementally.
+//! * [`relocate`] holds the pure prefix-rewriting functions both sides share.
+//! * [`check`] verifies the store and the spaces.
+
+pub mod catalog;
+pub mod check;
+pub mod digest;
+pub mod fsutil;
+pub mod ingest;
+pub mod inspect;
+pub mod json;
+pub mod layer;
+pub mod relocate;
+pub mod space;
+pub mod store;
+
+/// The version of envoci recorded in the catalogs it writes.
+pub const TOOL_VERSION: &str = concat!("envoci ", env!("CARGO_PKG_VERSION"));

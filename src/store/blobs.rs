@@ -1,0 +1,137 @@
+//! Blobs of the OCI image layout: written to scratch while hashed, committed by rename
+//! after size and digest are checked; "already exists" is success.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
+
+use serde::Serialize;
+
+use super::{Error, Result, Scratch, Store};
+use crate::digest::{Digest, HashingWriter};
+use crate::fsutil::{parent_of, sync_dir};
+
+/// A blob being written; nothing is visible in the store until [`BlobWriter::commit`].
+pub struct BlobWriter<'s> {
+    store: &'s Store,
+    file: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter<'_> {
+    /// Verifies the content against `expected` (digest and size) if given, then moves it
+    /// into `blobs/sha256/`. Returns the digest and size.
+    pub fn commit(self, expected: Option<(Digest, u64)>) -> Result<(Digest, u64)> {
+        let (digest, size, buffered) = self.file.finish();
+        if let Some((want, want_size)) = expected {
+            if want != digest || want_size != size {
+                return Err(Error::Corrupt {
+                    what: "blob",
+                    digest: want,
+                    expected: format!("{want} ({want_size} bytes)"),
+                    actual: format!("{digest} ({size} bytes)"),
+                });
+            }
+        }
+        let tmp = buffered.into_inner().map_err(|e| e.into_error()).map_err(Error::io("write", self.store.ingest_dir()))?;
+        self.store.commit_temp(tmp, &self.store.blob_path(&digest), 0o444)?;
+        Ok((digest, size))
+    }
+}
+
+impl Store {
+    /// Starts writing a blob in `scratch`.
+    pub fn blob_writer<'s>(&'s self, scratch: &Scratch) -> Result<BlobWriter<'s>> {
+        let tmp = scratch.temp_file()?;
+        Ok(BlobWriter { store: self, file: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)) })
+    }
+
+    /// Whether blob `digest` is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Stores `bytes` as a blob. Returns its digest and size.
+    pub fn put_blob(&self, scratch: &Scratch, bytes: &[u8]) -> Result<(Digest, u64)> {
+        let digest = Digest::of(bytes);
+        if self.has_blob(&digest) {
+            return Ok((digest, bytes.len() as u64));
+        }
+        let mut w = self.blob_writer(scratch)?;
+        w.write_all(bytes).map_err(Error::io("write", scratch.dir()))?;
+        w.commit(None)
+    }
+
+    /// Stores `value` as canonical JSON. Returns its digest, size and bytes.
+    pub fn put_json_blob<T: Serialize>(&self, scratch: &Scratch, value: &T) -> Result<(Digest, u64, Vec<u8>)> {
+        let bytes = crate::json::to_canonical_vec(value).map_err(|e| Error::io("serialise", scratch.dir())(e.into()))?;
+        let (digest, size) = self.put_blob(scratch, &bytes)?;
+        Ok((digest, size, bytes))
+    }
+
+    /// Opens blob `digest` for reading.
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound(digest.oci())
+            } else {
+                Error::Io { action: "open", path, source: e }
+            }
+        })
+    }
+
+    /// Reads a whole (small) blob and checks its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = fs::read(&path).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::NotFound(digest.oci())
+            } else {
+                Error::Io { action: "read", path: path.clone(), source: e }
+            }
+        })?;
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(Error::Corrupt { what: "blob", digest: *digest, expected: digest.oci(), actual: actual.oci() });
+        }
+        Ok(bytes)
+    }
+
+    /// Moves a finished temporary file to `dest` with `mode`, unless `dest` exists
+    /// already (then the temporary is dropped: same name means same content).
+    ///
+    /// Not fsynced one by one (that costs milliseconds per file): whoever makes content
+    /// reachable (a tag, a space state) calls [`Store::sync`] first.
+    pub(crate) fn commit_temp(&self, tmp: tempfile::NamedTempFile, dest: &std::path::Path, mode: u32) -> Result<()> {
+        if dest.exists() {
+            return Ok(());
+        }
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions on", tmp.path()))?;
+        let dir = parent_of(dest);
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        tmp.persist(dest).map_err(|e| Error::Io { action: "commit", path: dest.to_path_buf(), source: e.error })?;
+        Ok(())
+    }
+
+    /// Flushes everything written to the store's filesystem, so that what a tag or a
+    /// space state is about to reference survives a power cut.
+    pub fn sync(&self) -> Result<()> {
+        let dir = fs::File::open(&self.root).map_err(Error::io("open", &self.root))?;
+        // SAFETY: syncfs only reads the descriptor, which lives until the end of this scope.
+        let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+        if rc != 0 {
+            return Err(Error::io("sync", &self.root)(io::Error::last_os_error()));
+        }
+        let _ = sync_dir(&self.root);
+        Ok(())
+    }
+}

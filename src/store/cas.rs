@@ -1,0 +1,131 @@
+//! The file CAS: every unique file content once, keyed by (sha256, executable bit),
+//! read-only, with the layer mtime. It is the source of hardlinks and reflinks into
+//! spaces, so its files must never change; [`Store::cas_quick_check`] notices when one
+//! did (a write through a hardlink changes its mtime), `--verify` rehashes.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::PathBuf;
+
+use super::{Error, Result, Scratch, Store};
+use crate::digest::{Digest, HashingWriter};
+use crate::layer::LAYER_MTIME;
+
+/// Permission bits of a plain CAS file.
+pub const FILE_MODE_PLAIN: u32 = 0o444;
+/// Permission bits of an executable CAS file.
+pub const FILE_MODE_EXEC: u32 = 0o555;
+
+/// The identity of a CAS file: its content digest and whether it is executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CasKey {
+    /// Content digest.
+    pub digest: Digest,
+    /// Executable bit.
+    pub exec: bool,
+}
+
+impl CasKey {
+    fn mode(&self) -> u32 {
+        if self.exec {
+            FILE_MODE_EXEC
+        } else {
+            FILE_MODE_PLAIN
+        }
+    }
+}
+
+impl Store {
+    /// Where the CAS keeps `key` (whether or not it is there).
+    pub fn cas_path(&self, key: &CasKey) -> PathBuf {
+        let hex = key.digest.hex();
+        let name = if key.exec { format!("{hex}.x") } else { hex.clone() };
+        self.files_dir().join(&hex[..2]).join(name)
+    }
+
+    /// Whether the CAS holds `key`.
+    pub fn cas_has(&self, key: &CasKey) -> bool {
+        fs::symlink_metadata(self.cas_path(key)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Stores `bytes` under `key` (whose digest the caller computed from `bytes`).
+    pub fn cas_insert_bytes(&self, scratch: &Scratch, key: &CasKey, bytes: &[u8]) -> Result<()> {
+        if self.cas_has(key) {
+            return Ok(());
+        }
+        let mut tmp = scratch.temp_file()?;
+        tmp.write_all(bytes).map_err(Error::io("write", tmp.path()))?;
+        self.cas_commit(tmp, key)
+    }
+
+    /// Streams `reader` into the CAS, hashing on the way. With `repair`, a present but
+    /// damaged copy is replaced. Returns the key and size.
+    pub fn cas_insert_reader(&self, scratch: &Scratch, reader: &mut dyn Read, exec: bool, repair: bool) -> Result<(CasKey, u64)> {
+        let tmp = scratch.temp_file()?;
+        let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
+        io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
+        let (digest, size, buffered) = writer.finish();
+        let tmp = buffered.into_inner().map_err(|e| e.into_error()).map_err(Error::io("write", scratch.dir()))?;
+        let key = CasKey { digest, exec };
+        if repair && self.cas_has(&key) && self.cas_verify(&key) != CasState::Ok {
+            // A fresh inode renamed over the damaged one: links to the damaged copy keep
+            // it (and are found modified by their space's check), the CAS is whole again.
+            prepare(&tmp, &key)?;
+            let dest = self.cas_path(&key);
+            tmp.persist(&dest).map_err(|e| Error::Io { action: "replace", path: dest, source: e.error })?;
+        } else {
+            self.cas_commit(tmp, &key)?;
+        }
+        Ok((key, size))
+    }
+
+    fn cas_commit(&self, tmp: tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
+        prepare(&tmp, key)?;
+        self.commit_temp(tmp, &self.cas_path(key), key.mode())
+    }
+
+    /// Metadata-only check of a CAS file: present, read-only, the layer mtime, `size`.
+    pub fn cas_quick_check(&self, key: &CasKey, size: u64) -> CasState {
+        match fs::symlink_metadata(self.cas_path(key)) {
+            Err(_) => CasState::Missing,
+            Ok(m) if !m.is_file() => CasState::Damaged,
+            Ok(m) => {
+                let mode_ok = m.permissions().mode() & 0o7777 == key.mode();
+                if m.len() == size && mode_ok && m.mtime() as u64 == LAYER_MTIME {
+                    CasState::Ok
+                } else {
+                    CasState::Damaged
+                }
+            }
+        }
+    }
+
+    /// Rehashes a CAS file.
+    pub fn cas_verify(&self, key: &CasKey) -> CasState {
+        match fs::File::open(self.cas_path(key)) {
+            Err(_) => CasState::Missing,
+            Ok(f) => match Digest::of_reader(f) {
+                Ok((d, _)) if d == key.digest => CasState::Ok,
+                _ => CasState::Damaged,
+            },
+        }
+    }
+}
+
+/// What a check found about one CAS file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CasState {
+    /// Present and intact.
+    Ok,
+    /// Not there.
+    Missing,
+    /// Present but changed.
+    Damaged,
+}
+
+fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
+    let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
+    filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime)).map_err(Error::io("set mtime on", tmp.path()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(key.mode())).map_err(Error::io("set permissions on", tmp.path()))
+}

@@ -1,0 +1,184 @@
+//! The local store: one directory (`ENVOCI_HOME`) holding everything envoci knows.
+//!
+//! ```text
+//! $ENVOCI_HOME/
+//! ├── oci-layout                 ┐ a standard OCI image layout: skopeo, oras, crane and
+//! ├── index.json                 │ regctl read it as `oci:$ENVOCI_HOME:TAG`
+//! ├── blobs/sha256/<hex>         ┘ manifests, catalogs (configs) and layer blobs, read-only
+//! ├── files-v1/<hex[..2]>/<hex>  the file CAS: each unique content once, read-only,
+//! │               <hex>.x        keyed by (sha256, executable bit), mtime fixed
+//! ├── layers-v1/<hex>.json       per-layer index (path → kind, digest, size, link target),
+//! │                              keyed by the layer blob's digest
+//! ├── spaces-v1/<name>/          managed spaces (`restore --space NAME`)
+//! ├── state-v1/<id>.json         what each space holds and what was written there
+//! ├── locks/                     advisory lock files
+//! └── ingest/<pid>-<random>/     per-process scratch; removed once its owner is gone
+//! ```
+//!
+//! Nothing is readable under its final name before it is complete: every write goes to
+//! scratch first and is renamed into place, and `index.json` (the tags) is written last.
+//! A crash at any point leaves at most unreferenced blobs and files, never a torn one.
+
+mod blobs;
+mod cas;
+mod layers;
+mod refs;
+mod scratch;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use blobs::BlobWriter;
+pub use cas::{CasKey, CasState, FILE_MODE_EXEC, FILE_MODE_PLAIN};
+pub use layers::LayerIndex;
+pub use refs::{from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM, ANNOTATION_REF_NAME};
+pub use scratch::Scratch;
+
+use crate::digest::Digest;
+
+/// Version of the store's own directories (the OCI layout has its own `oci-layout`).
+pub const STORE_VERSION: &str = "v1";
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed.
+    #[error("cannot {action} {}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A tag or digest the store does not have.
+    #[error("`{0}` is not in the store (see `envoci ls`)")]
+    NotFound(String),
+    /// Content that does not match its digest or size.
+    #[error("{what} {digest}: content does not match (expected {expected}, got {actual})")]
+    Corrupt {
+        /// What kind of object.
+        what: &'static str,
+        /// Its digest.
+        digest: Digest,
+        /// What was expected (digest or size).
+        expected: String,
+        /// What was found.
+        actual: String,
+    },
+    /// A JSON document in the store that does not parse.
+    #[error("{} is not valid: {source}", path.display())]
+    BadJson {
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A layer blob that cannot be extracted.
+    #[error("layer {digest} cannot be extracted")]
+    BadLayer {
+        /// The layer.
+        digest: Digest,
+        /// Why.
+        #[source]
+        source: crate::layer::ReadError,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was done and where.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { action, path, source }
+    }
+
+    /// Whether the error means "not there" rather than "broken".
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound(_) => true,
+            Error::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}
+
+/// Result of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An opened local store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The store `ENVOCI_HOME` names, else `envoci` under the user's data directory.
+    pub fn default_root() -> PathBuf {
+        match std::env::var_os("ENVOCI_HOME") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("envoci"),
+        }
+    }
+
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        let store = Store { root };
+        for dir in [
+            store.root.join("blobs/sha256"),
+            store.files_dir(),
+            store.layers_dir(),
+            store.spaces_dir(),
+            store.state_dir(),
+            store.locks_dir(),
+            store.ingest_dir(),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        }
+        refs::init_layout(&store)?;
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where blob `digest` lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    /// The file CAS directory.
+    pub fn files_dir(&self) -> PathBuf {
+        self.root.join(format!("files-{STORE_VERSION}"))
+    }
+
+    /// The per-layer index directory.
+    pub fn layers_dir(&self) -> PathBuf {
+        self.root.join(format!("layers-{STORE_VERSION}"))
+    }
+
+    /// The directory holding managed spaces.
+    pub fn spaces_dir(&self) -> PathBuf {
+        self.root.join(format!("spaces-{STORE_VERSION}"))
+    }
+
+    /// The directory holding space state files.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(format!("state-{STORE_VERSION}"))
+    }
+
+    /// The directory holding lock files.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// The scratch area for data being ingested.
+    pub fn ingest_dir(&self) -> PathBuf {
+        self.root.join("ingest")
+    }
+}

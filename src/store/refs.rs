@@ -1,0 +1,173 @@
+//! Tags: the layout's `index.json`, whose manifest descriptors carry the tag in the
+//! standard `org.opencontainers.image.ref.name` annotation (what skopeo and oras use for
+//! `oci:DIR:TAG`). Updated under an exclusive lock by read-modify-rename; readers never
+//! lock, as a rename is atomic.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+
+use super::{Error, Result, Store};
+use crate::digest::Digest;
+use crate::fsutil::{write_atomic, FileLock};
+
+/// The standard annotation naming a tag in an OCI layout's `index.json`.
+pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// envoci's annotation naming a conda platform (`linux-64`, ...).
+pub const ANNOTATION_PLATFORM: &str = "io.envoci.platform";
+
+/// A tag of the store and the manifest it names.
+#[derive(Clone, Debug)]
+pub struct Tag {
+    /// The tag.
+    pub name: String,
+    /// The manifest.
+    pub descriptor: Descriptor,
+}
+
+/// A tag that OCI registries would refuse.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a valid tag: use up to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`")]
+pub struct InvalidTag(pub String);
+
+/// Checks a tag against the OCI distribution grammar `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn validate_tag(name: &str) -> std::result::Result<(), InvalidTag> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidTag(name.to_string()))
+    }
+}
+
+pub(super) fn init_layout(store: &Store) -> Result<()> {
+    let layout = store.root.join("oci-layout");
+    if !layout.exists() {
+        write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(Error::io("write", &layout))?;
+    }
+    let index = store.root.join("index.json");
+    if !index.exists() {
+        let _lock = store.index_lock()?;
+        if !index.exists() {
+            store.write_index(&empty_index())?;
+        }
+    }
+    Ok(())
+}
+
+fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::<Descriptor>::new())
+        .build()
+        .expect("an index with schema version and manifests is complete")
+}
+
+impl Store {
+    fn index_lock(&self) -> Result<FileLock> {
+        let path = self.locks_dir().join("index.lock");
+        FileLock::exclusive(&path).map_err(Error::io("lock", path))
+    }
+
+    /// Reads the layout's `index.json`.
+    pub fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::BadJson { path, source })
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let path = self.root.join("index.json");
+        let bytes = crate::json::to_canonical_vec(index).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+    }
+
+    /// Every tag in the store, sorted by name.
+    pub fn tags(&self) -> Result<Vec<Tag>> {
+        let index = self.read_index()?;
+        let mut tags: Vec<Tag> = index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(ANNOTATION_REF_NAME)?.clone();
+                Some(Tag { name, descriptor: d.clone() })
+            })
+            .collect();
+        tags.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tags)
+    }
+
+    /// Points `name` at `descriptor` (replacing what it named before). Content must be
+    /// durable first: this is what makes it reachable.
+    pub fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
+        validate_tag(name).map_err(|e| Error::io("tag", self.root.join("index.json"))(io::Error::other(e)))?;
+        self.sync()?;
+        let _lock = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let mut descriptor = descriptor.clone();
+        let mut annotations: HashMap<String, String> = descriptor.annotations().clone().unwrap_or_default();
+        annotations.insert(ANNOTATION_REF_NAME.to_string(), name.to_string());
+        descriptor.set_annotations(Some(annotations));
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).map(String::as_str) != Some(name))
+            .cloned()
+            .collect();
+        manifests.push(descriptor);
+        manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// Resolves a tag, or a manifest digest (`sha256:...`), to the manifest descriptor.
+    pub fn resolve(&self, reference: &str) -> Result<Descriptor> {
+        if let Some(tag) = self.tags()?.into_iter().find(|t| t.name == reference) {
+            return Ok(tag.descriptor);
+        }
+        if reference.starts_with("sha256:") {
+            if let Ok(digest) = Digest::parse(reference) {
+                let bytes = self.read_blob(&digest)?;
+                let media: MediaType = serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(MediaType::from))
+                    .unwrap_or(MediaType::ImageManifest);
+                return Ok(Descriptor::new(media, bytes.len() as u64, oci_digest(&digest)));
+            }
+        }
+        Err(Error::NotFound(reference.to_string()))
+    }
+}
+
+/// The oci-spec form of a digest.
+pub fn oci_digest(digest: &Digest) -> oci_spec::image::Digest {
+    digest.oci().parse().expect("sha256: followed by 64 lowercase hex digits is a valid OCI digest")
+}
+
+/// The envoci form of an oci-spec digest; `None` for algorithms other than sha256.
+pub fn from_oci_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
+    Digest::parse(&digest.to_string()).ok()
+}
+
+fn ref_name(d: &Descriptor) -> String {
+    d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tag_grammar() {
+        for ok in ["myenv", "v1.2.3", "bp-0123abcd-linux-64", "A_b", &"x".repeat(128)] {
+            assert!(super::validate_tag(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "a/b", "a:b", "ü", &"x".repeat(129)] {
+            assert!(super::validate_tag(bad).is_err(), "{bad}");
+        }
+    }
+}
