@@ -143,11 +143,15 @@ pub struct CatalogLayer {
 impl CatalogLayer {
     /// `name-version-build` (what `org.opencontainers.image.title` says).
     pub fn title(&self) -> String {
-        [Some(self.name.as_str()), self.version.as_deref(), self.build.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect::<Vec<_>>()
-            .join("-")
+        [
+            Some(self.name.as_str()),
+            self.version.as_deref(),
+            self.build.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("-")
     }
 }
 
@@ -193,13 +197,21 @@ pub fn build_manifest(
     catalog_blob: (Digest, u64),
     layers: &[(LayerDigests, &'static str)],
 ) -> ImageManifest {
-    let config = Descriptor::new(MediaType::Other(CATALOG_MEDIA_TYPE.into()), catalog_blob.1, oci_digest(&catalog_blob.0));
+    let config = Descriptor::new(
+        MediaType::Other(CATALOG_MEDIA_TYPE.into()),
+        catalog_blob.1,
+        oci_digest(&catalog_blob.0),
+    );
     let layer_descriptors = catalog
         .layers
         .iter()
         .zip(layers)
         .map(|(layer, (digests, media_type))| {
-            let mut d = Descriptor::new(MediaType::Other((*media_type).into()), digests.size, oci_digest(&digests.digest));
+            let mut d = Descriptor::new(
+                MediaType::Other((*media_type).into()),
+                digests.size,
+                oci_digest(&digests.digest),
+            );
             d.set_annotations(Some(layer_annotations(layer)));
             d
         })
@@ -210,14 +222,20 @@ pub fn build_manifest(
         .artifact_type(MediaType::Other(ARTIFACT_TYPE.into()))
         .config(config)
         .layers(layer_descriptors)
-        .annotations(HashMap::from([(ANNOTATION_PLATFORM.to_string(), catalog.platform.clone())]))
+        .annotations(HashMap::from([(
+            ANNOTATION_PLATFORM.to_string(),
+            catalog.platform.clone(),
+        )]))
         .build()
         .expect("schema version, config and layers make a complete manifest")
 }
 
 fn layer_annotations(layer: &CatalogLayer) -> HashMap<String, String> {
     let mut a = HashMap::new();
-    a.insert("org.opencontainers.image.title".into(), ascii(&layer.title()));
+    a.insert(
+        "org.opencontainers.image.title".into(),
+        ascii(&layer.title()),
+    );
     a.insert("io.envoci.kind".into(), layer.kind.as_str().into());
     a.insert("io.envoci.name".into(), ascii(&layer.name));
     let optional = [
@@ -237,7 +255,10 @@ fn layer_annotations(layer: &CatalogLayer) -> HashMap<String, String> {
 
 /// Annotations stay short, plain ASCII.
 fn ascii(s: &str) -> String {
-    s.chars().filter(|c| c.is_ascii() && !c.is_ascii_control()).take(256).collect()
+    s.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .take(256)
+        .collect()
 }
 
 /// The conda platform of the machine envoci runs on.
@@ -252,4 +273,147 @@ pub fn host_platform() -> &'static str {
         ("windows", "aarch64") => "win-arm64",
         _ => "noarch",
     }
+}
+
+/// An envoci artifact loaded from the store: its manifest and catalog.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// The catalog (config blob).
+    pub catalog: Catalog,
+}
+
+impl Artifact {
+    /// The layer descriptors paired with their blob digests, in order.
+    pub fn layer_blobs(&self) -> impl Iterator<Item = (Digest, &Descriptor)> + '_ {
+        self.catalog
+            .layers
+            .iter()
+            .zip(self.manifest.layers())
+            .map(|(l, d)| (l.digest, d))
+    }
+}
+
+/// Why a reference does not lead to a usable envoci artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed or lacks the reference.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The manifest is something else (a container image, say).
+    #[error("`{reference}` is not an envoci environment: it is {what}")]
+    NotEnvoci {
+        /// The reference.
+        reference: String,
+        /// What it is instead.
+        what: String,
+    },
+    /// The manifest or catalog does not parse or does not agree with itself.
+    #[error("`{reference}` has an invalid {what}: {reason}")]
+    Invalid {
+        /// The reference.
+        reference: String,
+        /// Manifest or catalog.
+        what: &'static str,
+        /// The problem.
+        reason: String,
+    },
+}
+
+/// Loads the artifact `reference` (tag or manifest digest) names in `store`.
+pub fn load(store: &crate::store::Store, reference: &str) -> Result<Artifact, LoadError> {
+    let descriptor = store.resolve(reference)?;
+    let digest =
+        crate::store::from_oci_digest(descriptor.digest()).ok_or_else(|| LoadError::Invalid {
+            reference: reference.into(),
+            what: "manifest",
+            reason: format!("unsupported digest {}", descriptor.digest()),
+        })?;
+    let bytes = store.read_blob(&digest)?;
+    parse_artifact(store, reference, digest, &bytes)
+}
+
+/// Parses manifest bytes and loads the catalog they reference.
+pub fn parse_artifact(
+    store: &crate::store::Store,
+    reference: &str,
+    digest: Digest,
+    bytes: &[u8],
+) -> Result<Artifact, LoadError> {
+    let invalid = |what, reason: String| LoadError::Invalid {
+        reference: reference.into(),
+        what,
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid("manifest", e.to_string()))?;
+    let media = value
+        .get("mediaType")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if media.contains("index") || media.contains("manifest.list") {
+        return Err(LoadError::NotEnvoci {
+            reference: reference.into(),
+            what: format!("an image index ({media}); pick one platform"),
+        });
+    }
+    let manifest: ImageManifest =
+        serde_json::from_value(value).map_err(|e| invalid("manifest", e.to_string()))?;
+    let config_type = manifest.config().media_type().to_string();
+    if config_type != CATALOG_MEDIA_TYPE {
+        let artifact = manifest.artifact_type().as_ref().map(|a| a.to_string());
+        let what = match (config_type.as_str(), artifact) {
+            (
+                "application/vnd.oci.image.config.v1+json"
+                | "application/vnd.docker.container.image.v1+json",
+                _,
+            ) => "a container image".to_string(),
+            (_, Some(a)) => format!("an artifact of type {a}"),
+            (c, None) => format!("a manifest whose config is {c}"),
+        };
+        return Err(LoadError::NotEnvoci {
+            reference: reference.into(),
+            what,
+        });
+    }
+    let config_digest = crate::store::from_oci_digest(manifest.config().digest())
+        .ok_or_else(|| invalid("manifest", "config digest is not sha256".into()))?;
+    let catalog_bytes = store.read_blob(&config_digest)?;
+    let catalog: Catalog =
+        serde_json::from_slice(&catalog_bytes).map_err(|e| invalid("catalog", e.to_string()))?;
+    if catalog.schema_version != SCHEMA_VERSION {
+        return Err(invalid(
+            "catalog",
+            format!(
+                "schema version {} (this envoci reads {SCHEMA_VERSION})",
+                catalog.schema_version
+            ),
+        ));
+    }
+    if catalog.layers.len() != manifest.layers().len() {
+        return Err(invalid(
+            "catalog",
+            "layer count differs from the manifest's".into(),
+        ));
+    }
+    for (layer, descriptor) in catalog.layers.iter().zip(manifest.layers()) {
+        if crate::store::from_oci_digest(descriptor.digest()) != Some(layer.digest) {
+            return Err(invalid(
+                "catalog",
+                format!(
+                    "layer {} is not the manifest's {}",
+                    layer.digest,
+                    descriptor.digest()
+                ),
+            ));
+        }
+    }
+    Ok(Artifact {
+        digest,
+        manifest,
+        catalog,
+    })
 }

@@ -54,7 +54,9 @@ impl Digest {
         let hex_part = s.strip_prefix("sha256:").unwrap_or(s);
         let mut out = [0u8; 32];
         if hex_part.len() != 64
-            || !hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || !hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
             || hex::decode_to_slice(hex_part, &mut out).is_err()
         {
             return Err(InvalidDigest(s.to_string()));
@@ -105,12 +107,20 @@ pub struct HashingWriter<W> {
 impl<W: Write> HashingWriter<W> {
     /// Wraps `inner`.
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
     }
 
     /// The digest and size of what was written, and the inner writer.
     pub fn finish(self) -> (Digest, u64, W) {
-        (Digest(self.hasher.finalize().into()), self.written, self.inner)
+        (
+            Digest(self.hasher.finalize().into()),
+            self.written,
+            self.inner,
+        )
     }
 }
 
@@ -136,7 +146,11 @@ pub struct HashingReader<R> {
 impl<R: Read> HashingReader<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), read: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
     }
 
     /// The digest and size of what was read.

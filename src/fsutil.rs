@@ -45,21 +45,30 @@ impl FileLock {
     pub fn exclusive(path: &Path) -> io::Result<Self> {
         let file = open_lock_file(path)?;
         file.lock()?;
-        Ok(FileLock { _file: file, path: path.to_path_buf() })
+        Ok(FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Blocks until a shared lock on `path` is held.
     pub fn shared(path: &Path) -> io::Result<Self> {
         let file = open_lock_file(path)?;
         file.lock_shared()?;
-        Ok(FileLock { _file: file, path: path.to_path_buf() })
+        Ok(FileLock {
+            _file: file,
+            path: path.to_path_buf(),
+        })
     }
 
     /// Takes the exclusive lock if nobody holds it, without waiting.
     pub fn try_exclusive(path: &Path) -> io::Result<Option<Self>> {
         let file = open_lock_file(path)?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(FileLock { _file: file, path: path.to_path_buf() })),
+            Ok(()) => Ok(Some(FileLock {
+                _file: file,
+                path: path.to_path_buf(),
+            })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
@@ -73,7 +82,12 @@ impl FileLock {
 
 fn open_lock_file(path: &Path) -> io::Result<File> {
     fs::create_dir_all(parent_of(path))?;
-    OpenOptions::new().create(true).truncate(false).write(true).read(true).open(path)
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(path)
 }
 
 /// Removes a file or symlink, or a directory tree, whatever is at `path`; absent is fine.
@@ -98,7 +112,8 @@ fn make_tree_writable(root: &Path) {
             if let Ok(m) = entry.metadata() {
                 let mode = m.permissions().mode();
                 if mode & 0o700 != 0o700 {
-                    let _ = fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700));
+                    let _ =
+                        fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode | 0o700));
                 }
             }
         }

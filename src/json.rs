@@ -18,7 +18,12 @@ fn sort_keys(value: Value) -> Value {
         Value::Object(map) => {
             let mut entries: Vec<(String, Value)> = map.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, sort_keys(v))).collect())
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, sort_keys(v)))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.into_iter().map(sort_keys).collect()),
         other => other,
@@ -39,9 +44,13 @@ mod tests {
         for i in (0..50).rev() {
             b.insert(format!("k{i}"), i);
         }
-        let a = super::to_canonical_vec(&serde_json::json!({"z": a, "a": [1, {"y": 1, "b": 2}]})).unwrap();
-        let b = super::to_canonical_vec(&serde_json::json!({"a": [1, {"b": 2, "y": 1}], "z": b})).unwrap();
+        let a = super::to_canonical_vec(&serde_json::json!({"z": a, "a": [1, {"y": 1, "b": 2}]}))
+            .unwrap();
+        let b = super::to_canonical_vec(&serde_json::json!({"a": [1, {"b": 2, "y": 1}], "z": b}))
+            .unwrap();
         assert_eq!(a, b);
-        assert!(String::from_utf8(a).unwrap().starts_with("{\"a\":[1,{\"b\":2,\"y\":1}]"));
+        assert!(String::from_utf8(a)
+            .unwrap()
+            .starts_with("{\"a\":[1,{\"b\":2,\"y\":1}]"));
     }
 }

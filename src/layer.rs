@@ -104,7 +104,12 @@ pub struct UnsafePath {
 /// Validates and normalises a layer path: relative, no `..`, no empty or NUL component.
 /// A leading `./` is dropped. Returns the normalised path.
 pub fn safe_path(path: &str) -> Result<String, UnsafePath> {
-    let bad = |reason| Err(UnsafePath { path: path.to_string(), reason });
+    let bad = |reason| {
+        Err(UnsafePath {
+            path: path.to_string(),
+            reason,
+        })
+    };
     if path.starts_with('/') {
         return bad("absolute path");
     }
@@ -186,12 +191,23 @@ impl<W: Write> LayerWriter<W> {
             }
             Compression::None => Encoder::None(blob),
         };
-        Ok(LayerWriter { tar: tar::Builder::new(HashingWriter::new(encoder)), last_path: None })
+        Ok(LayerWriter {
+            tar: tar::Builder::new(HashingWriter::new(encoder)),
+            last_path: None,
+        })
     }
 
-    fn header(&mut self, path: &str, kind: tar::EntryType, mode: u32, size: u64) -> io::Result<tar::Header> {
+    fn header(
+        &mut self,
+        path: &str,
+        kind: tar::EntryType,
+        mode: u32,
+        size: u64,
+    ) -> io::Result<tar::Header> {
         if self.last_path.as_deref().is_some_and(|last| last >= path) {
-            return Err(io::Error::other(format!("layer entries out of order at `{path}`")));
+            return Err(io::Error::other(format!(
+                "layer entries out of order at `{path}`"
+            )));
         }
         self.last_path = Some(path.to_string());
         let mut header = tar::Header::new_gnu();
@@ -205,9 +221,24 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// Appends a regular file of `size` bytes read from `content`.
-    pub fn append_file(&mut self, path: &str, exec: bool, size: u64, content: impl Read) -> io::Result<()> {
-        let mut header = self.header(path, tar::EntryType::Regular, if exec { 0o755 } else { 0o644 }, size)?;
-        let mut checked = SizeChecked { inner: content, left: size, path };
+    pub fn append_file(
+        &mut self,
+        path: &str,
+        exec: bool,
+        size: u64,
+        content: impl Read,
+    ) -> io::Result<()> {
+        let mut header = self.header(
+            path,
+            tar::EntryType::Regular,
+            if exec { 0o755 } else { 0o644 },
+            size,
+        )?;
+        let mut checked = SizeChecked {
+            inner: content,
+            left: size,
+            path,
+        };
         self.tar.append_data(&mut header, path, &mut checked)?;
         if checked.left != 0 {
             return Err(size_changed(path));
@@ -224,13 +255,20 @@ impl<W: Write> LayerWriter<W> {
     /// Appends a directory.
     pub fn append_dir(&mut self, path: &str) -> io::Result<()> {
         let mut header = self.header(path, tar::EntryType::Directory, 0o755, 0)?;
-        self.tar.append_data(&mut header, format!("{path}/"), io::empty())
+        self.tar
+            .append_data(&mut header, format!("{path}/"), io::empty())
     }
 
     /// Appends an entry whose file content comes from `content`.
-    pub fn append_entry(&mut self, entry: &Entry, content: impl FnOnce() -> io::Result<Box<dyn Read>>) -> io::Result<()> {
+    pub fn append_entry(
+        &mut self,
+        entry: &Entry,
+        content: impl FnOnce() -> io::Result<Box<dyn Read>>,
+    ) -> io::Result<()> {
         match &entry.kind {
-            EntryKind::File { size, exec, .. } => self.append_file(&entry.path, *exec, *size, content()?),
+            EntryKind::File { size, exec, .. } => {
+                self.append_file(&entry.path, *exec, *size, content()?)
+            }
             EntryKind::Symlink { target } => self.append_symlink(&entry.path, target),
             EntryKind::Dir => self.append_dir(&entry.path),
         }
@@ -246,7 +284,15 @@ impl<W: Write> LayerWriter<W> {
             Encoder::None(b) => b,
         };
         let (digest, size, out) = blob.finish();
-        Ok((LayerDigests { digest, size, diff_id, uncompressed_size }, out))
+        Ok((
+            LayerDigests {
+                digest,
+                size,
+                diff_id,
+                uncompressed_size,
+            },
+            out,
+        ))
     }
 }
 
@@ -310,8 +356,9 @@ pub fn read_layer<R: Read>(
         let mut entries = Vec::new();
         for item in archive.entries().map_err(ReadError::Io)? {
             let mut item = item.map_err(ReadError::Io)?;
-            let raw = String::from_utf8(item.path_bytes().into_owned())
-                .map_err(|e| ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
+            let raw = String::from_utf8(item.path_bytes().into_owned()).map_err(|e| {
+                ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned())
+            })?;
             let path = safe_path(&raw)?;
             let header = item.header();
             let kind = match header.entry_type() {
@@ -325,11 +372,18 @@ pub fn read_layer<R: Read>(
                     let target = item
                         .link_name_bytes()
                         .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .ok_or_else(|| ReadError::Unsupported(path.clone(), "symlink without target"))?;
+                        .ok_or_else(|| {
+                            ReadError::Unsupported(path.clone(), "symlink without target")
+                        })?;
                     EntryKind::Symlink { target }
                 }
                 tar::EntryType::Directory => EntryKind::Dir,
-                _ => return Err(ReadError::Unsupported(path, "entry type (only files, directories and symlinks)")),
+                _ => {
+                    return Err(ReadError::Unsupported(
+                        path,
+                        "entry type (only files, directories and symlinks)",
+                    ))
+                }
             };
             entries.push(Entry { path, kind });
         }
@@ -363,20 +417,39 @@ mod tests {
     use super::*;
 
     fn sample() -> (Vec<Entry>, Vec<(String, Vec<u8>)>) {
-        let files = vec![("b/long/".repeat(30) + "x.txt", b"hello".to_vec()), ("a.sh".into(), b"#!/bin/sh\n".to_vec())];
+        let files = vec![
+            ("b/long/".repeat(30) + "x.txt", b"hello".to_vec()),
+            ("a.sh".into(), b"#!/bin/sh\n".to_vec()),
+        ];
         let mut entries: Vec<Entry> = files
             .iter()
             .map(|(p, c)| Entry {
                 path: p.clone(),
-                kind: EntryKind::File { digest: Digest::of(c), size: c.len() as u64, exec: p.ends_with(".sh") },
+                kind: EntryKind::File {
+                    digest: Digest::of(c),
+                    size: c.len() as u64,
+                    exec: p.ends_with(".sh"),
+                },
             })
             .collect();
-        entries.push(Entry { path: "lib/link".into(), kind: EntryKind::Symlink { target: "../a.sh".into() } });
-        entries.push(Entry { path: "empty-dir".into(), kind: EntryKind::Dir });
+        entries.push(Entry {
+            path: "lib/link".into(),
+            kind: EntryKind::Symlink {
+                target: "../a.sh".into(),
+            },
+        });
+        entries.push(Entry {
+            path: "empty-dir".into(),
+            kind: EntryKind::Dir,
+        });
         (entries, files)
     }
 
-    fn write(entries: &[Entry], files: &[(String, Vec<u8>)], c: Compression) -> (LayerDigests, Vec<u8>) {
+    fn write(
+        entries: &[Entry],
+        files: &[(String, Vec<u8>)],
+        c: Compression,
+    ) -> (LayerDigests, Vec<u8>) {
         write_layer(entries, c, Vec::new(), |e| {
             let content = files.iter().find(|(p, _)| *p == e.path).unwrap().1.clone();
             Ok(Box::new(io::Cursor::new(content)))
@@ -437,7 +510,10 @@ mod tests {
         h.set_cksum();
         builder.append(&h, &b"x"[..]).unwrap();
         let tar = builder.into_inner().unwrap();
-        let err = read_layer(&tar[..], Compression::None, |_, r, _| Ok(Digest::of_reader(r)?.0)).unwrap_err();
+        let err = read_layer(&tar[..], Compression::None, |_, r, _| {
+            Ok(Digest::of_reader(r)?.0)
+        })
+        .unwrap_err();
         assert!(matches!(err, ReadError::Unsafe(_)), "{err}");
     }
 }

@@ -104,7 +104,10 @@ pub fn fix_long_shebang(content: Vec<u8>) -> Vec<u8> {
 /// `from` replaced by `to` and is padded with NULs to its old length.
 pub fn relocate_binary(src: &[u8], from: &[u8], to: &[u8]) -> Result<Vec<u8>, TooLong> {
     if to.len() > from.len() {
-        return Err(TooLong { new_len: to.len(), max_len: from.len() });
+        return Err(TooLong {
+            new_len: to.len(),
+            max_len: from.len(),
+        });
     }
     let mut out = Vec::with_capacity(src.len());
     let finder = memmem::Finder::new(from);
@@ -173,14 +176,23 @@ mod tests {
     #[test]
     fn text_replacement_table() {
         let cases: &[(&str, &str, &str, &str)] = &[
-            ("a /p/x b /p/y", "/p", "/longer/q", "a /longer/q/x b /longer/q/y"),
+            (
+                "a /p/x b /p/y",
+                "/p",
+                "/longer/q",
+                "a /longer/q/x b /longer/q/y",
+            ),
             ("nothing here", "/p", "/q", "nothing here"),
             ("/p/p/p", "/p", "", "/p"),
             ("", "/p", "/q", ""),
         ];
         for (src, from, to, want) in cases {
             let got = replace_text(src.as_bytes(), from.as_bytes(), to.as_bytes());
-            assert_eq!(String::from_utf8(got).unwrap(), *want, "replace {from} by {to} in {src:?}");
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                *want,
+                "replace {from} by {to} in {src:?}"
+            );
         }
     }
 
@@ -188,10 +200,30 @@ mod tests {
     fn binary_replacement_table() {
         // (source, from, to, expected)
         let cases: &[(&[u8], &str, &str, &[u8])] = &[
-            (b"xx/long/prefix/bin\0yy", "/long/prefix", "/s", b"xx/s/bin\0\0\0\0\0\0\0\0\0\0\0yy"),
-            (b"/long/prefix:/long/prefix/lib\0", "/long/prefix", "/ab", b"/ab:/ab/lib\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
-            (b"/long/prefix", "/long/prefix", "/abc", b"/abc\0\0\0\0\0\0\0\0"),
-            (b"a\0b\0/long/prefix\0c", "/long/prefix", "/long/prefix", b"a\0b\0/long/prefix\0c"),
+            (
+                b"xx/long/prefix/bin\0yy",
+                "/long/prefix",
+                "/s",
+                b"xx/s/bin\0\0\0\0\0\0\0\0\0\0\0yy",
+            ),
+            (
+                b"/long/prefix:/long/prefix/lib\0",
+                "/long/prefix",
+                "/ab",
+                b"/ab:/ab/lib\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ),
+            (
+                b"/long/prefix",
+                "/long/prefix",
+                "/abc",
+                b"/abc\0\0\0\0\0\0\0\0",
+            ),
+            (
+                b"a\0b\0/long/prefix\0c",
+                "/long/prefix",
+                "/long/prefix",
+                b"a\0b\0/long/prefix\0c",
+            ),
             (b"no match\0", "/long/prefix", "/x", b"no match\0"),
         ];
         for (src, from, to, want) in cases {
@@ -204,7 +236,13 @@ mod tests {
     #[test]
     fn binary_refuses_longer_target() {
         let err = relocate_binary(b"/p\0", b"/p", b"/pq").unwrap_err();
-        assert_eq!(err, TooLong { new_len: 3, max_len: 2 });
+        assert_eq!(
+            err,
+            TooLong {
+                new_len: 3,
+                max_len: 2
+            }
+        );
     }
 
     #[test]
@@ -217,14 +255,23 @@ mod tests {
 
     #[test]
     fn unrelocate_refuses_without_padding() {
-        assert_eq!(unrelocate_binary(b"/env/bin\0x", b"/env", b"/PLACEHOLDER"), None);
-        assert_eq!(unrelocate_binary(b"/env/bin", b"/env", b"/PLACEHOLDER"), None);
+        assert_eq!(
+            unrelocate_binary(b"/env/bin\0x", b"/env", b"/PLACEHOLDER"),
+            None
+        );
+        assert_eq!(
+            unrelocate_binary(b"/env/bin", b"/env", b"/PLACEHOLDER"),
+            None
+        );
     }
 
     #[test]
     fn long_shebangs_are_shortened() {
         let long = format!("#!/{}/bin/python3 -E\nprint(1)\n", "x".repeat(200));
-        assert_eq!(fix_long_shebang(long.into_bytes()), b"#!/usr/bin/env python3 -E\nprint(1)\n".to_vec());
+        assert_eq!(
+            fix_long_shebang(long.into_bytes()),
+            b"#!/usr/bin/env python3 -E\nprint(1)\n".to_vec()
+        );
         let short = b"#!/short/bin/python\nx".to_vec();
         assert_eq!(fix_long_shebang(short.clone()), short);
         let not_script = b"no shebang".to_vec();

@@ -68,7 +68,10 @@ impl Attribution {
 
     /// The owner of `path`.
     pub fn owner(&self, path: &str) -> usize {
-        self.owner_of.get(path).copied().unwrap_or_else(|| self.env_owner())
+        self.owner_of
+            .get(path)
+            .copied()
+            .unwrap_or_else(|| self.env_owner())
     }
 }
 
@@ -122,8 +125,19 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
                     Some(rattler_conda_types::package::FileMode::Binary) => FileMode::Binary,
                     _ => FileMode::Text,
                 };
-                let hashes = [entry.sha256, entry.sha256_in_prefix].into_iter().flatten().map(|h| h.into()).collect();
-                declared.insert(key, DeclaredPlaceholder { mode, placeholder: placeholder.clone(), hashes });
+                let hashes = [entry.sha256, entry.sha256_in_prefix]
+                    .into_iter()
+                    .flatten()
+                    .map(|h| h.into())
+                    .collect();
+                declared.insert(
+                    key,
+                    DeclaredPlaceholder {
+                        mode,
+                        placeholder: placeholder.clone(),
+                        hashes,
+                    },
+                );
             }
         }
     }
@@ -131,7 +145,12 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
     // pip distributions: every RECORD no conda package claims.
     let mut pip: BTreeMap<String, (Owner, Vec<String>)> = BTreeMap::new();
     for file in files {
-        let Some(dist_info) = file.strip_suffix("/RECORD").filter(|d| d.ends_with(".dist-info")) else { continue };
+        let Some(dist_info) = file
+            .strip_suffix("/RECORD")
+            .filter(|d| d.ends_with(".dist-info"))
+        else {
+            continue;
+        };
         if owner_of.contains_key(*file) {
             continue;
         }
@@ -139,7 +158,10 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
         let stem = dir_name.trim_end_matches(".dist-info");
         let (name, version) = stem.split_once('-').unwrap_or((stem, ""));
         let record_path = prefix.join(file);
-        let text = fs::read_to_string(&record_path).map_err(|source| Error::Read { path: record_path, source })?;
+        let text = fs::read_to_string(&record_path).map_err(|source| Error::Read {
+            path: record_path,
+            source,
+        })?;
         let mut paths: Vec<String> = text
             .lines()
             .filter_map(|line| parse_record_path(line))
@@ -186,7 +208,13 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
         channel: None,
         sha256: None,
     });
-    Ok(Attribution { owners, owner_of, records, declared, platform })
+    Ok(Attribution {
+        owners,
+        owner_of,
+        records,
+        declared,
+        platform,
+    })
 }
 
 fn read_conda_meta(prefix: &Path) -> Result<Vec<PrefixRecord>, Error> {
@@ -266,23 +294,41 @@ mod tests {
 
     #[test]
     fn record_lines() {
-        assert_eq!(parse_record_path("a/b.py,sha256=x,12").as_deref(), Some("a/b.py"));
-        assert_eq!(parse_record_path("\"a,b.py\",sha256=x,1").as_deref(), Some("a,b.py"));
+        assert_eq!(
+            parse_record_path("a/b.py,sha256=x,12").as_deref(),
+            Some("a/b.py")
+        );
+        assert_eq!(
+            parse_record_path("\"a,b.py\",sha256=x,1").as_deref(),
+            Some("a,b.py")
+        );
         assert_eq!(parse_record_path(""), None);
     }
 
     #[test]
     fn record_paths_resolve_against_site_packages() {
         let base = "lib/python3.11/site-packages";
-        assert_eq!(normalize_join(base, "../../../bin/tool").as_deref(), Some("bin/tool"));
-        assert_eq!(normalize_join(base, "pkg/__init__.py").as_deref(), Some("lib/python3.11/site-packages/pkg/__init__.py"));
+        assert_eq!(
+            normalize_join(base, "../../../bin/tool").as_deref(),
+            Some("bin/tool")
+        );
+        assert_eq!(
+            normalize_join(base, "pkg/__init__.py").as_deref(),
+            Some("lib/python3.11/site-packages/pkg/__init__.py")
+        );
         assert_eq!(normalize_join(base, "../../../../etc/passwd"), None);
     }
 
     #[test]
     fn pyc_maps_to_source() {
-        assert_eq!(pyc_source("lib/p/__pycache__/m.cpython-311.pyc").as_deref(), Some("lib/p/m.py"));
-        assert_eq!(pyc_source("lib/p/__pycache__/m.cpython-311.opt-1.pyc").as_deref(), Some("lib/p/m.py"));
+        assert_eq!(
+            pyc_source("lib/p/__pycache__/m.cpython-311.pyc").as_deref(),
+            Some("lib/p/m.py")
+        );
+        assert_eq!(
+            pyc_source("lib/p/__pycache__/m.cpython-311.opt-1.pyc").as_deref(),
+            Some("lib/p/m.py")
+        );
         assert_eq!(pyc_source("lib/p/m.pyc"), None);
     }
 }

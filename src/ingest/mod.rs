@@ -111,20 +111,34 @@ pub(crate) enum WalkedKind {
 
 /// Snapshots the environment at `prefix` into `store`.
 pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snapshot, Error> {
-    let prefix = fs::canonicalize(prefix)
-        .map_err(|e| Error::Prefix { path: prefix.to_path_buf(), reason: e.to_string() })?;
+    let prefix = fs::canonicalize(prefix).map_err(|e| Error::Prefix {
+        path: prefix.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if !prefix.is_dir() {
-        return Err(Error::Prefix { path: prefix, reason: "not a directory".into() });
+        return Err(Error::Prefix {
+            path: prefix,
+            reason: "not a directory".into(),
+        });
     }
     let tag = match &options.tag {
         Some(t) => t.clone(),
         None => default_tag(&prefix),
     };
     store::validate_tag(&tag)?;
-    let prefix_str = prefix.to_str().ok_or_else(|| Error::NotUtf8 { path: prefix.clone() })?.to_string();
+    let prefix_str = prefix
+        .to_str()
+        .ok_or_else(|| Error::NotUtf8 {
+            path: prefix.clone(),
+        })?
+        .to_string();
 
     let walked = walk(&prefix)?;
-    let linkables: Vec<&str> = walked.iter().filter(|w| !matches!(w.kind, WalkedKind::EmptyDir)).map(|w| w.rel.as_str()).collect();
+    let linkables: Vec<&str> = walked
+        .iter()
+        .filter(|w| !matches!(w.kind, WalkedKind::EmptyDir))
+        .map(|w| w.rel.as_str())
+        .collect();
     let attribution = attribute(&prefix, &linkables)?;
 
     let mut groups: Vec<Vec<&Walked>> = vec![Vec::new(); attribution.owners.len()];
@@ -138,22 +152,46 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
     let py_sources: HashMap<&str, (i64, u64)> = walked
         .iter()
         .filter_map(|w| match w.kind {
-            WalkedKind::File { mtime, size, .. } if w.rel.ends_with(".py") => Some((w.rel.as_str(), (mtime, size))),
+            WalkedKind::File { mtime, size, .. } if w.rel.ends_with(".py") => {
+                Some((w.rel.as_str(), (mtime, size)))
+            }
             _ => None,
         })
         .collect();
 
     let scratch = store.scratch()?;
-    let ctx = scan::Context { store, scratch: &scratch, prefix: &prefix, prefix_str: &prefix_str, attribution: &attribution, py_sources: &py_sources };
+    let ctx = scan::Context {
+        store,
+        scratch: &scratch,
+        prefix: &prefix,
+        prefix_str: &prefix_str,
+        attribution: &attribution,
+        py_sources: &py_sources,
+    };
     let built: Vec<(CatalogLayer, LayerDigests)> = groups
         .par_iter()
         .enumerate()
         .map(|(i, entries)| build_layer(&ctx, &attribution.owners[i], entries, options.compression))
         .collect::<Result<_, Error>>()?;
 
-    let files = walked.iter().filter(|w| matches!(w.kind, WalkedKind::File { .. })).count() as u64;
-    let bytes = walked.iter().map(|w| if let WalkedKind::File { size, .. } = w.kind { size } else { 0 }).sum();
-    let platform = attribution.platform.clone().unwrap_or_else(|| catalog::host_platform().to_string());
+    let files = walked
+        .iter()
+        .filter(|w| matches!(w.kind, WalkedKind::File { .. }))
+        .count() as u64;
+    let bytes = walked
+        .iter()
+        .map(|w| {
+            if let WalkedKind::File { size, .. } = w.kind {
+                size
+            } else {
+                0
+            }
+        })
+        .sum();
+    let platform = attribution
+        .platform
+        .clone()
+        .unwrap_or_else(|| catalog::host_platform().to_string());
     let catalog = Catalog {
         schema_version: catalog::SCHEMA_VERSION,
         media_type: catalog::CATALOG_MEDIA_TYPE.into(),
@@ -167,9 +205,18 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         environment: environment(&prefix, &walked),
     };
     let media = options.compression.media_type();
-    let layer_digests: Vec<(LayerDigests, &'static str)> = built.iter().map(|(_, d)| (*d, media)).collect();
-    let (manifest, manifest_size) = commit_catalog(store, &scratch, &catalog, &layer_digests, &tag)?;
-    Ok(Snapshot { manifest, manifest_size, tag, catalog, files, bytes })
+    let layer_digests: Vec<(LayerDigests, &'static str)> =
+        built.iter().map(|(_, d)| (*d, media)).collect();
+    let (manifest, manifest_size) =
+        commit_catalog(store, &scratch, &catalog, &layer_digests, &tag)?;
+    Ok(Snapshot {
+        manifest,
+        manifest_size,
+        tag,
+        catalog,
+        files,
+        bytes,
+    })
 }
 
 /// Writes the catalog and its manifest into the store and tags the manifest.
@@ -183,18 +230,36 @@ pub fn commit_catalog(
     let (catalog_digest, catalog_size, _) = store.put_json_blob(scratch, catalog)?;
     let manifest = catalog::build_manifest(catalog, (catalog_digest, catalog_size), layers);
     let (digest, size, _) = store.put_json_blob(scratch, &manifest)?;
-    let mut descriptor = oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, size, store::oci_digest(&digest));
-    descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(catalog::ARTIFACT_TYPE.into())));
-    descriptor.set_annotations(Some(HashMap::from([(store::ANNOTATION_PLATFORM.to_string(), catalog.platform.clone())])));
+    let mut descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageManifest,
+        size,
+        store::oci_digest(&digest),
+    );
+    descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(
+        catalog::ARTIFACT_TYPE.into(),
+    )));
+    descriptor.set_annotations(Some(HashMap::from([(
+        store::ANNOTATION_PLATFORM.to_string(),
+        catalog.platform.clone(),
+    )])));
     store.set_tag(tag, &descriptor)?;
     Ok((digest, size))
 }
 
-fn build_layer(ctx: &scan::Context<'_>, owner: &Owner, entries: &[&Walked], compression: Compression) -> Result<(CatalogLayer, LayerDigests), Error> {
+fn build_layer(
+    ctx: &scan::Context<'_>,
+    owner: &Owner,
+    entries: &[&Walked],
+    compression: Compression,
+) -> Result<(CatalogLayer, LayerDigests), Error> {
     let blob = ctx.store.blob_writer(ctx.scratch)?;
-    let (index_entries, relocations, digests, blob) = scan::write_layer(ctx, entries, compression, blob)?;
+    let (index_entries, relocations, digests, blob) =
+        scan::write_layer(ctx, entries, compression, blob)?;
     let (digest, _) = blob.commit(Some((digests.digest, digests.size)))?;
-    ctx.store.write_layer_index(&LayerIndex { digest, entries: index_entries.clone() })?;
+    ctx.store.write_layer_index(&LayerIndex {
+        digest,
+        entries: index_entries.clone(),
+    })?;
     let layer = CatalogLayer {
         digest,
         diff_id: digests.diff_id,
@@ -216,13 +281,30 @@ fn walk(prefix: &Path) -> Result<Vec<Walked>, Error> {
     let mut out = Vec::new();
     let mut parents_with_children = std::collections::HashSet::new();
     let mut dirs = Vec::new();
-    for entry in walkdir::WalkDir::new(prefix).follow_links(false).sort_by_file_name().min_depth(1) {
+    for entry in walkdir::WalkDir::new(prefix)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+    {
         let entry = entry.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or_else(|| prefix.to_path_buf());
-            Error::Read { path, source: e.into_io_error().unwrap_or_else(|| io::Error::other("filesystem loop")) }
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| prefix.to_path_buf());
+            Error::Read {
+                path,
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("filesystem loop")),
+            }
         })?;
         let rel_path = entry.path().strip_prefix(prefix).unwrap_or(entry.path());
-        let rel = rel_path.to_str().ok_or_else(|| Error::NotUtf8 { path: entry.path().to_path_buf() })?.to_string();
+        let rel = rel_path
+            .to_str()
+            .ok_or_else(|| Error::NotUtf8 {
+                path: entry.path().to_path_buf(),
+            })?
+            .to_string();
         if let Some((parent, _)) = rel.rsplit_once('/') {
             parents_with_children.insert(parent.to_string());
         }
@@ -231,21 +313,47 @@ fn walk(prefix: &Path) -> Result<Vec<Walked>, Error> {
             dirs.push(rel);
             continue;
         }
-        let read_err = |source| Error::Read { path: entry.path().to_path_buf(), source };
+        let read_err = |source| Error::Read {
+            path: entry.path().to_path_buf(),
+            source,
+        };
         if ft.is_symlink() {
             let target = fs::read_link(entry.path()).map_err(read_err)?;
-            let target = target.to_str().ok_or_else(|| Error::NotUtf8 { path: entry.path().to_path_buf() })?.to_string();
-            out.push(Walked { rel, kind: WalkedKind::Symlink { target } });
+            let target = target
+                .to_str()
+                .ok_or_else(|| Error::NotUtf8 {
+                    path: entry.path().to_path_buf(),
+                })?
+                .to_string();
+            out.push(Walked {
+                rel,
+                kind: WalkedKind::Symlink { target },
+            });
         } else if ft.is_file() {
-            let meta = entry.metadata().map_err(|e| read_err(e.into_io_error().unwrap_or_else(|| io::Error::other("metadata"))))?;
+            let meta = entry.metadata().map_err(|e| {
+                read_err(
+                    e.into_io_error()
+                        .unwrap_or_else(|| io::Error::other("metadata")),
+                )
+            })?;
             let exec = meta.permissions().mode() & 0o111 != 0;
-            out.push(Walked { rel, kind: WalkedKind::File { size: meta.len(), exec, mtime: meta.mtime() } });
+            out.push(Walked {
+                rel,
+                kind: WalkedKind::File {
+                    size: meta.len(),
+                    exec,
+                    mtime: meta.mtime(),
+                },
+            });
         }
         // Sockets, FIFOs and devices are not environment content: skipped.
     }
     for dir in dirs {
         if !parents_with_children.contains(&dir) {
-            out.push(Walked { rel: dir, kind: WalkedKind::EmptyDir });
+            out.push(Walked {
+                rel: dir,
+                kind: WalkedKind::EmptyDir,
+            });
         }
     }
     out.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -267,7 +375,9 @@ fn environment(prefix: &Path, walked: &[Walked]) -> Environment {
     }
     env.activation_scripts = walked
         .iter()
-        .filter(|w| w.rel.starts_with("etc/conda/activate.d/") && !matches!(w.kind, WalkedKind::EmptyDir))
+        .filter(|w| {
+            w.rel.starts_with("etc/conda/activate.d/") && !matches!(w.kind, WalkedKind::EmptyDir)
+        })
         .map(|w| w.rel.clone())
         .collect();
     env
@@ -276,7 +386,18 @@ fn environment(prefix: &Path, walked: &[Walked]) -> Environment {
 fn default_tag(prefix: &Path) -> String {
     let name: String = prefix
         .file_name()
-        .map(|n| n.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect())
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let name = name.trim_start_matches(['.', '-']).to_string();
     if name.is_empty() {

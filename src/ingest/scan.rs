@@ -47,27 +47,48 @@ pub(super) fn write_layer<W: Write>(
         match &walked.kind {
             WalkedKind::EmptyDir => {
                 writer.append_dir(rel).map_err(io_err(rel))?;
-                index.push(Entry { path: rel.to_string(), kind: EntryKind::Dir });
+                index.push(Entry {
+                    path: rel.to_string(),
+                    kind: EntryKind::Dir,
+                });
             }
             WalkedKind::Symlink { target } => {
                 let target = relative_symlink(rel, target, ctx.prefix_str);
                 writer.append_symlink(rel, &target).map_err(io_err(rel))?;
-                index.push(Entry { path: rel.to_string(), kind: EntryKind::Symlink { target } });
+                index.push(Entry {
+                    path: rel.to_string(),
+                    kind: EntryKind::Symlink { target },
+                });
             }
             WalkedKind::File { size, exec, .. } if *size > IN_MEMORY_LIMIT => {
                 let (kind, reloc) = large_file(ctx, rel, *exec, &mut writer)?;
                 relocations.extend(reloc);
-                index.push(Entry { path: rel.to_string(), kind });
+                index.push(Entry {
+                    path: rel.to_string(),
+                    kind,
+                });
             }
             WalkedKind::File { exec, .. } => {
                 let path = ctx.prefix.join(rel);
                 let content = std::fs::read(&path).map_err(io_err(rel))?;
                 let (content, reloc) = process(ctx, rel, content);
-                let key = CasKey { digest: Digest::of(&content), exec: *exec };
+                let key = CasKey {
+                    digest: Digest::of(&content),
+                    exec: *exec,
+                };
                 ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
-                writer.append_file(rel, *exec, content.len() as u64, &content[..]).map_err(io_err(rel))?;
+                writer
+                    .append_file(rel, *exec, content.len() as u64, &content[..])
+                    .map_err(io_err(rel))?;
                 relocations.extend(reloc);
-                index.push(Entry { path: rel.to_string(), kind: EntryKind::File { digest: key.digest, size: content.len() as u64, exec: *exec } });
+                index.push(Entry {
+                    path: rel.to_string(),
+                    kind: EntryKind::File {
+                        digest: key.digest,
+                        size: content.len() as u64,
+                        exec: *exec,
+                    },
+                });
             }
         }
     }
@@ -77,23 +98,54 @@ pub(super) fn write_layer<W: Write>(
 
 /// A file too large to hold in memory: streamed into the CAS while hashed and scanned;
 /// only if it holds the prefix (rare for large files) is it read whole and rewritten.
-fn large_file<W: Write>(ctx: &Context<'_>, rel: &str, exec: bool, writer: &mut LayerWriter<W>) -> Result<(EntryKind, Option<Relocation>), Error> {
+fn large_file<W: Write>(
+    ctx: &Context<'_>,
+    rel: &str,
+    exec: bool,
+    writer: &mut LayerWriter<W>,
+) -> Result<(EntryKind, Option<Relocation>), Error> {
     let path = ctx.prefix.join(rel);
-    let read_err = |source| Error::Read { path: path.clone(), source };
+    let read_err = |source| Error::Read {
+        path: path.clone(),
+        source,
+    };
     let file = File::open(&path).map_err(read_err)?;
     let mut scanner = Scanner::new(file, ctx.prefix_str.as_bytes());
-    let (key, size) = ctx.store.cas_insert_reader(ctx.scratch, &mut scanner, exec, false)?;
+    let (key, size) = ctx
+        .store
+        .cas_insert_reader(ctx.scratch, &mut scanner, exec, false)?;
     if scanner.found && !rel.ends_with(".pyc") {
         let content = std::fs::read(&path).map_err(read_err)?;
         let (content, reloc) = process(ctx, rel, content);
-        let key = CasKey { digest: Digest::of(&content), exec };
+        let key = CasKey {
+            digest: Digest::of(&content),
+            exec,
+        };
         ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
-        writer.append_file(rel, exec, content.len() as u64, &content[..]).map_err(read_err)?;
-        return Ok((EntryKind::File { digest: key.digest, size: content.len() as u64, exec }, reloc));
+        writer
+            .append_file(rel, exec, content.len() as u64, &content[..])
+            .map_err(read_err)?;
+        return Ok((
+            EntryKind::File {
+                digest: key.digest,
+                size: content.len() as u64,
+                exec,
+            },
+            reloc,
+        ));
     }
     let cas = File::open(ctx.store.cas_path(&key)).map_err(read_err)?;
-    writer.append_file(rel, exec, size, io::BufReader::with_capacity(1 << 20, cas)).map_err(read_err)?;
-    Ok((EntryKind::File { digest: key.digest, size, exec }, None))
+    writer
+        .append_file(rel, exec, size, io::BufReader::with_capacity(1 << 20, cas))
+        .map_err(read_err)?;
+    Ok((
+        EntryKind::File {
+            digest: key.digest,
+            size,
+            exec,
+        },
+        None,
+    ))
 }
 
 /// Rewrites one file's content for its layer: the prefix becomes a placeholder, and a
@@ -109,14 +161,27 @@ fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<R
         return (content, None);
     }
     let declared = ctx.attribution.declared.get(rel);
-    let mode = declared.map(|d| d.mode).unwrap_or_else(|| relocate::guess_mode(&content));
-    let reloc = |placeholder: Option<String>| Some(Relocation { path: rel.to_string(), mode, placeholder });
+    let mode = declared
+        .map(|d| d.mode)
+        .unwrap_or_else(|| relocate::guess_mode(&content));
+    let reloc = |placeholder: Option<String>| {
+        Some(Relocation {
+            path: rel.to_string(),
+            mode,
+            placeholder,
+        })
+    };
     match mode {
-        FileMode::Text => (relocate::replace_text(&content, prefix, PLACEHOLDER.as_bytes()), reloc(None)),
+        FileMode::Text => (
+            relocate::replace_text(&content, prefix, PLACEHOLDER.as_bytes()),
+            reloc(None),
+        ),
         FileMode::Binary => {
             // Prefer the package's own bytes back: undo the installer's padding.
             if let Some(d) = declared.filter(|d| d.placeholder.len() >= prefix.len()) {
-                if let Some(original) = relocate::unrelocate_binary(&content, prefix, d.placeholder.as_bytes()) {
+                if let Some(original) =
+                    relocate::unrelocate_binary(&content, prefix, d.placeholder.as_bytes())
+                {
                     let hash = Digest::of(&original).0;
                     if d.hashes.is_empty() || d.hashes.contains(&hash) {
                         let own = (d.placeholder != PLACEHOLDER).then(|| d.placeholder.clone());
@@ -126,7 +191,9 @@ fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<R
             }
             if prefix.len() == PLACEHOLDER.len() {
                 // An envoci build prefix: same length as the placeholder.
-                if let Ok(rewritten) = relocate::relocate_binary(&content, prefix, PLACEHOLDER.as_bytes()) {
+                if let Ok(rewritten) =
+                    relocate::relocate_binary(&content, prefix, PLACEHOLDER.as_bytes())
+                {
                     return (rewritten, reloc(None));
                 }
             }
@@ -141,8 +208,12 @@ fn normalise_pyc(ctx: &Context<'_>, rel: &str, mut content: Vec<u8>) -> Vec<u8> 
     if content.len() < 16 || content[4..8] != [0, 0, 0, 0] {
         return content;
     }
-    let Some(source) = super::attribute::pyc_source(rel) else { return content };
-    let Some(&(mtime, size)) = ctx.py_sources.get(source.as_str()) else { return content };
+    let Some(source) = super::attribute::pyc_source(rel) else {
+        return content;
+    };
+    let Some(&(mtime, size)) = ctx.py_sources.get(source.as_str()) else {
+        return content;
+    };
     let header_mtime = u32::from_le_bytes([content[8], content[9], content[10], content[11]]);
     let header_size = u32::from_le_bytes([content[12], content[13], content[14], content[15]]);
     if header_mtime == mtime as u32 && header_size == size as u32 {
@@ -153,8 +224,12 @@ fn normalise_pyc(ctx: &Context<'_>, rel: &str, mut content: Vec<u8>) -> Vec<u8> 
 
 /// An absolute link into the prefix becomes relative, so it survives relocation.
 fn relative_symlink(rel: &str, target: &str, prefix: &str) -> String {
-    let inside = target.strip_prefix(prefix).filter(|rest| rest.starts_with('/'));
-    let Some(rest) = inside else { return target.to_string() };
+    let inside = target
+        .strip_prefix(prefix)
+        .filter(|rest| rest.starts_with('/'));
+    let Some(rest) = inside else {
+        return target.to_string();
+    };
     let depth = rel.matches('/').count();
     let up = "../".repeat(depth);
     let rest = rest.trim_start_matches('/');
@@ -175,7 +250,12 @@ struct Scanner<R> {
 
 impl<R: Read> Scanner<R> {
     fn new(inner: R, needle: &[u8]) -> Self {
-        Scanner { inner, needle: needle.to_vec(), tail: Vec::new(), found: false }
+        Scanner {
+            inner,
+            needle: needle.to_vec(),
+            tail: Vec::new(),
+            found: false,
+        }
     }
 }
 
@@ -200,8 +280,14 @@ mod tests {
     fn symlinks_into_the_prefix_become_relative() {
         assert_eq!(relative_symlink("bin/x", "/env/bin/y", "/env"), "../bin/y");
         assert_eq!(relative_symlink("x", "/env/lib/y", "/env"), "lib/y");
-        assert_eq!(relative_symlink("bin/x", "/usr/bin/sh", "/env"), "/usr/bin/sh");
-        assert_eq!(relative_symlink("bin/x", "/env2/bin/y", "/env"), "/env2/bin/y");
+        assert_eq!(
+            relative_symlink("bin/x", "/usr/bin/sh", "/env"),
+            "/usr/bin/sh"
+        );
+        assert_eq!(
+            relative_symlink("bin/x", "/env2/bin/y", "/env"),
+            "/env2/bin/y"
+        );
         assert_eq!(relative_symlink("bin/x", "y", "/env"), "y");
     }
 

@@ -41,8 +41,12 @@ impl BlobWriter<'_> {
                 });
             }
         }
-        let tmp = buffered.into_inner().map_err(|e| e.into_error()).map_err(Error::io("write", self.store.ingest_dir()))?;
-        self.store.commit_temp(tmp, &self.store.blob_path(&digest), 0o444)?;
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(Error::io("write", self.store.ingest_dir()))?;
+        self.store
+            .commit_temp(tmp, &self.store.blob_path(&digest), 0o444)?;
         Ok((digest, size))
     }
 }
@@ -51,7 +55,10 @@ impl Store {
     /// Starts writing a blob in `scratch`.
     pub fn blob_writer<'s>(&'s self, scratch: &Scratch) -> Result<BlobWriter<'s>> {
         let tmp = scratch.temp_file()?;
-        Ok(BlobWriter { store: self, file: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)) })
+        Ok(BlobWriter {
+            store: self,
+            file: HashingWriter::new(BufWriter::with_capacity(256 * 1024, tmp)),
+        })
     }
 
     /// Whether blob `digest` is present.
@@ -66,13 +73,19 @@ impl Store {
             return Ok((digest, bytes.len() as u64));
         }
         let mut w = self.blob_writer(scratch)?;
-        w.write_all(bytes).map_err(Error::io("write", scratch.dir()))?;
+        w.write_all(bytes)
+            .map_err(Error::io("write", scratch.dir()))?;
         w.commit(None)
     }
 
     /// Stores `value` as canonical JSON. Returns its digest, size and bytes.
-    pub fn put_json_blob<T: Serialize>(&self, scratch: &Scratch, value: &T) -> Result<(Digest, u64, Vec<u8>)> {
-        let bytes = crate::json::to_canonical_vec(value).map_err(|e| Error::io("serialise", scratch.dir())(e.into()))?;
+    pub fn put_json_blob<T: Serialize>(
+        &self,
+        scratch: &Scratch,
+        value: &T,
+    ) -> Result<(Digest, u64, Vec<u8>)> {
+        let bytes = crate::json::to_canonical_vec(value)
+            .map_err(|e| Error::io("serialise", scratch.dir())(e.into()))?;
         let (digest, size) = self.put_blob(scratch, &bytes)?;
         Ok((digest, size, bytes))
     }
@@ -84,7 +97,11 @@ impl Store {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::NotFound(digest.oci())
             } else {
-                Error::Io { action: "open", path, source: e }
+                Error::Io {
+                    action: "open",
+                    path,
+                    source: e,
+                }
             }
         })
     }
@@ -96,12 +113,21 @@ impl Store {
             if e.kind() == io::ErrorKind::NotFound {
                 Error::NotFound(digest.oci())
             } else {
-                Error::Io { action: "read", path: path.clone(), source: e }
+                Error::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source: e,
+                }
             }
         })?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
-            return Err(Error::Corrupt { what: "blob", digest: *digest, expected: digest.oci(), actual: actual.oci() });
+            return Err(Error::Corrupt {
+                what: "blob",
+                digest: *digest,
+                expected: digest.oci(),
+                actual: actual.oci(),
+            });
         }
         Ok(bytes)
     }
@@ -111,14 +137,24 @@ impl Store {
     ///
     /// Not fsynced one by one (that costs milliseconds per file): whoever makes content
     /// reachable (a tag, a space state) calls [`Store::sync`] first.
-    pub(crate) fn commit_temp(&self, tmp: tempfile::NamedTempFile, dest: &std::path::Path, mode: u32) -> Result<()> {
+    pub(crate) fn commit_temp(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        dest: &std::path::Path,
+        mode: u32,
+    ) -> Result<()> {
         if dest.exists() {
             return Ok(());
         }
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode)).map_err(Error::io("set permissions on", tmp.path()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+            .map_err(Error::io("set permissions on", tmp.path()))?;
         let dir = parent_of(dest);
         fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-        tmp.persist(dest).map_err(|e| Error::Io { action: "commit", path: dest.to_path_buf(), source: e.error })?;
+        tmp.persist(dest).map_err(|e| Error::Io {
+            action: "commit",
+            path: dest.to_path_buf(),
+            source: e.error,
+        })?;
         Ok(())
     }
 

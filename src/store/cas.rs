@@ -40,7 +40,11 @@ impl Store {
     /// Where the CAS keeps `key` (whether or not it is there).
     pub fn cas_path(&self, key: &CasKey) -> PathBuf {
         let hex = key.digest.hex();
-        let name = if key.exec { format!("{hex}.x") } else { hex.clone() };
+        let name = if key.exec {
+            format!("{hex}.x")
+        } else {
+            hex.clone()
+        };
         self.files_dir().join(&hex[..2]).join(name)
     }
 
@@ -55,25 +59,39 @@ impl Store {
             return Ok(());
         }
         let mut tmp = scratch.temp_file()?;
-        tmp.write_all(bytes).map_err(Error::io("write", tmp.path()))?;
+        tmp.write_all(bytes)
+            .map_err(Error::io("write", tmp.path()))?;
         self.cas_commit(tmp, key)
     }
 
     /// Streams `reader` into the CAS, hashing on the way. With `repair`, a present but
     /// damaged copy is replaced. Returns the key and size.
-    pub fn cas_insert_reader(&self, scratch: &Scratch, reader: &mut dyn Read, exec: bool, repair: bool) -> Result<(CasKey, u64)> {
+    pub fn cas_insert_reader(
+        &self,
+        scratch: &Scratch,
+        reader: &mut dyn Read,
+        exec: bool,
+        repair: bool,
+    ) -> Result<(CasKey, u64)> {
         let tmp = scratch.temp_file()?;
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
-        let tmp = buffered.into_inner().map_err(|e| e.into_error()).map_err(Error::io("write", scratch.dir()))?;
+        let tmp = buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(Error::io("write", scratch.dir()))?;
         let key = CasKey { digest, exec };
         if repair && self.cas_has(&key) && self.cas_verify(&key) != CasState::Ok {
             // A fresh inode renamed over the damaged one: links to the damaged copy keep
             // it (and are found modified by their space's check), the CAS is whole again.
             prepare(&tmp, &key)?;
             let dest = self.cas_path(&key);
-            tmp.persist(&dest).map_err(|e| Error::Io { action: "replace", path: dest, source: e.error })?;
+            tmp.persist(&dest).map_err(|e| Error::Io {
+                action: "replace",
+                path: dest,
+                source: e.error,
+            })?;
         } else {
             self.cas_commit(tmp, &key)?;
         }
@@ -126,6 +144,8 @@ pub enum CasState {
 
 fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
     let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
-    filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime)).map_err(Error::io("set mtime on", tmp.path()))?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(key.mode())).map_err(Error::io("set permissions on", tmp.path()))
+    filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
+        .map_err(Error::io("set mtime on", tmp.path()))?;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(key.mode()))
+        .map_err(Error::io("set permissions on", tmp.path()))
 }

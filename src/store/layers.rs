@@ -25,7 +25,13 @@ impl LayerIndex {
     /// CAS keys and sizes of every file of the layer.
     pub fn files(&self) -> impl Iterator<Item = (CasKey, u64)> + '_ {
         self.entries.iter().filter_map(|e| match &e.kind {
-            EntryKind::File { digest, size, exec } => Some((CasKey { digest: *digest, exec: *exec }, *size)),
+            EntryKind::File { digest, size, exec } => Some((
+                CasKey {
+                    digest: *digest,
+                    exec: *exec,
+                },
+                *size,
+            )),
             _ => None,
         })
     }
@@ -36,34 +42,66 @@ impl Store {
     pub fn layer_index(&self, digest: &Digest) -> Result<Option<LayerIndex>> {
         let path = self.layers_dir().join(format!("{}.json", digest.hex()));
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| Error::BadJson { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::BadJson { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io { action: "read", path, source: e }),
+            Err(e) => Err(Error::Io {
+                action: "read",
+                path,
+                source: e,
+            }),
         }
     }
 
     /// Writes the index of a layer.
     pub fn write_layer_index(&self, index: &LayerIndex) -> Result<()> {
-        let path = self.layers_dir().join(format!("{}.json", index.digest.hex()));
-        let bytes = serde_json::to_vec(index).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        let path = self
+            .layers_dir()
+            .join(format!("{}.json", index.digest.hex()));
+        let bytes =
+            serde_json::to_vec(index).map_err(|e| Error::io("serialise", &path)(e.into()))?;
         write_atomic(&path, &bytes).map_err(Error::io("write", &path))
     }
 
     /// Extracts layer blob `digest` into the CAS (files it lacks, or all of them when
     /// `repair` is set, replacing damaged copies) and writes its index. The blob's digest
     /// is verified while reading; on mismatch no index is written.
-    pub fn extract_layer(&self, scratch: &Scratch, digest: &Digest, media_type: &str, repair: bool) -> Result<LayerIndex> {
+    pub fn extract_layer(
+        &self,
+        scratch: &Scratch,
+        digest: &Digest,
+        media_type: &str,
+        repair: bool,
+    ) -> Result<LayerIndex> {
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
         let file = self.open_blob(digest)?;
-        let (entries, actual, _size) = layer::read_layer(BufReader::with_capacity(256 * 1024, file), compression, |_, content, exec| {
-            let (key, _) = self.cas_insert_reader(scratch, content, exec, repair).map_err(io::Error::other)?;
-            Ok(key.digest)
-        })
-        .map_err(|source| Error::BadLayer { digest: *digest, source })?;
+        let (entries, actual, _size) = layer::read_layer(
+            BufReader::with_capacity(256 * 1024, file),
+            compression,
+            |_, content, exec| {
+                let (key, _) = self
+                    .cas_insert_reader(scratch, content, exec, repair)
+                    .map_err(io::Error::other)?;
+                Ok(key.digest)
+            },
+        )
+        .map_err(|source| Error::BadLayer {
+            digest: *digest,
+            source,
+        })?;
         if actual != *digest {
-            return Err(Error::Corrupt { what: "layer", digest: *digest, expected: digest.oci(), actual: actual.oci() });
+            return Err(Error::Corrupt {
+                what: "layer",
+                digest: *digest,
+                expected: digest.oci(),
+                actual: actual.oci(),
+            });
         }
-        let index = LayerIndex { digest: *digest, entries };
+        let index = LayerIndex {
+            digest: *digest,
+            entries,
+        };
         self.write_layer_index(&index)?;
         Ok(index)
     }

@@ -31,8 +31,11 @@ use std::path::{Path, PathBuf};
 pub use blobs::BlobWriter;
 pub use cas::{CasKey, CasState, FILE_MODE_EXEC, FILE_MODE_PLAIN};
 pub use layers::LayerIndex;
-pub use refs::{from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM, ANNOTATION_REF_NAME};
-pub use scratch::Scratch;
+pub use refs::{
+    from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM,
+    ANNOTATION_REF_NAME,
+};
+pub use scratch::{rand_u64, Scratch};
 
 use crate::digest::Digest;
 
@@ -92,7 +95,11 @@ impl Error {
     /// Wraps an I/O error with what was done and where.
     pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     /// Whether the error means "not there" rather than "broken".
@@ -119,7 +126,9 @@ impl Store {
     pub fn default_root() -> PathBuf {
         match std::env::var_os("ENVOCI_HOME") {
             Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("envoci"),
+            _ => dirs::data_dir()
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("envoci"),
         }
     }
 

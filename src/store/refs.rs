@@ -36,7 +36,9 @@ pub struct InvalidTag(pub String);
 pub fn validate_tag(name: &str) -> std::result::Result<(), InvalidTag> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         && !name.starts_with(['.', '-']);
     if ok {
         Ok(())
@@ -48,7 +50,8 @@ pub fn validate_tag(name: &str) -> std::result::Result<(), InvalidTag> {
 pub(super) fn init_layout(store: &Store) -> Result<()> {
     let layout = store.root.join("oci-layout");
     if !layout.exists() {
-        write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(Error::io("write", &layout))?;
+        write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)
+            .map_err(Error::io("write", &layout))?;
     }
     let index = store.root.join("index.json");
     if !index.exists() {
@@ -84,7 +87,8 @@ impl Store {
 
     fn write_index(&self, index: &ImageIndex) -> Result<()> {
         let path = self.root.join("index.json");
-        let bytes = crate::json::to_canonical_vec(index).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        let bytes = crate::json::to_canonical_vec(index)
+            .map_err(|e| Error::io("serialise", &path)(e.into()))?;
         write_atomic(&path, &bytes).map_err(Error::io("write", &path))
     }
 
@@ -96,7 +100,10 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let name = d.annotations().as_ref()?.get(ANNOTATION_REF_NAME)?.clone();
-                Some(Tag { name, descriptor: d.clone() })
+                Some(Tag {
+                    name,
+                    descriptor: d.clone(),
+                })
             })
             .collect();
         tags.sort_by(|a, b| a.name.cmp(&b.name));
@@ -106,18 +113,26 @@ impl Store {
     /// Points `name` at `descriptor` (replacing what it named before). Content must be
     /// durable first: this is what makes it reachable.
     pub fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
-        validate_tag(name).map_err(|e| Error::io("tag", self.root.join("index.json"))(io::Error::other(e)))?;
+        validate_tag(name)
+            .map_err(|e| Error::io("tag", self.root.join("index.json"))(io::Error::other(e)))?;
         self.sync()?;
         let _lock = self.index_lock()?;
         let mut index = self.read_index()?;
         let mut descriptor = descriptor.clone();
-        let mut annotations: HashMap<String, String> = descriptor.annotations().clone().unwrap_or_default();
+        let mut annotations: HashMap<String, String> =
+            descriptor.annotations().clone().unwrap_or_default();
         annotations.insert(ANNOTATION_REF_NAME.to_string(), name.to_string());
         descriptor.set_annotations(Some(annotations));
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
-            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).map(String::as_str) != Some(name))
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_REF_NAME))
+                    .map(String::as_str)
+                    != Some(name)
+            })
             .cloned()
             .collect();
         manifests.push(descriptor);
@@ -136,9 +151,17 @@ impl Store {
                 let bytes = self.read_blob(&digest)?;
                 let media: MediaType = serde_json::from_slice::<serde_json::Value>(&bytes)
                     .ok()
-                    .and_then(|v| v.get("mediaType").and_then(|m| m.as_str()).map(MediaType::from))
+                    .and_then(|v| {
+                        v.get("mediaType")
+                            .and_then(|m| m.as_str())
+                            .map(MediaType::from)
+                    })
                     .unwrap_or(MediaType::ImageManifest);
-                return Ok(Descriptor::new(media, bytes.len() as u64, oci_digest(&digest)));
+                return Ok(Descriptor::new(
+                    media,
+                    bytes.len() as u64,
+                    oci_digest(&digest),
+                ));
             }
         }
         Err(Error::NotFound(reference.to_string()))
@@ -147,7 +170,10 @@ impl Store {
 
 /// The oci-spec form of a digest.
 pub fn oci_digest(digest: &Digest) -> oci_spec::image::Digest {
-    digest.oci().parse().expect("sha256: followed by 64 lowercase hex digits is a valid OCI digest")
+    digest
+        .oci()
+        .parse()
+        .expect("sha256: followed by 64 lowercase hex digits is a valid OCI digest")
 }
 
 /// The envoci form of an oci-spec digest; `None` for algorithms other than sha256.
@@ -156,14 +182,24 @@ pub fn from_oci_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
 }
 
 fn ref_name(d: &Descriptor) -> String {
-    d.annotations().as_ref().and_then(|a| a.get(ANNOTATION_REF_NAME)).cloned().unwrap_or_default()
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REF_NAME))
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn tag_grammar() {
-        for ok in ["myenv", "v1.2.3", "bp-0123abcd-linux-64", "A_b", &"x".repeat(128)] {
+        for ok in [
+            "myenv",
+            "v1.2.3",
+            "bp-0123abcd-linux-64",
+            "A_b",
+            &"x".repeat(128),
+        ] {
             assert!(super::validate_tag(ok).is_ok(), "{ok}");
         }
         for bad in ["", ".hidden", "-x", "a/b", "a:b", "ü", &"x".repeat(129)] {

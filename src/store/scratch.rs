@@ -24,7 +24,10 @@ impl Scratch {
 
     /// A new, uniquely named temporary file in the scratch directory.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new().prefix("tmp-").tempfile_in(&self.dir).map_err(Error::io("create a file in", &self.dir))
+        tempfile::Builder::new()
+            .prefix("tmp-")
+            .tempfile_in(&self.dir)
+            .map_err(Error::io("create a file in", &self.dir))
     }
 }
 
@@ -48,12 +51,17 @@ impl Store {
         let lock = FileLock::exclusive(&lock_path).map_err(Error::io("lock", &lock_path))?;
         let dir = self.ingest_dir().join(&name);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
-        Ok(Scratch { dir, lock: Some(lock) })
+        Ok(Scratch {
+            dir,
+            lock: Some(lock),
+        })
     }
 
     /// Removes scratch directories whose owner is gone. Returns how many were removed.
     pub fn clean_stale_scratch(&self) -> usize {
-        let Ok(entries) = fs::read_dir(self.ingest_dir()) else { return 0 };
+        let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
+            return 0;
+        };
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -70,9 +78,13 @@ impl Store {
 }
 
 /// A random number for unique names (no need for a crypto RNG).
-pub(crate) fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.finish()
 }

@@ -1,0 +1,102 @@
+//! Command-line front end: one file per command, each parsing nothing and printing
+//! through [`Printer`]; errors are printed here once, with their causes and a hint.
+
+mod check;
+mod inspect;
+mod ls;
+mod restore;
+mod snapshot;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use envoci::store::Store;
+
+/// envoci: build conda environments once, restore them anywhere in seconds.
+#[derive(Parser, Debug)]
+#[command(name = "envoci", version, about, propagate_version = true)]
+struct Cli {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The store directory [default: $ENVOCI_HOME, else the user's data dir].
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Ingest an existing conda environment into the store.
+    Snapshot(snapshot::Args),
+    /// List the environments in the store.
+    Ls,
+    /// Show an environment's catalog and layers.
+    Inspect(inspect::Args),
+    /// Restore an environment into a directory or a managed space.
+    Restore(restore::Args),
+    /// Check the store and the spaces (`--verify` rehashes everything).
+    Check(check::Args),
+}
+
+/// Prints results as text or JSON.
+pub struct Printer {
+    json: bool,
+}
+
+impl Printer {
+    /// Prints `value` as JSON, or `text()` as text.
+    pub fn print<T: serde::Serialize>(&self, value: &T, text: impl FnOnce() -> String) {
+        let out = if self.json {
+            serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+        } else {
+            text()
+        };
+        let mut stdout = std::io::stdout().lock();
+        // A closed pipe (`envoci ls | head`) is not an error.
+        let _ = writeln!(stdout, "{}", out.trim_end());
+    }
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let printer = Printer { json: cli.json };
+    match run(cli, &printer) {
+        Ok(code) => code,
+        Err(err) => {
+            report_error(&err, printer.json);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let root = cli.store.unwrap_or_else(Store::default_root);
+    let store = Store::open(&root).map_err(|e| {
+        anyhow::Error::new(e).context(format!("cannot open the store at {}", root.display()))
+    })?;
+    match cli.command {
+        Command::Snapshot(args) => snapshot::run(&store, args, printer),
+        Command::Ls => ls::run(&store, printer),
+        Command::Inspect(args) => inspect::run(&store, args, printer),
+        Command::Restore(args) => restore::run(&store, args, printer),
+        Command::Check(args) => check::run(&store, args, printer),
+    }
+}
+
+fn report_error(err: &anyhow::Error, json: bool) {
+    let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+    if json {
+        let value = serde_json::json!({ "error": err.to_string(), "causes": causes });
+        eprintln!("{value}");
+        return;
+    }
+    eprintln!("error: {err}");
+    for cause in causes {
+        eprintln!("  caused by: {cause}");
+    }
+}
