@@ -183,7 +183,7 @@ mod tests {
                 "a /longer/q/x b /longer/q/y",
             ),
             ("nothing here", "/p", "/q", "nothing here"),
-            ("/p/p/p", "/p", "", "/p"),
+            ("/p/p/p", "/p", "", ""),
             ("", "/p", "/q", ""),
         ];
         for (src, from, to, want) in cases {
@@ -210,7 +210,7 @@ mod tests {
                 b"/long/prefix:/long/prefix/lib\0",
                 "/long/prefix",
                 "/ab",
-                b"/ab:/ab/lib\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+                b"/ab:/ab/lib\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
             ),
             (
                 b"/long/prefix",

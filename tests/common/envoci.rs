@@ -1,0 +1,113 @@
+//! Running the real `envoci` binary against a private store, as a user would.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use serde_json::Value as Json;
+
+/// A temporary working directory with its own store (`ENVOCI_HOME`).
+pub struct Envoci {
+    dir: tempfile::TempDir,
+    home: PathBuf,
+}
+
+impl Default for Envoci {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Envoci {
+    /// A fresh directory and store.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("envoci-test-")
+            .tempdir()
+            .expect("create temp dir");
+        let home = dir.path().join("store");
+        Envoci { dir, home }
+    }
+
+    /// The working directory (put prefixes and targets here).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The store.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// A command running `envoci ARGS` against this store.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_envoci"));
+        cmd.args(args)
+            .env("ENVOCI_HOME", &self.home)
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    /// Runs `envoci ARGS`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run envoci")
+    }
+
+    /// Runs `envoci ARGS` and asserts it succeeded.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "envoci {} failed ({}):\n{}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `envoci --json ARGS`, asserts success, parses stdout.
+    pub fn json(&self, args: &[&str]) -> Json {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "envoci {} printed no JSON ({e}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs `envoci ARGS`, asserts success, returns stdout.
+    pub fn stdout(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.ok(args).stdout).into_owned()
+    }
+
+    /// Runs `envoci ARGS`, asserts it failed with exit code 1 and one error message;
+    /// returns stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "envoci {} should fail cleanly; stderr:\n{stderr}",
+            args.join(" ")
+        );
+        assert!(
+            stderr.starts_with("error: "),
+            "one clear error, got:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    }
+
+    /// The catalog of `reference`, as `inspect --json` prints it.
+    pub fn catalog(&self, reference: &str) -> Json {
+        self.json(&["inspect", reference])["catalog"].clone()
+    }
+}

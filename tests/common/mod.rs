@@ -1,0 +1,9 @@
+//! Shared test support: a real local conda channel ([`conda`]) and a driver for the real
+//! `envoci` binary ([`envoci`]).
+
+#![allow(dead_code, unused_imports)]
+
+pub mod conda;
+pub mod envoci;
+
+pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};

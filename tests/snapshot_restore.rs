@@ -1,0 +1,440 @@
+//! Snapshot → restore of real conda environments (made by rattler from a real local
+//! channel), through the `envoci` binary, as a user runs it.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::envoci::Envoci;
+use common::{install_env, CONDA_PLACEHOLDER};
+
+const ENV_A: &[&str] = &[
+    "reloc-bin",
+    "reloc-text",
+    "links",
+    "clobber-a",
+    "clobber-b",
+    "shared-dep",
+    "app-one",
+    "pad-1",
+    "pad-2",
+];
+const ENV_B: &[&str] = &["links", "shared-dep", "app-two", "pad-3"];
+
+/// A prefix with ENV_A installed, plus an absolute symlink into the prefix (as
+/// post-link scripts make) and an empty directory.
+fn env_a(dir: &Path) -> PathBuf {
+    let prefix = dir.join("env-a");
+    install_env(&prefix, ENV_A);
+    std::os::unix::fs::symlink(prefix.join("bin/hello.sh"), prefix.join("bin/hello-abs")).unwrap();
+    fs::create_dir_all(prefix.join("var/empty-dir")).unwrap();
+    prefix
+}
+
+fn run(path: &Path) -> String {
+    let out = std::process::Command::new(path)
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn restored_environment_runs_at_a_longer_and_a_shorter_path() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    assert_eq!(
+        run(&prefix.join("bin/whereami")),
+        prefix.to_str().unwrap(),
+        "fixture sanity"
+    );
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+
+    let longer = t
+        .dir()
+        .join("some/much/longer/directory/than/the/original/prefix/was/env");
+    let shorter = t.dir().join("s");
+    for target in [&longer, &shorter] {
+        t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
+        let target_str = target.to_str().unwrap();
+        assert_eq!(
+            run(&target.join("bin/whereami")),
+            target_str,
+            "binary placeholder relocated"
+        );
+        assert_eq!(
+            run(&target.join("bin/hello.sh")),
+            target_str,
+            "text placeholder relocated"
+        );
+        assert_eq!(
+            run(&target.join("bin/hello-abs")),
+            target_str,
+            "absolute link into the prefix follows the space"
+        );
+        assert_eq!(
+            fs::read_link(target.join("bin/hello-abs")).unwrap(),
+            Path::new("../bin/hello.sh")
+        );
+        assert_eq!(
+            fs::read_link(target.join("lib/libdemo.so")).unwrap(),
+            Path::new("libdemo.so.1")
+        );
+        assert_eq!(
+            fs::read(target.join("lib/libdemo.so")).unwrap(),
+            fs::read(prefix.join("lib/libdemo.so.1")).unwrap()
+        );
+        assert_eq!(
+            fs::metadata(target.join("share/links/empty.txt"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(fs::metadata(target.join("var/empty-dir")).unwrap().is_dir());
+        assert_eq!(run(&target.join("bin/links-tool")), "links-tool");
+        let conf = fs::read_to_string(target.join("etc/reloc-text.conf")).unwrap();
+        assert!(conf.contains(&format!("prefix={target_str}")), "{conf}");
+        assert!(!conf.contains(CONDA_PLACEHOLDER));
+        assert_eq!(
+            fs::read(target.join("share/clobber.txt")).unwrap(),
+            fs::read(prefix.join("share/clobber.txt")).unwrap(),
+            "the clobbered path holds what the original environment held"
+        );
+        assert!(target.join("conda-meta").is_dir());
+    }
+}
+
+#[test]
+fn every_file_of_the_original_comes_back_with_content_and_mode() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("restored");
+    t.ok(&[
+        "restore",
+        "a",
+        "--target",
+        target.to_str().unwrap(),
+        "--link",
+        "copy",
+    ]);
+    let relocated: Vec<String> = t.catalog("a")["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| {
+            l["relocations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["path"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let mut compared = 0;
+    for entry in walkdir::WalkDir::new(&prefix).min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&prefix).unwrap();
+        let other = target.join(rel);
+        let (a, b) = (
+            fs::symlink_metadata(entry.path()).unwrap(),
+            fs::symlink_metadata(&other).unwrap(),
+        );
+        assert_eq!(
+            a.file_type().is_dir(),
+            b.file_type().is_dir(),
+            "{}",
+            rel.display()
+        );
+        if a.is_file() {
+            assert_eq!(
+                a.mode() & 0o111 != 0,
+                b.mode() & 0o111 != 0,
+                "exec bit of {}",
+                rel.display()
+            );
+            if !relocated.iter().any(|r| Path::new(r) == rel) {
+                assert_eq!(
+                    fs::read(entry.path()).unwrap(),
+                    fs::read(&other).unwrap(),
+                    "content of {}",
+                    rel.display()
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert!(compared > 50, "compared {compared} files");
+    assert!(relocated.len() >= 3, "relocations recorded: {relocated:?}");
+}
+
+#[test]
+fn shared_package_has_one_layer_digest_and_snapshots_are_reproducible() {
+    let t = Envoci::new();
+    let a = env_a(t.dir());
+    let b = t.dir().join("a-quite-different-and-longer-prefix/env-b");
+    install_env(&b, ENV_B);
+    let first = t.json(&["snapshot", a.to_str().unwrap(), "--tag", "a"]);
+    let again = t.json(&["snapshot", a.to_str().unwrap(), "--tag", "a2"]);
+    assert_eq!(
+        first["digest"], again["digest"],
+        "snapshotting twice gives the same manifest"
+    );
+    t.ok(&["snapshot", b.to_str().unwrap(), "--tag", "b"]);
+
+    let layer = |tag: &str, name: &str| -> String {
+        let catalog = t.catalog(tag);
+        let l = catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {tag}"))
+            .clone();
+        l["digest"].as_str().unwrap().to_string()
+    };
+    for shared in ["shared-dep", "links"] {
+        assert_eq!(
+            layer("a", shared),
+            layer("b", shared),
+            "{shared} layer is identical in both environments"
+        );
+    }
+    assert_ne!(layer("a", "env"), layer("b", "env"));
+}
+
+#[test]
+fn catalogs_validate_against_the_schema_and_manifests_are_envoci_artifacts() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/catalog.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let catalog = t.catalog("a");
+    let errors: Vec<String> = validator
+        .iter_errors(&catalog)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The schema is not vacuous: a broken catalog fails it.
+    let mut broken = catalog.clone();
+    broken["layers"][0]["kind"] = "container".into();
+    assert!(!validator.is_valid(&broken));
+
+    let inspect = t.json(&["inspect", "a"]);
+    let manifest = &inspect["manifest"];
+    assert_eq!(manifest["artifactType"], "application/vnd.envoci.env.v1");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.envoci.catalog.v1+json"
+    );
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        ENV_A.len() + 1,
+        "one layer per package plus the environment layer"
+    );
+    let reloc_bin = layers
+        .iter()
+        .find(|l| l["annotations"]["io.envoci.name"] == "reloc-bin")
+        .unwrap();
+    assert_eq!(
+        reloc_bin["mediaType"],
+        "application/vnd.envoci.layer.v1.tar+zstd"
+    );
+    assert_eq!(
+        reloc_bin["annotations"]["org.opencontainers.image.title"],
+        "reloc-bin-1.0-h0_0"
+    );
+    assert_eq!(reloc_bin["annotations"]["io.envoci.kind"], "conda");
+    assert!(reloc_bin["annotations"]["io.envoci.sha256"]
+        .as_str()
+        .is_some_and(|s| s.len() == 64));
+    let env = layers.last().unwrap();
+    assert_eq!(env["annotations"]["io.envoci.kind"], "env");
+
+    // The store is a standard OCI layout: index.json tags the manifest.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(t.home().join("index.json")).unwrap()).unwrap();
+    assert!(index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "a"));
+    assert_eq!(
+        fs::read_to_string(t.home().join("oci-layout")).unwrap(),
+        r#"{"imageLayoutVersion":"1.0.0"}"#
+    );
+}
+
+#[test]
+fn restore_repairs_exactly_what_changed_and_a_pristine_space_writes_nothing() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("space");
+    let target_s = target.to_str().unwrap();
+    let first = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(first["created"], true);
+
+    let again = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(
+        (again["written"].as_u64(), again["removed"].as_u64()),
+        (Some(0), Some(0)),
+        "pristine space: nothing written"
+    );
+
+    // Edit (replacing the file, as editors do), delete, add, chmod.
+    let edited = target.join("etc/reloc-text.conf");
+    fs::remove_file(&edited).unwrap();
+    fs::write(&edited, "edited\n").unwrap();
+    fs::remove_file(target.join("share/shared-dep/data-1.txt")).unwrap();
+    fs::write(target.join("share/added.txt"), "added").unwrap();
+    let chmodded = target.join("bin/hello.sh");
+    fs::set_permissions(&chmodded, fs::Permissions::from_mode(0o600)).unwrap();
+
+    let check = t.run(&["check"]);
+    assert!(!check.status.success(), "check notices the modified space");
+    let repair = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(repair["written"].as_u64(), Some(3), "{repair}");
+    assert_eq!(
+        repair["removed"].as_u64(),
+        Some(3),
+        "the edited, chmodded and added paths: {repair}"
+    );
+    assert!(fs::read_to_string(&edited)
+        .unwrap()
+        .contains(&format!("prefix={target_s}")));
+    assert!(target.join("share/shared-dep/data-1.txt").exists());
+    assert!(!target.join("share/added.txt").exists());
+    assert_eq!(run(&chmodded), target_s);
+    t.ok(&["check"]);
+    let quiet = t.json(&["restore", "a", "--target", target_s, "--verify"]);
+    assert_eq!(quiet["written"].as_u64(), Some(0), "{quiet}");
+}
+
+#[test]
+fn restore_into_managed_space_and_listing() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let report = t.json(&["restore", "a", "--space", "work"]);
+    let target = PathBuf::from(report["target"].as_str().unwrap());
+    assert!(
+        target.starts_with(t.home()),
+        "managed spaces live in the store"
+    );
+    assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
+    let ls = t.json(&["ls"]);
+    let row = &ls.as_array().unwrap()[0];
+    assert_eq!(row["tag"], "a");
+    assert_eq!(row["packages"].as_u64(), Some(ENV_A.len() as u64));
+    assert_eq!(row["platform"], "linux-64");
+    assert!(row["files"].as_u64().unwrap() > 50, "{row}");
+    let text = t.stdout(&["ls"]);
+    assert!(
+        text.starts_with("TAG") && text.lines().any(|l| l.starts_with("a ")),
+        "{text}"
+    );
+    let inspect = t.stdout(&["inspect", "a"]);
+    assert!(inspect.contains("reloc-bin-1.0-h0_0"), "{inspect}");
+}
+
+#[test]
+fn link_modes_give_the_same_space() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    for mode in ["auto", "hardlink", "copy"] {
+        let target = t.dir().join(format!("space-{mode}"));
+        let report = t.json(&[
+            "restore",
+            "a",
+            "--target",
+            target.to_str().unwrap(),
+            "--link",
+            mode,
+        ]);
+        let methods = report["methods"].as_object().unwrap();
+        assert!(methods.contains_key("relocated"), "{report}");
+        match mode {
+            "hardlink" => assert!(
+                methods.contains_key("hardlink") && !methods.contains_key("copy"),
+                "{report}"
+            ),
+            "copy" => assert!(
+                methods.contains_key("copy") && !methods.contains_key("hardlink"),
+                "{report}"
+            ),
+            _ => {}
+        }
+        assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
+        let data = target.join("share/shared-dep/data-1.txt");
+        let nlink = fs::metadata(&data).unwrap().nlink();
+        if mode == "copy" {
+            assert_eq!(nlink, 1, "a copy is private");
+        }
+    }
+    t.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn a_directory_without_conda_meta_is_one_environment_layer() {
+    let t = Envoci::new();
+    let dir = t.dir().join("plain");
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::write(
+        dir.join("bin/tool"),
+        format!("#!/bin/sh\necho {}\n", dir.display()),
+    )
+    .unwrap();
+    fs::set_permissions(dir.join("bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(dir.join("readme"), "hello").unwrap();
+    let snap = t.json(&["snapshot", dir.to_str().unwrap()]);
+    assert_eq!(snap["tag"], "plain", "tag defaults to the directory name");
+    assert_eq!(snap["layers"].as_u64(), Some(1));
+    assert_eq!(snap["packages"].as_u64(), Some(0));
+    let target = t.dir().join("plain-restored");
+    t.ok(&["restore", "plain", "--target", target.to_str().unwrap()]);
+    assert_eq!(run(&target.join("bin/tool")), target.to_str().unwrap());
+}
+
+#[test]
+fn gzip_and_uncompressed_layers_restore_too() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    for (tag, compression, media) in [("gz", "gzip", "tar+gzip"), ("raw", "none", "tar")] {
+        t.ok(&[
+            "snapshot",
+            prefix.to_str().unwrap(),
+            "--tag",
+            tag,
+            "--compression",
+            compression,
+        ]);
+        let inspect = t.json(&["inspect", tag]);
+        assert_eq!(
+            inspect["manifest"]["layers"][0]["mediaType"],
+            format!("application/vnd.envoci.layer.v1.{media}")
+        );
+        let target = t.dir().join(tag);
+        t.ok(&["restore", tag, "--target", target.to_str().unwrap()]);
+        assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
+    }
+}
