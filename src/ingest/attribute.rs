@@ -164,7 +164,7 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
         })?;
         let mut paths: Vec<String> = text
             .lines()
-            .filter_map(|line| parse_record_path(line))
+            .filter_map(parse_record_path)
             .filter_map(|p| normalize_join(base, &p))
             .collect();
         paths.push(file.to_string());

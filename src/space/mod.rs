@@ -27,7 +27,7 @@ use crate::catalog::{self, Artifact};
 use crate::digest::Digest;
 use crate::fsutil::{remove_any, FileLock};
 use crate::relocate;
-use crate::store::{self, CasState, LayerIndex, Scratch, Store};
+use crate::store::{self, CasKey, LayerIndex, Scratch, Store};
 
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,30 +98,45 @@ pub struct Report {
     pub repaired: u64,
 }
 
-/// The absolute path of a target directory (which need not exist yet).
+/// The absolute path of a target directory (which need not exist yet): the nearest
+/// existing ancestor resolved, the rest appended. Nothing is created.
 pub fn absolute_target(target: &Path) -> Result<PathBuf, Error> {
-    let bad = |reason: &str| Error::BadTarget {
+    let bad = |reason: String| Error::BadTarget {
         path: target.to_path_buf(),
-        reason: reason.into(),
+        reason,
     };
-    if let Ok(p) = fs::canonicalize(target) {
-        return Ok(p);
-    }
     let abs = if target.is_absolute() {
         target.to_path_buf()
     } else {
         std::env::current_dir()
-            .map_err(|e| bad(&e.to_string()))?
+            .map_err(|e| bad(e.to_string()))?
             .join(target)
     };
-    let name = abs
-        .file_name()
-        .ok_or_else(|| bad("no directory name"))?
-        .to_os_string();
-    let parent = abs.parent().ok_or_else(|| bad("no parent directory"))?;
-    fs::create_dir_all(parent).map_err(|e| bad(&format!("cannot create its parent: {e}")))?;
-    let parent = fs::canonicalize(parent).map_err(|e| bad(&e.to_string()))?;
-    Ok(parent.join(name))
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(resolved) => {
+                let mut out = resolved;
+                for part in rest.iter().rev() {
+                    out.push(part);
+                }
+                return Ok(out);
+            }
+            Err(_) => {
+                let name = existing
+                    .file_name()
+                    .ok_or_else(|| bad("no existing ancestor directory".into()))?;
+                if name == ".." || name == "." {
+                    return Err(bad("`.` or `..` below a missing directory".into()));
+                }
+                rest.push(name.to_os_string());
+                existing = existing
+                    .parent()
+                    .ok_or_else(|| bad("no existing ancestor directory".into()))?;
+            }
+        }
+    }
 }
 
 /// The directory of the managed space `name`.
@@ -146,11 +161,6 @@ pub fn restore(
         path: target.clone(),
         reason: "path is not UTF-8".into(),
     })?;
-    let scratch = store.scratch()?;
-    let indexes = layer_indexes(store, &scratch, &artifact)?;
-    let plan = Plan::new(&artifact.catalog, &indexes)?;
-    plan.check_target(target_str)?;
-
     let lock_path = store
         .locks_dir()
         .join(format!("space-{}.lock", state::space_id(&target)));
@@ -158,6 +168,26 @@ pub fn restore(
     clean_stale_temps(&target);
 
     let recorded = store.space_state(&target)?;
+    if let Some(state) = recorded
+        .as_ref()
+        .filter(|s| !s.dirty && s.manifest == artifact.digest && s.target.is_dir())
+    {
+        // The common case: the space holds this catalog already. Its recorded state is
+        // the plan, so a clean drift check is all there is to do.
+        if drift(state, options.verify)?.is_clean() {
+            return Ok(Report {
+                target: target.clone(),
+                manifest: artifact.digest.oci(),
+                unchanged: state.paths.len() as u64,
+                ..Report::default()
+            });
+        }
+    }
+
+    let scratch = store.scratch()?;
+    let indexes = layer_indexes(store, &scratch, &artifact)?;
+    let plan = Plan::new(&artifact.catalog, &indexes)?;
+    plan.check_target(target_str)?;
     let meta = fs::symlink_metadata(&target);
     let media_types: Vec<String> = artifact
         .manifest
@@ -237,6 +267,11 @@ impl Job<'_> {
             .unwrap_or_default();
         let tmp =
             target.with_file_name(format!(".{name}.envoci-{:016x}", crate::store::rand_u64()));
+        let parent = crate::fsutil::parent_of(target);
+        fs::create_dir_all(parent).map_err(|source| Error::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
         fs::create_dir(&tmp).map_err(|source| Error::Write {
             path: tmp.clone(),
             source,
@@ -248,7 +283,6 @@ impl Job<'_> {
             };
             let wanted: Vec<(&String, &Want)> = self.plan.paths.iter().collect();
             let paths = self.write_paths(&tmp, &wanted, &mut report)?;
-            sync_tree(&tmp);
             let state = SpaceState {
                 target: target.to_path_buf(),
                 manifest: artifact.digest,
@@ -353,7 +387,6 @@ impl Job<'_> {
         }
         let written = self.write_paths(target, &to_write, &mut report)?;
         keep.extend(written);
-        sync_tree(target);
         state.paths = keep;
         state.manifest = artifact.digest;
         state.reference = reference.into();
@@ -370,7 +403,8 @@ impl Job<'_> {
         wanted: &[(&String, &Want)],
         report: &mut Report,
     ) -> Result<BTreeMap<String, PathRecord>, Error> {
-        report.repaired += self.repair_cas(wanted)?;
+        let (repaired, inodes) = self.prepare_cas(wanted)?;
+        report.repaired += repaired;
         let mut records = BTreeMap::new();
         for (path, want) in wanted {
             if let Want::Dir = want {
@@ -395,7 +429,7 @@ impl Job<'_> {
         let written: Vec<(String, PathRecord)> = files
             .par_iter()
             .map(|(path, want)| {
-                self.write_file(root, path, want)
+                self.write_file(root, path, want, &inodes)
                     .map(|r| ((*path).clone(), r))
             })
             .collect::<Result<_, Error>>()?;
@@ -425,7 +459,13 @@ impl Job<'_> {
         Ok(records)
     }
 
-    fn write_file(&self, root: &Path, path: &str, want: &Want) -> Result<PathRecord, Error> {
+    fn write_file(
+        &self,
+        root: &Path,
+        path: &str,
+        want: &Want,
+        inodes: &CasInodes,
+    ) -> Result<PathRecord, Error> {
         let Want::File {
             key, relocation, ..
         } = want
@@ -458,11 +498,15 @@ impl Job<'_> {
                 (Method::Relocated, Some(Digest::of(&content)))
             }
         };
-        let Actual::File {
-            size, mode, ino, ..
-        } = Actual::read(&full).map_err(err)?
-        else {
-            return Err(err(io::Error::other("not a regular file after writing")));
+        let (size, mode, ino) = match (method, inodes.get(key)) {
+            // A hard link is the CAS file: its inode and mode are known already.
+            (Method::Hardlink, Some(&(ino, mode))) => (want_size(want), mode, ino),
+            _ => match Actual::read(&full).map_err(err)? {
+                Actual::File {
+                    size, mode, ino, ..
+                } => (size, mode, ino),
+                _ => return Err(err(io::Error::other("not a regular file after writing"))),
+            },
         };
         Ok(PathRecord::File {
             digest: key.digest,
@@ -476,23 +520,41 @@ impl Job<'_> {
         })
     }
 
-    /// Re-extracts the layers of any CAS file about to be used that is missing or
-    /// damaged. Returns the number of layers re-extracted.
-    fn repair_cas(&self, wanted: &[(&String, &Want)]) -> Result<u64, Error> {
-        let bad: HashSet<_> = wanted
-            .par_iter()
-            .filter_map(|(_, w)| match w {
-                Want::File { key, size, .. }
-                    if self.store.cas_quick_check(key, *size) != CasState::Ok =>
-                {
-                    Some(*key)
+    /// Checks every CAS file about to be used and re-extracts the layers of any that
+    /// is missing or damaged. Returns the number of layers re-extracted and each file's
+    /// inode and mode (what a hard link to it gets, so it need not be stat'ed again).
+    fn prepare_cas(&self, wanted: &[(&String, &Want)]) -> Result<(u64, CasInodes), Error> {
+        let stat = |keys: Vec<(CasKey, u64)>| -> (CasInodes, Vec<CasKey>) {
+            let results: Vec<_> = keys
+                .par_iter()
+                .map(|(k, size)| (*k, *size, self.store.cas_quick_stat(k, *size)))
+                .collect();
+            let mut ok = HashMap::new();
+            let mut bad = Vec::new();
+            for (k, _, r) in results {
+                match r {
+                    Ok(meta) => {
+                        ok.insert(k, meta);
+                    }
+                    Err(_) => bad.push(k),
                 }
+            }
+            (ok, bad)
+        };
+        let keys: Vec<(CasKey, u64)> = wanted
+            .iter()
+            .filter_map(|(_, w)| match w {
+                Want::File { key, size, .. } => Some((*key, *size)),
                 _ => None,
             })
+            .collect::<HashSet<_>>()
+            .into_iter()
             .collect();
+        let (mut inodes, bad) = stat(keys.clone());
         if bad.is_empty() {
-            return Ok(0);
+            return Ok((0, inodes));
         }
+        let bad: HashSet<CasKey> = bad.into_iter().collect();
         let mut repaired = 0;
         for (index, media) in self.indexes.iter().zip(self.media_types) {
             if index.files().any(|(k, _)| bad.contains(&k)) {
@@ -501,9 +563,28 @@ impl Job<'_> {
                 repaired += 1;
             }
         }
-        Ok(repaired)
+        let (fixed, still_bad) = stat(keys.into_iter().filter(|(k, _)| bad.contains(k)).collect());
+        if let Some(key) = still_bad.first() {
+            return Err(store::Error::NotFound(format!(
+                "{} (file of no layer of this catalog)",
+                key.digest
+            ))
+            .into());
+        }
+        inodes.extend(fixed);
+        Ok((repaired, inodes))
     }
 }
+
+fn want_size(want: &Want) -> u64 {
+    match want {
+        Want::File { size, .. } => *size,
+        _ => 0,
+    }
+}
+
+/// Inode and mode of each intact CAS file a restore uses.
+type CasInodes = HashMap<CasKey, (u64, u32)>;
 
 /// Whether a file on disk is still what restore wrote.
 fn file_intact(full: &Path, actual: &Actual, record: &PathRecord, verify: bool) -> bool {
@@ -539,9 +620,10 @@ fn write_private(path: &Path, content: &[u8], exec: bool) -> io::Result<()> {
     link::set_layer_mtime(path)
 }
 
-/// Everything below `root` (not following links), by relative path.
+/// Everything below `root` (not following links), by relative path. Directories are
+/// listed in one pass; files are examined in parallel.
 pub fn scan_tree(root: &Path) -> Result<HashMap<String, Actual>, Error> {
-    let mut out = HashMap::new();
+    let mut found = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
         let entry = entry.map_err(|e| Error::Write {
             path: e
@@ -552,19 +634,26 @@ pub fn scan_tree(root: &Path) -> Result<HashMap<String, Actual>, Error> {
                 .into_io_error()
                 .unwrap_or_else(|| io::Error::other("filesystem loop")),
         })?;
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .to_string_lossy()
-            .into_owned();
-        let actual = Actual::read(entry.path()).map_err(|source| Error::Write {
-            path: entry.path().to_path_buf(),
-            source,
-        })?;
-        out.insert(rel, actual);
+        found.push((entry.file_type().is_dir(), entry.into_path()));
     }
-    Ok(out)
+    found
+        .into_par_iter()
+        .map(|(is_dir, path)| {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let actual = if is_dir {
+                Ok(Actual::Dir)
+            } else {
+                Actual::read(&path)
+            };
+            actual
+                .map(|a| (rel, a))
+                .map_err(|source| Error::Write { path, source })
+        })
+        .collect()
 }
 
 /// How a space differs from its recorded state.
@@ -630,13 +719,5 @@ fn clean_stale_temps(target: &Path) {
                 let _ = remove_any(&entry.path());
             }
         }
-    }
-}
-
-/// Flushes a tree's filesystem before its state is recorded.
-fn sync_tree(root: &Path) {
-    if let Ok(dir) = fs::File::open(root) {
-        // SAFETY: syncfs only reads the descriptor, which lives until the end of this scope.
-        unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
     }
 }

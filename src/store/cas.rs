@@ -105,17 +105,21 @@ impl Store {
 
     /// Metadata-only check of a CAS file: present, read-only, the layer mtime, `size`.
     pub fn cas_quick_check(&self, key: &CasKey, size: u64) -> CasState {
-        match fs::symlink_metadata(self.cas_path(key)) {
-            Err(_) => CasState::Missing,
-            Ok(m) if !m.is_file() => CasState::Damaged,
-            Ok(m) => {
-                let mode_ok = m.permissions().mode() & 0o7777 == key.mode();
-                if m.len() == size && mode_ok && m.mtime() as u64 == LAYER_MTIME {
-                    CasState::Ok
-                } else {
-                    CasState::Damaged
-                }
-            }
+        match self.cas_quick_stat(key, size) {
+            Ok(_) => CasState::Ok,
+            Err(state) => state,
+        }
+    }
+
+    /// Like [`Store::cas_quick_check`], returning the intact file's inode and mode
+    /// (what a hard link to it will have).
+    pub fn cas_quick_stat(&self, key: &CasKey, size: u64) -> Result<(u64, u32), CasState> {
+        let m = fs::symlink_metadata(self.cas_path(key)).map_err(|_| CasState::Missing)?;
+        let mode = m.permissions().mode() & 0o7777;
+        if m.is_file() && m.len() == size && mode == key.mode() && m.mtime() as u64 == LAYER_MTIME {
+            Ok((m.ino(), mode))
+        } else {
+            Err(CasState::Damaged)
         }
     }
 

@@ -136,7 +136,7 @@ impl Store {
             .cloned()
             .collect();
         manifests.push(descriptor);
-        manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+        manifests.sort_by_key(ref_name);
         index.set_manifests(manifests);
         self.write_index(&index)
     }
@@ -178,7 +178,7 @@ pub fn oci_digest(digest: &Digest) -> oci_spec::image::Digest {
 
 /// The envoci form of an oci-spec digest; `None` for algorithms other than sha256.
 pub fn from_oci_digest(digest: &oci_spec::image::Digest) -> Option<Digest> {
-    Digest::parse(&digest.to_string()).ok()
+    Digest::parse(digest.as_ref()).ok()
 }
 
 fn ref_name(d: &Descriptor) -> String {
