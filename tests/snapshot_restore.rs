@@ -438,3 +438,36 @@ fn gzip_and_uncompressed_layers_restore_too() {
         assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
     }
 }
+
+#[test]
+fn a_repeated_snapshot_reuses_layers_but_never_a_missing_blob() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    let first = t.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let catalog = t.catalog("a");
+    let layer = catalog["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "pad-1")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = t
+        .home()
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    fs::remove_file(&blob).unwrap();
+    assert!(
+        !t.run(&["check"]).status.success(),
+        "a missing layer blob is reported"
+    );
+    let again = t.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    assert_eq!(first["digest"], again["digest"]);
+    assert!(
+        blob.exists(),
+        "the layer was written again, not taken from the cache on trust"
+    );
+    t.ok(&["check", "--verify"]);
+}

@@ -252,16 +252,14 @@ fn build_layer(
     entries: &[&Walked],
     compression: Compression,
 ) -> Result<(CatalogLayer, LayerDigests), Error> {
-    let blob = ctx.store.blob_writer(ctx.scratch)?;
-    let (index_entries, relocations, digests, blob) =
-        scan::write_layer(ctx, entries, compression, blob)?;
-    let (digest, _) = blob.commit(Some((digests.digest, digests.size)))?;
-    ctx.store.write_layer_index(&LayerIndex {
-        digest,
-        entries: index_entries.clone(),
-    })?;
+    let (index_entries, relocations) = scan::scan_layer(ctx, entries)?;
+    let digests = match ctx.store.known_layer(&index_entries, compression)? {
+        // The same content was written as a layer before: no tar, no compression.
+        Some(known) => known,
+        None => write_layer(ctx.store, ctx.scratch, &index_entries, compression)?,
+    };
     let layer = CatalogLayer {
-        digest,
+        digest: digests.digest,
         diff_id: digests.diff_id,
         size: digests.uncompressed_size,
         files: index_entries.len() as u64,
@@ -275,6 +273,43 @@ fn build_layer(
         relocations,
     };
     Ok((layer, digests))
+}
+
+/// Writes the layer blob for `entries` from the file CAS, its index, and the record
+/// that lets the next snapshot of the same content skip all this.
+pub fn write_layer(
+    store: &Store,
+    scratch: &Scratch,
+    entries: &[crate::layer::Entry],
+    compression: Compression,
+) -> Result<LayerDigests, Error> {
+    let blob = store.blob_writer(scratch)?;
+    let (digests, blob) = crate::layer::write_layer(entries, compression, blob, |entry| {
+        let crate::layer::EntryKind::File { digest, exec, .. } = &entry.kind else {
+            return Ok(Box::new(io::empty()));
+        };
+        let path = store.cas_path(&store::CasKey {
+            digest: *digest,
+            exec: *exec,
+        });
+        Ok(Box::new(io::BufReader::with_capacity(
+            256 * 1024,
+            fs::File::open(path)?,
+        )))
+    })
+    .map_err(|source| Error::Read {
+        path: store.files_dir(),
+        source,
+    })?;
+    let (digest, _) = blob.commit(Some((digests.digest, digests.size)))?;
+    let mut sorted = entries.to_vec();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    store.write_layer_index(&LayerIndex {
+        digest,
+        entries: sorted,
+    })?;
+    store.remember_layer(entries, compression, &digests)?;
+    Ok(digests)
 }
 
 fn walk(prefix: &Path) -> Result<Vec<Walked>, Error> {

@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use super::{Attribution, Error, Walked, WalkedKind};
 use crate::catalog::Relocation;
 use crate::digest::Digest;
-use crate::layer::{Compression, Entry, EntryKind, LayerDigests, LayerWriter, LAYER_MTIME};
+use crate::layer::{Entry, EntryKind, LAYER_MTIME};
 use crate::relocate::{self, FileMode, PLACEHOLDER};
 use crate::store::{CasKey, Scratch, Store};
 
@@ -27,83 +27,73 @@ pub(super) struct Context<'a> {
     pub py_sources: &'a HashMap<&'a str, (i64, u64)>,
 }
 
-/// Writes the layer for `entries` (sorted by path) into `out`. Returns the index
-/// entries, the relocations, and the digests.
-pub(super) fn write_layer<W: Write>(
+/// Reads the files of one layer (`entries`, sorted by path) once each: hashes them,
+/// rewrites the prefix to the placeholder, puts new content in the file CAS. Returns
+/// the layer's index entries and relocations.
+pub(super) fn scan_layer(
     ctx: &Context<'_>,
     entries: &[&Walked],
-    compression: Compression,
-    out: W,
-) -> Result<(Vec<Entry>, Vec<Relocation>, LayerDigests, W), Error> {
-    let io_err = |path: &str| {
-        let path = ctx.prefix.join(path);
-        move |source| Error::Read { path, source }
-    };
-    let mut writer = LayerWriter::new(out, compression).map_err(io_err(""))?;
+) -> Result<(Vec<Entry>, Vec<Relocation>), Error> {
     let mut index = Vec::with_capacity(entries.len());
     let mut relocations = Vec::new();
     for walked in entries {
         let rel = walked.rel.as_str();
-        match &walked.kind {
-            WalkedKind::EmptyDir => {
-                writer.append_dir(rel).map_err(io_err(rel))?;
-                index.push(Entry {
-                    path: rel.to_string(),
-                    kind: EntryKind::Dir,
-                });
-            }
-            WalkedKind::Symlink { target } => {
-                let target = relative_symlink(rel, target, ctx.prefix_str);
-                writer.append_symlink(rel, &target).map_err(io_err(rel))?;
-                index.push(Entry {
-                    path: rel.to_string(),
-                    kind: EntryKind::Symlink { target },
-                });
-            }
-            WalkedKind::File { size, exec, .. } if *size > IN_MEMORY_LIMIT => {
-                let (kind, reloc) = large_file(ctx, rel, *exec, &mut writer)?;
-                relocations.extend(reloc);
-                index.push(Entry {
-                    path: rel.to_string(),
-                    kind,
-                });
-            }
-            WalkedKind::File { exec, .. } => {
-                let path = ctx.prefix.join(rel);
-                let content = std::fs::read(&path).map_err(io_err(rel))?;
-                let (content, reloc) = process(ctx, rel, content);
-                let key = CasKey {
-                    digest: Digest::of(&content),
-                    exec: *exec,
+        let path = ctx.prefix.join(rel);
+        let read_err = |source| Error::Read {
+            path: path.clone(),
+            source,
+        };
+        let kind = match &walked.kind {
+            WalkedKind::EmptyDir => EntryKind::Dir,
+            WalkedKind::Symlink { target } => EntryKind::Symlink {
+                target: relative_symlink(rel, target, ctx.prefix_str),
+            },
+            WalkedKind::File { size, exec, .. } => {
+                let (key, size, reloc) = if *size > IN_MEMORY_LIMIT {
+                    large_file(ctx, rel, *exec)?
+                } else {
+                    let content = std::fs::read(&path).map_err(read_err)?;
+                    store_content(ctx, rel, *exec, content)?
                 };
-                ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
-                writer
-                    .append_file(rel, *exec, content.len() as u64, &content[..])
-                    .map_err(io_err(rel))?;
                 relocations.extend(reloc);
-                index.push(Entry {
-                    path: rel.to_string(),
-                    kind: EntryKind::File {
-                        digest: key.digest,
-                        size: content.len() as u64,
-                        exec: *exec,
-                    },
-                });
+                EntryKind::File {
+                    digest: key.digest,
+                    size,
+                    exec: key.exec,
+                }
             }
-        }
+        };
+        index.push(Entry {
+            path: rel.to_string(),
+            kind,
+        });
     }
-    let (digests, out) = writer.finish().map_err(io_err(""))?;
-    Ok((index, relocations, digests, out))
+    Ok((index, relocations))
+}
+
+/// Processes a file's content and puts the result in the CAS.
+fn store_content(
+    ctx: &Context<'_>,
+    rel: &str,
+    exec: bool,
+    content: Vec<u8>,
+) -> Result<(CasKey, u64, Option<Relocation>), Error> {
+    let (content, reloc) = process(ctx, rel, content);
+    let key = CasKey {
+        digest: Digest::of(&content),
+        exec,
+    };
+    ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
+    Ok((key, content.len() as u64, reloc))
 }
 
 /// A file too large to hold in memory: streamed into the CAS while hashed and scanned;
 /// only if it holds the prefix (rare for large files) is it read whole and rewritten.
-fn large_file<W: Write>(
+fn large_file(
     ctx: &Context<'_>,
     rel: &str,
     exec: bool,
-    writer: &mut LayerWriter<W>,
-) -> Result<(EntryKind, Option<Relocation>), Error> {
+) -> Result<(CasKey, u64, Option<Relocation>), Error> {
     let path = ctx.prefix.join(rel);
     let read_err = |source| Error::Read {
         path: path.clone(),
@@ -116,36 +106,9 @@ fn large_file<W: Write>(
         .cas_insert_reader(ctx.scratch, &mut scanner, exec, false)?;
     if scanner.found && !rel.ends_with(".pyc") {
         let content = std::fs::read(&path).map_err(read_err)?;
-        let (content, reloc) = process(ctx, rel, content);
-        let key = CasKey {
-            digest: Digest::of(&content),
-            exec,
-        };
-        ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
-        writer
-            .append_file(rel, exec, content.len() as u64, &content[..])
-            .map_err(read_err)?;
-        return Ok((
-            EntryKind::File {
-                digest: key.digest,
-                size: content.len() as u64,
-                exec,
-            },
-            reloc,
-        ));
+        return store_content(ctx, rel, exec, content);
     }
-    let cas = File::open(ctx.store.cas_path(&key)).map_err(read_err)?;
-    writer
-        .append_file(rel, exec, size, io::BufReader::with_capacity(1 << 20, cas))
-        .map_err(read_err)?;
-    Ok((
-        EntryKind::File {
-            digest: key.digest,
-            size,
-            exec,
-        },
-        None,
-    ))
+    Ok((key, size, None))
 }
 
 /// Rewrites one file's content for its layer: the prefix becomes a placeholder, and a

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{CasKey, Error, Result, Scratch, Store};
 use crate::digest::Digest;
 use crate::fsutil::write_atomic;
-use crate::layer::{self, Compression, Entry, EntryKind};
+use crate::layer::{self, Compression, Entry, EntryKind, LayerDigests};
 
 /// The index of one layer blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,76 @@ impl LayerIndex {
     }
 }
 
+/// What the layer cache remembers of a layer built from some content.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnownLayer {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+    uncompressed_size: u64,
+}
+
+/// The identity of a layer's content: its sorted entries and its compression.
+fn content_key(entries: &[Entry], compression: Compression) -> Digest {
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| a.path.cmp(&b.path));
+    let doc = serde_json::json!({ "mediaType": compression.media_type(), "entries": sorted });
+    Digest::of(&crate::json::to_canonical_vec(&doc).unwrap_or_default())
+}
+
 impl Store {
+    fn known_layer_path(&self, key: &Digest) -> std::path::PathBuf {
+        self.layers_dir()
+            .join("by-content")
+            .join(format!("{}.json", key.hex()))
+    }
+
+    /// The layer already written for exactly these entries, if its blob and index are
+    /// still there (a repeated snapshot then hashes files and stops).
+    pub fn known_layer(
+        &self,
+        entries: &[Entry],
+        compression: Compression,
+    ) -> Result<Option<LayerDigests>> {
+        let path = self.known_layer_path(&content_key(entries, compression));
+        let Ok(bytes) = fs::read(&path) else {
+            return Ok(None);
+        };
+        let Ok(k) = serde_json::from_slice::<KnownLayer>(&bytes) else {
+            return Ok(None);
+        };
+        let blob_ok = fs::metadata(self.blob_path(&k.digest)).is_ok_and(|m| m.len() == k.size);
+        if !blob_ok || self.layer_index(&k.digest)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(LayerDigests {
+            digest: k.digest,
+            size: k.size,
+            diff_id: k.diff_id,
+            uncompressed_size: k.uncompressed_size,
+        }))
+    }
+
+    /// Records which layer `entries` produced.
+    pub fn remember_layer(
+        &self,
+        entries: &[Entry],
+        compression: Compression,
+        d: &LayerDigests,
+    ) -> Result<()> {
+        let path = self.known_layer_path(&content_key(entries, compression));
+        let known = KnownLayer {
+            digest: d.digest,
+            size: d.size,
+            diff_id: d.diff_id,
+            uncompressed_size: d.uncompressed_size,
+        };
+        let bytes =
+            serde_json::to_vec(&known).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+    }
+
     /// Reads the index of layer `digest`; `None` if it was never written.
     pub fn layer_index(&self, digest: &Digest) -> Result<Option<LayerIndex>> {
         let path = self.layers_dir().join(format!("{}.json", digest.hex()));
