@@ -4,6 +4,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -243,6 +244,15 @@ fn bad_prefixes_are_refused_naming_the_path() {
     fs::write(prefix.join("conda-meta/broken-1.0-0.json"), "{ not json").unwrap();
     let err = t.fail(&["snapshot", prefix.to_str().unwrap()]);
     assert!(err.contains("broken-1.0-0.json"), "{err}");
+    let odd = t.dir().join("env-odd-name");
+    fs::create_dir_all(odd.join("lib")).unwrap();
+    let name = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(odd.join("lib").join(name), "latin-1 name").unwrap();
+    let err = t.fail(&["snapshot", odd.to_str().unwrap()]);
+    assert!(
+        err.contains("env-odd-name/lib/caf") && err.contains("not UTF-8"),
+        "{err}"
+    );
     let err = t.fail(&["snapshot", t.dir().to_str().unwrap(), "--tag", "bad/tag"]);
     assert!(err.contains("not a valid tag"), "{err}");
     assert!(

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use common::envoci::Envoci;
-use common::{install_env, CONDA_PLACEHOLDER};
+use common::{install_env, run_stdout as run, CONDA_PLACEHOLDER};
 
 const ENV_A: &[&str] = &[
     "reloc-bin",
@@ -31,22 +31,6 @@ fn env_a(dir: &Path) -> PathBuf {
     std::os::unix::fs::symlink(prefix.join("bin/hello.sh"), prefix.join("bin/hello-abs")).unwrap();
     fs::create_dir_all(prefix.join("var/empty-dir")).unwrap();
     prefix
-}
-
-fn run(path: &Path) -> String {
-    let out = std::process::Command::new(path)
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim_end()
-        .to_string()
 }
 
 #[test]
