@@ -42,6 +42,8 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// Manifests in the layout that are not envoci artifacts (left alone).
     pub foreign: Vec<String>,
+    /// Spaces whose directory was deleted; their state was dropped.
+    pub forgotten: Vec<String>,
 }
 
 /// Checks `store` and its spaces.
@@ -156,12 +158,10 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
     for state in store.space_states()? {
         report.spaces += 1;
         let subject = state.target.display().to_string();
-        if !state.target.is_dir() {
-            problems.push(problem(
-                "space",
-                subject,
-                "is gone; restore it again or remove it".into(),
-            ));
+        if !state.target.exists() {
+            // Deleting a space directory is how a user drops it: forget its state.
+            store.remove_space_state(&state.target)?;
+            report.forgotten.push(subject);
             continue;
         }
         if state.dirty {

@@ -455,3 +455,28 @@ fn a_repeated_snapshot_reuses_layers_but_never_a_missing_blob() {
     );
     t.ok(&["check", "--verify"]);
 }
+
+#[test]
+fn deleting_a_space_directory_drops_it_from_check() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("gone");
+    t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
+    fs::remove_dir_all(&target).unwrap();
+    let report = t.json(&["check"]);
+    assert_eq!(report["forgotten"][0], target.to_str().unwrap(), "{report}");
+    assert_eq!(report["spaces"].as_u64(), Some(1));
+    let again = t.json(&["check"]);
+    assert_eq!(
+        (
+            again["spaces"].as_u64(),
+            again["forgotten"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    // The path is free for a new space.
+    t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
+    assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
+}

@@ -29,6 +29,11 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
                 format!("{} problems", report.problems.len())
             }
         );
+        for space in &report.forgotten {
+            out.push_str(&format!(
+                "  forgot space {space} (its directory was deleted)\n"
+            ));
+        }
         for p in &report.problems {
             out.push_str(&format!("  {} {}: {}\n", p.kind, p.subject, p.detail));
         }
