@@ -480,3 +480,56 @@ fn deleting_a_space_directory_drops_it_from_check() {
     t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
     assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
 }
+
+#[test]
+fn an_explicit_link_mode_the_filesystem_lacks_fails_clearly_without_falling_back() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("space");
+    // The test directory's filesystem (ext4/overlay/tmpfs here) cannot clone files.
+    let out = t.run(&[
+        "--json",
+        "restore",
+        "a",
+        "--target",
+        target.to_str().unwrap(),
+        "--link",
+        "reflink",
+    ]);
+    if out.status.success() {
+        // A reflink-capable filesystem (XFS, btrfs): every non-relocated file is a clone.
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            report["methods"]["reflink"].as_u64().unwrap() > 50,
+            "{report}"
+        );
+        assert!(
+            report["methods"].get("hardlink").is_none() && report["methods"].get("copy").is_none(),
+            "{report}"
+        );
+        return;
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("{\"error\":\"cannot reflink ") && err.contains("--link auto"),
+        "{err}"
+    );
+    assert!(
+        err.contains(target.to_str().unwrap()) && !err.contains(".envoci-"),
+        "names the target, not a temporary: {err}"
+    );
+    assert!(!target.exists(), "nothing left behind");
+    let auto = t.json(&[
+        "restore",
+        "a",
+        "--target",
+        target.to_str().unwrap(),
+        "--link",
+        "auto",
+    ]);
+    assert!(
+        auto["methods"].get("reflink").is_none() && auto["methods"].get("hardlink").is_some(),
+        "{auto}"
+    );
+}

@@ -62,6 +62,11 @@ impl Linker {
         }
     }
 
+    /// The mode this linker was asked for.
+    pub fn mode(&self) -> LinkMode {
+        self.mode
+    }
+
     /// Creates `dest` (which must not exist) with the content of CAS file `cas`.
     pub fn place(&self, cas: &Path, dest: &Path, exec: bool) -> io::Result<Method> {
         loop {
@@ -114,7 +119,7 @@ pub fn set_layer_mtime(path: &Path) -> io::Result<()> {
 }
 
 /// Errors that mean "this method does not work here", as opposed to a real failure.
-fn is_unsupported(e: &io::Error) -> bool {
+pub fn is_unsupported(e: &io::Error) -> bool {
     if matches!(
         e.kind(),
         io::ErrorKind::Unsupported | io::ErrorKind::CrossesDevices

@@ -55,6 +55,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The link mode asked for does not work on the space's filesystem.
+    #[error("cannot {} {} from the store: the filesystem does not support it; use --link auto to fall back", link_verb(*mode), path.display())]
+    LinkUnsupported {
+        /// The mode asked for.
+        mode: LinkMode,
+        /// The first file it failed on.
+        path: PathBuf,
+    },
     /// Writing into the space failed; the space is marked dirty.
     #[error("cannot write {}", path.display())]
     Write {
@@ -64,6 +72,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+fn link_verb(mode: LinkMode) -> &'static str {
+    match mode {
+        LinkMode::Reflink => "reflink",
+        LinkMode::Hardlink => "hard-link",
+        LinkMode::Copy | LinkMode::Auto => "copy",
+    }
 }
 
 /// How to restore.
@@ -303,7 +319,18 @@ impl Job<'_> {
         if result.is_err() {
             let _ = remove_any(&tmp);
         }
-        result
+        // Name paths as the user knows them, not by the temporary directory.
+        result.map_err(|e| match e {
+            Error::Write { path, source } => Error::Write {
+                path: target.join(path.strip_prefix(&tmp).unwrap_or(&path)),
+                source,
+            },
+            Error::LinkUnsupported { mode, path } => Error::LinkUnsupported {
+                mode,
+                path: target.join(path.strip_prefix(&tmp).unwrap_or(&path)),
+            },
+            other => other,
+        })
     }
 
     /// An existing space: touch only what differs.
@@ -479,7 +506,19 @@ impl Job<'_> {
         };
         let cas = self.store.cas_path(key);
         let (method, written) = match relocation {
-            None => (self.linker.place(&cas, &full, key.exec).map_err(err)?, None),
+            None => {
+                let method = self.linker.place(&cas, &full, key.exec).map_err(|e| {
+                    if link::is_unsupported(&e) {
+                        Error::LinkUnsupported {
+                            mode: self.linker.mode(),
+                            path: full.clone(),
+                        }
+                    } else {
+                        err(e)
+                    }
+                })?;
+                (method, None)
+            }
             Some((mode, placeholder)) => {
                 let content = fs::read(&cas).map_err(store::Error::io("read", &cas))?;
                 let content = relocate::relocate(
