@@ -13,6 +13,7 @@
 //!   locks and an ingest area.
 //! * [`space`] restores a catalog into a directory and keeps it pristine incrementally.
 //! * [`relocate`] holds the pure prefix-rewriting functions both sides share.
+//! * [`transfer`] pushes to and pulls from OCI registries, only missing blobs.
 //! * [`check`] verifies the store and the spaces.
 
 pub mod catalog;
@@ -26,6 +27,7 @@ pub mod layer;
 pub mod relocate;
 pub mod space;
 pub mod store;
+pub mod transfer;
 
 /// The version of envoci recorded in the catalogs it writes.
 pub const TOOL_VERSION: &str = concat!("envoci ", env!("CARGO_PKG_VERSION"));

@@ -4,6 +4,8 @@
 mod check;
 mod inspect;
 mod ls;
+mod pull;
+mod push;
 mod restore;
 mod snapshot;
 
@@ -36,10 +38,44 @@ enum Command {
     Ls,
     /// Show an environment's catalog and layers.
     Inspect(inspect::Args),
+    /// Push an environment from the store to a registry (only blobs it lacks).
+    Push(push::Args),
+    /// Pull an environment from a registry into the store (only blobs it lacks).
+    Pull(pull::Args),
     /// Restore an environment into a directory or a managed space.
     Restore(restore::Args),
     /// Check the store and the spaces (`--verify` rehashes everything).
     Check(check::Args),
+}
+
+/// Options of every command that talks to a registry.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TransferArgs {
+    /// Parallel blob transfers.
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
+    /// Plain HTTP for this registry (loopback registries always use it).
+    #[arg(long)]
+    insecure: bool,
+    /// Conda platform to pick from a multi-platform index [default: this machine's].
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+impl TransferArgs {
+    fn options(&self) -> envoci::transfer::RegistryOptions {
+        envoci::transfer::RegistryOptions {
+            jobs: self.jobs,
+            insecure: self.insecure,
+        }
+    }
+}
+
+/// The async runtime registry commands run on.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Prints results as text or JSON.
@@ -83,6 +119,8 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Snapshot(args) => snapshot::run(&store, args, printer),
         Command::Ls => ls::run(&store, printer),
         Command::Inspect(args) => inspect::run(&store, args, printer),
+        Command::Push(args) => push::run(&store, args, printer),
+        Command::Pull(args) => pull::run(&store, args, printer),
         Command::Restore(args) => restore::run(&store, args, printer),
         Command::Check(args) => check::run(&store, args, printer),
     }

@@ -5,12 +5,14 @@ use std::process::ExitCode;
 
 use envoci::space::{self, LinkMode, Options};
 use envoci::store::Store;
+use envoci::transfer::{self, RemoteRef};
 
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A tag or manifest digest in the store.
+    /// A tag or manifest digest in the store, or a registry reference
+    /// (host/repository:tag), pulled first.
     reference: String,
     /// Restore into this directory.
     #[arg(long, conflicts_with = "space", required_unless_present = "space")]
@@ -27,6 +29,8 @@ pub struct Args {
     /// Compare existing files by content, not only by metadata.
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    transfer: super::TransferArgs,
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
@@ -40,7 +44,18 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         force: args.force,
         verify: args.verify,
     };
-    let report = space::restore(store, &args.reference, &target, &options)?;
+    // A registry reference is pulled first (only what the store lacks; a tag may have
+    // moved, so the manifest is always asked for), then restored by digest.
+    let mut reference = args.reference.clone();
+    if RemoteRef::looks_remote(&reference) {
+        let remote = RemoteRef::parse(&reference)?;
+        let transfer = args.transfer.options();
+        let platform = args.transfer.platform.as_deref();
+        let (pulled, _) =
+            super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, platform))?;
+        reference = pulled.digest;
+    }
+    let report = space::restore(store, &reference, &target, &options)?;
     printer.print(&report, || {
         let methods: Vec<String> = report
             .methods

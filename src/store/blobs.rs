@@ -66,6 +66,18 @@ impl Store {
         self.blob_path(digest).is_file()
     }
 
+    /// Commits a complete, verified file (a finished download) as blob `digest`.
+    pub fn commit_file(&self, path: &std::path::Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        if dest.exists() {
+            let _ = fs::remove_file(path);
+            return Ok(());
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(0o444))
+            .map_err(Error::io("set permissions on", path))?;
+        fs::rename(path, &dest).map_err(Error::io("commit", &dest))
+    }
+
     /// Stores `bytes` as a blob. Returns its digest and size.
     pub fn put_blob(&self, scratch: &Scratch, bytes: &[u8]) -> Result<(Digest, u64)> {
         let digest = Digest::of(bytes);

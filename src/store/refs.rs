@@ -110,11 +110,22 @@ impl Store {
         Ok(tags)
     }
 
-    /// Points `name` at `descriptor` (replacing what it named before). Content must be
-    /// durable first: this is what makes it reachable.
+    /// Points tag `name` at `descriptor` (replacing what it named before). Content must
+    /// be durable first: this is what makes it reachable.
     pub fn set_tag(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
         validate_tag(name)
             .map_err(|e| Error::io("tag", self.root.join("index.json"))(io::Error::other(e)))?;
+        self.set_ref(name, descriptor)
+    }
+
+    /// Like [`Store::set_tag`] for any reference name the OCI layout allows (a pulled
+    /// artifact is named by its full reference, `host/repo:tag`).
+    pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<()> {
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._:@/+".contains(&b);
+        if name.is_empty() || !name.bytes().all(allowed) {
+            let e = io::Error::other(format!("`{name}` is not a valid reference name"));
+            return Err(Error::io("name", self.root.join("index.json"))(e));
+        }
         self.sync()?;
         let _lock = self.index_lock()?;
         let mut index = self.read_index()?;

@@ -5,5 +5,6 @@
 
 pub mod conda;
 pub mod envoci;
+pub mod registry;
 
 pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};

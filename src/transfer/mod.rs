@@ -1,0 +1,148 @@
+//! Transfer: moving an artifact between the local store and an OCI registry, sending or
+//! fetching only the blobs the other side lacks.
+//!
+//! [`registry::Registry`] wraps oci-client with what envoci needs around it (protocol
+//! choice, credentials, bounded parallelism); [`push`] and [`pull`] are the two
+//! directions. Blobs are streamed, never held whole, and verified against their digest
+//! before they are committed to the store.
+
+pub mod pull;
+pub mod push;
+pub mod registry;
+
+use std::str::FromStr;
+
+pub use pull::pull;
+pub use push::push;
+pub use registry::{Registry, RegistryOptions};
+
+/// Why a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reference does not parse.
+    #[error("`{reference}` is not a registry reference (expected host/repository:tag or host/repository@sha256:...): {reason}")]
+    BadReference {
+        /// The reference.
+        reference: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// The registry answered with an error (or could not be reached).
+    #[error("registry {registry}: {what} failed: {reason}")]
+    Registry {
+        /// Registry host.
+        registry: String,
+        /// What was attempted.
+        what: String,
+        /// The registry's or the transport's message.
+        reason: String,
+    },
+    /// The registry has no such repository or tag.
+    #[error("`{reference}` not found: the registry has no such repository, tag or digest")]
+    NotFound {
+        /// The reference.
+        reference: String,
+    },
+    /// A blob whose content does not match its digest.
+    #[error("{what} {digest} from {registry} does not match its digest (got {actual}); nothing was committed")]
+    DigestMismatch {
+        /// Registry host.
+        registry: String,
+        /// Config, layer, manifest.
+        what: &'static str,
+        /// Expected digest.
+        digest: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// The registry holds something that is not an envoci environment for this platform.
+    #[error("`{reference}` is not an envoci environment: {what}")]
+    NotEnvoci {
+        /// The reference.
+        reference: String,
+        /// What it is.
+        what: String,
+    },
+    /// The local store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The local artifact cannot be loaded.
+    #[error(transparent)]
+    Load(#[from] crate::catalog::LoadError),
+}
+
+/// A parsed registry reference (`host/repo:tag`, `host/repo@sha256:...`).
+#[derive(Clone, Debug)]
+pub struct RemoteRef(pub oci_client::Reference);
+
+impl RemoteRef {
+    /// Parses a reference; a bare name without a registry host is refused (it would
+    /// silently mean Docker Hub).
+    pub fn parse(reference: &str) -> Result<Self, Error> {
+        let bad = |reason: &str| Error::BadReference {
+            reference: reference.into(),
+            reason: reason.into(),
+        };
+        let first = reference.split('/').next().unwrap_or("");
+        if !reference.contains('/')
+            || !(first.contains('.') || first.contains(':') || first == "localhost")
+        {
+            return Err(bad("no registry host"));
+        }
+        let parsed = oci_client::Reference::from_str(reference).map_err(|e| bad(&e.to_string()))?;
+        Ok(RemoteRef(parsed))
+    }
+
+    /// Whether a string looks like a registry reference rather than a local tag.
+    pub fn looks_remote(reference: &str) -> bool {
+        Self::parse(reference).is_ok()
+    }
+
+    /// The registry host (and port).
+    pub fn registry(&self) -> &str {
+        self.0.resolve_registry()
+    }
+
+    /// The same repository with another tag.
+    pub fn with_tag(&self, tag: &str) -> RemoteRef {
+        RemoteRef(oci_client::Reference::with_tag(
+            self.0.registry().into(),
+            self.0.repository().into(),
+            tag.into(),
+        ))
+    }
+
+    /// The same repository at a digest.
+    pub fn with_digest(&self, digest: &str) -> RemoteRef {
+        RemoteRef(oci_client::Reference::with_digest(
+            self.0.registry().into(),
+            self.0.repository().into(),
+            digest.into(),
+        ))
+    }
+}
+
+impl std::fmt::Display for RemoteRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.whole())
+    }
+}
+
+/// What a transfer moved and what it found already there.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    /// The remote reference.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: String,
+    /// Blobs sent or fetched.
+    pub blobs_transferred: u64,
+    /// Bytes sent or fetched.
+    pub bytes_transferred: u64,
+    /// Blobs the destination had already.
+    pub blobs_skipped: u64,
+    /// Bytes of those.
+    pub bytes_skipped: u64,
+    /// Downloads continued from a partial blob.
+    pub blobs_resumed: u64,
+}

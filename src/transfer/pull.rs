@@ -1,0 +1,312 @@
+//! Pull: registry → store. Resolves the reference (an index picks this platform),
+//! stores manifest and catalog, then downloads only the layers the store lacks, several
+//! at a time, each streamed to a partial file that survives interruption: the next
+//! pull continues it with a `Range` request (a 206 with the right offset is required;
+//! a 200 starts over). Every blob is verified before it is committed, and each layer is
+//! extracted into the file CAS as soon as it is complete.
+
+use std::io::{Read, Write};
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use oci_client::client::BlobResponse;
+use oci_client::RegistryOperation;
+use sha2::Digest as _;
+
+use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
+use crate::catalog::{self, CATALOG_MEDIA_TYPE};
+use crate::digest::Digest;
+use crate::fsutil::FileLock;
+use crate::store::{self, Store};
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Pulls `remote` into `store` (for `platform`, default this machine's). Returns the
+/// report and the local name the artifact got (the full reference).
+pub async fn pull(
+    store: &Store,
+    remote: &RemoteRef,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<(Report, String), Error> {
+    let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
+    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
+    let (mut bytes, _) = registry
+        .client
+        .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        .await
+        .map_err(|e| not_found_or(&registry, remote, e))?;
+    let mut digest = Digest::of(&bytes);
+    if let Some(want) = remote.0.digest() {
+        if want != digest.oci() {
+            return Err(Error::DigestMismatch {
+                registry: registry.host.clone(),
+                what: "manifest",
+                digest: want.into(),
+                actual: digest.oci(),
+            });
+        }
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
+    if value.get("mediaType").and_then(|m| m.as_str()) == Some(OCI_INDEX)
+        || value.get("manifests").is_some()
+    {
+        let want = platform.unwrap_or(catalog::host_platform());
+        let entries = value["manifests"].as_array().cloned().unwrap_or_default();
+        let names: Vec<String> = entries
+            .iter()
+            .filter_map(|m| {
+                m["annotations"]["io.envoci.platform"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        let chosen = entries
+            .iter()
+            .find(|m| m["annotations"]["io.envoci.platform"].as_str() == Some(want))
+            .and_then(|m| m["digest"].as_str())
+            .ok_or_else(|| Error::NotEnvoci {
+                reference: remote.to_string(),
+                what: format!(
+                    "it has no {want} environment (platforms present: {})",
+                    names.join(", ")
+                ),
+            })?
+            .to_string();
+        let (b, _) = registry
+            .client
+            .pull_manifest_raw(&remote.with_digest(&chosen).0, &registry.auth, &accepted)
+            .await
+            .map_err(|e| registry.error(format!("pulling manifest {chosen}"), e))?;
+        bytes = b;
+        digest = Digest::of(&bytes);
+        if digest.oci() != chosen {
+            return Err(Error::DigestMismatch {
+                registry: registry.host.clone(),
+                what: "manifest",
+                digest: chosen,
+                actual: digest.oci(),
+            });
+        }
+    }
+    let manifest: oci_spec::image::ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
+    let config_type = manifest.config().media_type().to_string();
+    if config_type != CATALOG_MEDIA_TYPE {
+        let what =
+            if config_type.contains("image.config") || config_type.contains("container.image") {
+                "it is a container image".to_string()
+            } else {
+                format!("its config is {config_type}")
+            };
+        return Err(Error::NotEnvoci {
+            reference: remote.to_string(),
+            what,
+        });
+    }
+
+    let scratch = store.scratch()?;
+    let mut report = Report {
+        reference: remote.to_string(),
+        digest: digest.oci(),
+        ..Report::default()
+    };
+    let mut blobs = vec![(
+        manifest.config().digest().to_string(),
+        manifest.config().size(),
+        manifest.config().media_type().to_string(),
+    )];
+    blobs.extend(
+        manifest
+            .layers()
+            .iter()
+            .map(|d| (d.digest().to_string(), d.size(), d.media_type().to_string())),
+    );
+    let mut seen = std::collections::HashSet::new();
+    blobs.retain(|(d, _, _)| seen.insert(d.clone()));
+    let mut missing = Vec::new();
+    for (d, size, media) in blobs {
+        let parsed = Digest::parse(&d).map_err(|e| registry.error("reading the manifest", e))?;
+        if store.has_blob(&parsed) {
+            report.blobs_skipped += 1;
+            report.bytes_skipped += size;
+        } else {
+            missing.push((parsed, size, media));
+        }
+    }
+    let fetched: Vec<(u64, bool)> = stream::iter(missing)
+        .map(|(d, size, media)| fetch_blob(store, &scratch, &registry, remote, d, size, media))
+        .buffer_unordered(options.jobs.max(1))
+        .try_collect()
+        .await?;
+    for (bytes, resumed) in fetched {
+        report.blobs_transferred += 1;
+        report.bytes_transferred += bytes;
+        report.blobs_resumed += u64::from(resumed);
+    }
+    // The manifest last: once it is in the store, everything it names is there.
+    store.put_blob(&scratch, &bytes)?;
+    let local = remote.to_string();
+    let mut descriptor = oci_spec::image::Descriptor::new(
+        oci_spec::image::MediaType::ImageManifest,
+        bytes.len() as u64,
+        store::oci_digest(&digest),
+    );
+    descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(
+        catalog::ARTIFACT_TYPE.into(),
+    )));
+    store.set_ref(&local, &descriptor)?;
+    Ok((report, local))
+}
+
+fn not_found_or(
+    registry: &Registry,
+    remote: &RemoteRef,
+    e: oci_client::errors::OciDistributionError,
+) -> Error {
+    let text = e.to_string();
+    let lower = text.to_lowercase();
+    if ["manifest unknown", "name unknown", "not found", "404"]
+        .iter()
+        .any(|k| lower.contains(k))
+    {
+        return Error::NotFound {
+            reference: remote.to_string(),
+        };
+    }
+    registry.error(format!("pulling the manifest of {remote}"), e)
+}
+
+/// Downloads one blob into a partial file (continuing one a previous pull left), checks
+/// it, commits it, and extracts it if it is a layer. Returns bytes downloaded now and
+/// whether the download was resumed.
+async fn fetch_blob(
+    store: &Store,
+    scratch: &store::Scratch,
+    registry: &Registry,
+    remote: &RemoteRef,
+    digest: Digest,
+    size: u64,
+    media: String,
+) -> Result<(u64, bool), Error> {
+    let _permit = registry
+        .limit
+        .acquire()
+        .await
+        .map_err(|e| registry.error("scheduling", e))?;
+    let partial = store.ingest_dir().join(format!("partial-{}", digest.hex()));
+    let lock_path = store
+        .locks_dir()
+        .join(format!("partial-{}.lock", digest.hex()));
+    let _lock = tokio::task::spawn_blocking(move || {
+        FileLock::exclusive(&lock_path).map_err(store::Error::io("lock", lock_path))
+    })
+    .await
+    .map_err(|e| registry.error("locking", e))??;
+    if store.has_blob(&digest) {
+        return Ok((0, false)); // another process fetched it meanwhile
+    }
+    // Hash what a previous attempt left, then continue after it.
+    let mut hasher = sha2::Sha256::new();
+    let mut offset = 0u64;
+    if let Ok(mut f) = std::fs::File::open(&partial) {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f
+                .read(&mut buf)
+                .map_err(store::Error::io("read", &partial))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+        }
+    }
+    if offset > size {
+        let _ = std::fs::remove_file(&partial);
+        hasher = sha2::Sha256::new();
+        offset = 0;
+    }
+    let layer = digest.oci();
+    let (mut body, resumed) = if offset > 0 && offset < size {
+        match registry
+            .client
+            .pull_blob_stream_partial(&remote.0, layer.as_str(), offset, None)
+            .await
+        {
+            Ok(BlobResponse::Partial(s)) => (s, true),
+            Ok(BlobResponse::Full(s)) => {
+                // The registry ignored the Range: start over.
+                hasher = sha2::Sha256::new();
+                offset = 0;
+                std::fs::File::create(&partial).map_err(store::Error::io("truncate", &partial))?;
+                (s, false)
+            }
+            Err(e) => return Err(registry.error(format!("downloading blob {digest}"), e)),
+        }
+    } else {
+        let s = registry
+            .client
+            .pull_blob_stream(&remote.0, layer.as_str())
+            .await
+            .map_err(|e| registry.error(format!("downloading blob {digest}"), e))?;
+        if offset > 0 {
+            hasher = sha2::Sha256::new();
+            offset = 0;
+            std::fs::File::create(&partial).map_err(store::Error::io("truncate", &partial))?;
+        }
+        (s, false)
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)
+        .map_err(store::Error::io("open", &partial))?;
+    let start = offset;
+    while let Some(chunk) = body.stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            registry.error(
+                format!(
+                    "downloading blob {digest} (kept {} bytes to resume)",
+                    offset
+                ),
+                e,
+            )
+        })?;
+        if offset + chunk.len() as u64 > size {
+            let _ = std::fs::remove_file(&partial);
+            return Err(registry.error(
+                format!("downloading blob {digest}"),
+                "the registry sent more bytes than the manifest says",
+            ));
+        }
+        file.write_all(&chunk)
+            .map_err(store::Error::io("write", &partial))?;
+        hasher.update(&chunk);
+        offset += chunk.len() as u64;
+    }
+    file.flush().map_err(store::Error::io("write", &partial))?;
+    drop(file);
+    if offset != size {
+        return Err(registry.error(
+            format!("downloading blob {digest}"),
+            format!("connection ended after {offset} of {size} bytes (kept to resume)"),
+        ));
+    }
+    let actual = Digest(hasher.finalize().into());
+    if actual != digest {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::DigestMismatch {
+            registry: registry.host.clone(),
+            what: "blob",
+            digest: digest.oci(),
+            actual: actual.oci(),
+        });
+    }
+    store.commit_file(&partial, &digest)?;
+    if media != CATALOG_MEDIA_TYPE {
+        // Extract while other downloads go on.
+        tokio::task::block_in_place(|| store.extract_layer(scratch, &digest, &media, false))?;
+    }
+    Ok((offset - start, resumed))
+}

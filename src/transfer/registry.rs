@@ -1,0 +1,101 @@
+//! The registry client: oci-client plus protocol choice (plain HTTP for loopback or
+//! `--insecure`), credentials from the environment, and one semaphore bounding parallel
+//! transfers.
+
+use std::sync::Arc;
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use tokio::sync::Semaphore;
+
+use super::{Error, RemoteRef};
+
+/// How to talk to registries.
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Parallel blob transfers.
+    pub jobs: usize,
+    /// Use plain HTTP for every registry (loopback registries always use it).
+    pub insecure: bool,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            jobs: 8,
+            insecure: false,
+        }
+    }
+}
+
+/// A client for one registry.
+pub struct Registry {
+    /// The oci-client client.
+    pub client: Client,
+    /// Credentials used for every request.
+    pub auth: RegistryAuth,
+    /// Bounds parallel blob transfers.
+    pub limit: Arc<Semaphore>,
+    /// The registry host, for messages.
+    pub host: String,
+}
+
+/// Loopback registries speak plain HTTP (as `docker` and `skopeo` assume too).
+fn is_loopback(host: &str) -> bool {
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    name == "localhost" || name.starts_with("127.") || name == "[::1]"
+}
+
+impl Registry {
+    /// A client for the registry of `reference`, authenticated for `operation`.
+    pub async fn connect(
+        reference: &RemoteRef,
+        options: &RegistryOptions,
+        operation: RegistryOperation,
+    ) -> Result<Registry, Error> {
+        let host = reference.registry().to_string();
+        let protocol = if options.insecure || is_loopback(&host) {
+            ClientProtocol::HttpsExcept(vec![host.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            use_monolithic_push: true,
+            max_concurrent_upload: options.jobs.max(1),
+            max_concurrent_download: options.jobs.max(1),
+            ..Default::default()
+        };
+        let client = Client::new(config);
+        let auth = match (
+            std::env::var("ENVOCI_REGISTRY_USER"),
+            std::env::var("ENVOCI_REGISTRY_PASSWORD"),
+        ) {
+            (Ok(user), Ok(password)) if !user.is_empty() => RegistryAuth::Basic(user, password),
+            _ => RegistryAuth::Anonymous,
+        };
+        let registry = Registry {
+            client,
+            auth,
+            limit: Arc::new(Semaphore::new(options.jobs.max(1))),
+            host,
+        };
+        // Authenticate before any blob call, so parallel calls share one token.
+        registry
+            .client
+            .auth(&reference.0, &registry.auth, operation)
+            .await
+            .map_err(|e| registry.error("authentication", e))?;
+        Ok(registry)
+    }
+
+    /// An error from the registry, with what was being done.
+    pub fn error(&self, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+        Error::Registry {
+            registry: self.host.clone(),
+            what: what.into(),
+            reason: e.to_string(),
+        }
+    }
+}

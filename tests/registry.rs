@@ -1,0 +1,173 @@
+//! Push and pull through a real CNCF distribution registry on loopback.
+
+mod common;
+
+use std::fs;
+
+use common::envoci::Envoci;
+use common::registry::TestRegistry;
+use common::{install_env, run_stdout};
+
+const ENV_ONE: &[&str] = &[
+    "reloc-bin",
+    "reloc-text",
+    "links",
+    "shared-dep",
+    "app-one",
+    "pad-1",
+    "pad-2",
+    "pad-3",
+];
+const ENV_TWO: &[&str] = &[
+    "reloc-bin",
+    "reloc-text",
+    "links",
+    "shared-dep",
+    "app-two",
+    "pad-1",
+    "pad-2",
+    "pad-4",
+];
+
+#[test]
+fn push_then_pull_into_a_fresh_store_restores_a_working_environment() {
+    let registry = TestRegistry::start();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, ENV_ONE);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "one"]);
+    let remote = registry.reference("envs/demo:one");
+    let pushed = builder.json(&["push", "one", &remote]);
+    assert_eq!(pushed["blobs_skipped"].as_u64(), Some(0), "{pushed}");
+    assert_eq!(
+        pushed["blobs_transferred"].as_u64(),
+        Some(ENV_ONE.len() as u64 + 2),
+        "layers + env layer + catalog: {pushed}"
+    );
+
+    // Another machine: an empty store.
+    let user = Envoci::new();
+    let target = user.dir().join("restored");
+    let out = user.json(&["restore", &remote, "--target", target.to_str().unwrap()]);
+    assert_eq!(out["created"], true);
+    assert_eq!(
+        run_stdout(&target.join("bin/whereami")),
+        target.to_str().unwrap()
+    );
+    assert_eq!(
+        run_stdout(&target.join("bin/hello.sh")),
+        target.to_str().unwrap()
+    );
+    let listed = user.json(&["ls"]);
+    assert_eq!(
+        listed[0]["tag"],
+        remote.as_str(),
+        "the pulled artifact is named by its reference"
+    );
+    assert_eq!(
+        listed[0]["digest"], pushed["digest"],
+        "digests are preserved"
+    );
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn only_missing_blobs_cross_the_wire_in_either_direction() {
+    let registry = TestRegistry::start();
+    let builder = Envoci::new();
+    for (tag, pkgs) in [("one", ENV_ONE), ("two", ENV_TWO)] {
+        let prefix = builder.dir().join(tag);
+        install_env(&prefix, pkgs);
+        builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", tag]);
+    }
+    let one = registry.reference("envs/demo:one");
+    let two = registry.reference("envs/demo:two");
+    builder.json(&["push", "one", &one]);
+    let again = builder.json(&["push", "one", &one]);
+    assert_eq!(
+        again["blobs_transferred"].as_u64(),
+        Some(0),
+        "a re-push uploads nothing: {again}"
+    );
+
+    // Layers both environments share are not uploaded again.
+    let catalog_one = builder.catalog("one");
+    let catalog_two = builder.catalog("two");
+    let layers = |c: &serde_json::Value| -> Vec<(String, u64)> {
+        c["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["digest"].as_str().unwrap().to_string(), 0))
+            .collect()
+    };
+    let in_one: std::collections::HashSet<String> =
+        layers(&catalog_one).into_iter().map(|l| l.0).collect();
+    let new_layers: Vec<String> = layers(&catalog_two)
+        .into_iter()
+        .map(|l| l.0)
+        .filter(|d| !in_one.contains(d))
+        .collect();
+    assert!(
+        new_layers.len() >= 3,
+        "app-two, pad-4 and the env layer differ: {new_layers:?}"
+    );
+    let pushed_two = builder.json(&["push", "two", &two]);
+    assert_eq!(
+        pushed_two["blobs_transferred"].as_u64(),
+        Some(new_layers.len() as u64 + 1),
+        "new layers + catalog: {pushed_two}"
+    );
+
+    // A machine that has `one` pulls `two`: exactly the missing layers' bytes.
+    let user = Envoci::new();
+    user.json(&["pull", &one]);
+    let pulled = user.json(&["pull", &two]);
+    let inspect = builder.json(&["inspect", "two"]);
+    let sizes: std::collections::HashMap<String, u64> = inspect["manifest"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let config_size = inspect["manifest"]["config"]["size"].as_u64().unwrap();
+    let expected: u64 = new_layers.iter().map(|d| sizes[d]).sum::<u64>() + config_size;
+    assert_eq!(
+        pulled["bytes_transferred"].as_u64(),
+        Some(expected),
+        "{pulled}"
+    );
+    assert_eq!(
+        pulled["blobs_transferred"].as_u64(),
+        Some(new_layers.len() as u64 + 1),
+        "{pulled}"
+    );
+    let nothing = user.json(&["pull", &two]);
+    assert_eq!(nothing["blobs_transferred"].as_u64(), Some(0), "{nothing}");
+    let target = user.dir().join("two");
+    user.ok(&["restore", &two, "--target", target.to_str().unwrap()]);
+    assert!(fs::read_to_string(target.join("share/app-two/README"))
+        .unwrap()
+        .contains("app two"));
+}
+
+#[test]
+fn unknown_references_and_malformed_ones_fail_clearly() {
+    let registry = TestRegistry::start();
+    let t = Envoci::new();
+    let missing = registry.reference("envs/nothing:here");
+    let err = t.fail(&["pull", &missing]);
+    assert!(
+        err.contains("not found") && err.contains("envs/nothing:here"),
+        "{err}"
+    );
+    let err = t.fail(&["pull", "no-registry-host"]);
+    assert!(err.contains("not a registry reference"), "{err}");
+    let err = t.fail(&["push", "not-in-store", &registry.reference("envs/x:y")]);
+    assert!(err.contains("`not-in-store` is not in the store"), "{err}");
+}
