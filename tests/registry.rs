@@ -171,3 +171,100 @@ fn unknown_references_and_malformed_ones_fail_clearly() {
     let err = t.fail(&["push", "not-in-store", &registry.reference("envs/x:y")]);
     assert!(err.contains("`not-in-store` is not in the store"), "{err}");
 }
+
+/// A store with a snapshot holding one large incompressible file, pushed to `registry`;
+/// returns the builder, the remote reference, and the large layer's digest and size.
+fn pushed_big_env(registry: &TestRegistry) -> (Envoci, String, String, u64) {
+    let builder = Envoci::new();
+    let dir = builder.dir().join("big-env");
+    fs::create_dir_all(dir.join("lib")).unwrap();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..6 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(dir.join("lib/big.bin"), noise).unwrap();
+    builder.ok(&["snapshot", dir.to_str().unwrap(), "--tag", "big"]);
+    let remote = registry.reference("envs/big:v1");
+    builder.ok(&["push", "big", &remote]);
+    let layer = builder.json(&["inspect", "big"])["manifest"]["layers"][0].clone();
+    (
+        builder,
+        remote,
+        layer["digest"].as_str().unwrap().to_string(),
+        layer["size"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_download_cut_half_way_is_resumed_not_restarted() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let cut = (size / 2) as usize;
+    let proxy =
+        common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::CutAfter(cut), &digest);
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    let err = user.fail(&["pull", &via_proxy, "--jobs", "1"]);
+    assert!(proxy.fired(), "the cut happened");
+    assert!(
+        err.contains(digest.trim_start_matches("sha256:").get(..12).unwrap())
+            || err.contains(&digest),
+        "{err}"
+    );
+    assert!(
+        user.json(&["ls"]).as_array().unwrap().is_empty(),
+        "nothing committed"
+    );
+
+    let resumed = user.json(&["pull", &remote]);
+    assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
+    let layer_bytes = resumed["bytes_transferred"].as_u64().unwrap();
+    let config_bytes = 2048; // the catalog is small
+    assert!(
+        layer_bytes <= size - cut as u64 + config_bytes && layer_bytes >= size - cut as u64,
+        "downloaded about the rest ({layer_bytes} of {size}, cut at {cut}): {resumed}"
+    );
+    let target = user.dir().join("big");
+    user.ok(&["restore", &remote, "--target", target.to_str().unwrap()]);
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let proxy = common::proxy::Proxy::start(
+        &registry.addr,
+        common::proxy::Fault::FlipAt((size / 3) as usize),
+        &digest,
+    );
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    let err = user.fail(&["pull", &via_proxy]);
+    assert!(proxy.fired());
+    assert!(
+        err.contains("does not match its digest") && err.contains(&digest),
+        "{err}"
+    );
+    assert!(
+        user.json(&["ls"]).as_array().unwrap().is_empty(),
+        "nothing committed"
+    );
+    let blob = user
+        .home()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(!blob.exists());
+    let clean = user.json(&["pull", &remote]);
+    assert_eq!(
+        clean["blobs_resumed"].as_u64(),
+        Some(0),
+        "a corrupt partial is not resumed: {clean}"
+    );
+    user.ok(&["check", "--verify"]);
+}

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use super::{Error, Result, Store};
 use crate::fsutil::{remove_any, FileLock};
 
+/// The directory in the ingest area holding interrupted downloads, by blob digest.
+pub const PARTIAL_DIR: &str = "partial";
+
 /// A private scratch directory in the store's ingest area, removed on drop.
 #[derive(Debug)]
 pub struct Scratch {
@@ -57,6 +60,11 @@ impl Store {
         })
     }
 
+    /// Where an interrupted download of blob `digest` is kept for resuming.
+    pub fn partial_path(&self, digest: &crate::digest::Digest) -> PathBuf {
+        self.ingest_dir().join(PARTIAL_DIR).join(digest.hex())
+    }
+
     /// Removes scratch directories whose owner is gone. Returns how many were removed.
     pub fn clean_stale_scratch(&self) -> usize {
         let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
@@ -65,6 +73,9 @@ impl Store {
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name == PARTIAL_DIR {
+                continue; // interrupted downloads are kept for resuming
+            }
             let lock_path = self.locks_dir().join(format!("ingest-{name}.lock"));
             if let Ok(Some(_lock)) = FileLock::try_exclusive(&lock_path) {
                 if remove_any(&entry.path()).is_ok() {

@@ -194,7 +194,10 @@ async fn fetch_blob(
         .acquire()
         .await
         .map_err(|e| registry.error("scheduling", e))?;
-    let partial = store.ingest_dir().join(format!("partial-{}", digest.hex()));
+    let partial = store.partial_path(&digest);
+    if let Some(dir) = partial.parent() {
+        std::fs::create_dir_all(dir).map_err(store::Error::io("create directory", dir))?;
+    }
     let lock_path = store
         .locks_dir()
         .join(format!("partial-{}.lock", digest.hex()));
@@ -264,15 +267,24 @@ async fn fetch_blob(
         .map_err(store::Error::io("open", &partial))?;
     let start = offset;
     while let Some(chunk) = body.stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            registry.error(
-                format!(
-                    "downloading blob {digest} (kept {} bytes to resume)",
-                    offset
-                ),
-                e,
-            )
-        })?;
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) if e.to_string().to_lowercase().contains("digest") => {
+                // oci-client checked the complete blob: corrupt, so not resumable.
+                let _ = std::fs::remove_file(&partial);
+                let actual = Digest(hasher.finalize().into());
+                return Err(Error::DigestMismatch {
+                    registry: registry.host.clone(),
+                    what: "blob",
+                    digest: digest.oci(),
+                    actual: actual.oci(),
+                });
+            }
+            Err(e) => {
+                let what = format!("downloading blob {digest} (kept {offset} bytes to resume)");
+                return Err(registry.error(what, e));
+            }
+        };
         if offset + chunk.len() as u64 > size {
             let _ = std::fs::remove_file(&partial);
             return Err(registry.error(

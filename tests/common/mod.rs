@@ -5,6 +5,7 @@
 
 pub mod conda;
 pub mod envoci;
+pub mod proxy;
 pub mod registry;
 
 pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};

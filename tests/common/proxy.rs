@@ -1,0 +1,126 @@
+//! A fault-injecting TCP proxy between client and registry: one request per connection
+//! (it rewrites `Connection: close`), and for the first blob download it can cut the
+//! connection after some body bytes or flip one byte. Loopback only.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What to do to the first blob download.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Close the connection after this many body bytes.
+    CutAfter(usize),
+    /// XOR the body byte at this offset with 0xff.
+    FlipAt(usize),
+}
+
+/// A running proxy.
+pub struct Proxy {
+    /// `127.0.0.1:PORT` to connect to instead of the registry.
+    pub addr: String,
+    used: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    /// Proxies to `upstream`, applying `fault` once to a blob GET for `blob_digest`.
+    pub fn start(upstream: &str, fault: Fault, blob_digest: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let used = Arc::new(AtomicBool::new(false));
+        let (upstream, digest, flag) =
+            (upstream.to_string(), blob_digest.to_string(), used.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, digest, flag) = (upstream.clone(), digest.clone(), flag.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(client, &upstream, fault, &digest, &flag);
+                });
+            }
+        });
+        Proxy { addr, used }
+    }
+
+    /// Whether the fault was applied.
+    pub fn fired(&self) -> bool {
+        self.used.load(Ordering::SeqCst)
+    }
+}
+
+fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    Ok(head)
+}
+
+fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    fault: Fault,
+    digest: &str,
+    used: &AtomicBool,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let head = read_head(&mut client)?;
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .filter(|l| !l.to_lowercase().starts_with("connection:"))
+        .map(str::to_string)
+        .collect();
+    lines.push("Connection: close".into());
+    let request = format!("{}\r\n\r\n", lines.join("\r\n"));
+    let length: usize = lines
+        .iter()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(request.as_bytes())?;
+    if length > 0 {
+        let mut body = vec![0u8; length];
+        client.read_exact(&mut body)?;
+        server.write_all(&body)?;
+    }
+    let targeted = lines[0].starts_with("GET ") && lines[0].contains(&format!("/blobs/{digest}"));
+    let fault = if targeted && !used.swap(true, Ordering::SeqCst) {
+        Some(fault)
+    } else {
+        None
+    };
+    let response_head = read_head(&mut server)?;
+    client.write_all(&response_head)?;
+    let mut sent = 0usize;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = server.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &mut buf[..n];
+        match fault {
+            Some(Fault::CutAfter(limit)) if sent + n >= limit => {
+                client.write_all(&chunk[..limit - sent])?;
+                client.flush()?;
+                return client.shutdown(std::net::Shutdown::Both);
+            }
+            Some(Fault::FlipAt(at)) if (sent..sent + n).contains(&at) => chunk[at - sent] ^= 0xff,
+            _ => {}
+        }
+        client.write_all(chunk)?;
+        sent += n;
+    }
+    Ok(())
+}
