@@ -268,3 +268,76 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
     );
     user.ok(&["check", "--verify"]);
 }
+
+#[test]
+fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
+    use envoci::catalog;
+    use envoci::layer::{Compression, LayerDigests};
+
+    let registry = TestRegistry::start();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-text", "links", "shared-dep"]);
+    let linux = builder.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    // A linux-aarch64 twin: the same layers under a catalog for another platform.
+    let arm_digest = {
+        let store = envoci::store::Store::open(builder.home()).unwrap();
+        let scratch = store.scratch().unwrap();
+        let artifact = catalog::load(&store, "x").unwrap();
+        let mut twin = artifact.catalog.clone();
+        twin.platform = "linux-aarch64".into();
+        let layers: Vec<(LayerDigests, &'static str)> = twin
+            .layers
+            .iter()
+            .zip(artifact.manifest.layers())
+            .map(|(l, d)| {
+                (
+                    LayerDigests {
+                        digest: l.digest,
+                        size: d.size(),
+                        diff_id: l.diff_id,
+                        uncompressed_size: l.size,
+                    },
+                    Compression::Zstd.media_type(),
+                )
+            })
+            .collect();
+        envoci::ingest::commit_catalog(&store, &scratch, &twin, &layers, "x-arm")
+            .unwrap()
+            .0
+            .oci()
+    };
+    let remote = registry.reference("envs/multi:latest");
+    builder.ok(&["push", "x", &remote]);
+    let second = builder.json(&["push", "x-arm", &remote]);
+    assert_eq!(
+        second["blobs_transferred"].as_u64(),
+        Some(1),
+        "only the twin's catalog is new: {second}"
+    );
+
+    let user = Envoci::new();
+    let host = user.json(&["pull", &remote]);
+    assert_eq!(
+        host["digest"], linux["digest"],
+        "the index resolves to this machine's platform"
+    );
+    let arm = user.json(&["pull", &remote, "--platform", "linux-aarch64"]);
+    assert_eq!(arm["digest"].as_str(), Some(arm_digest.as_str()));
+    assert_eq!(
+        arm["blobs_transferred"].as_u64(),
+        Some(1),
+        "layers shared with the first pull: {arm}"
+    );
+    let err = user.fail(&["pull", &remote, "--platform", "osx-arm64"]);
+    assert!(
+        err.contains("no osx-arm64 environment")
+            && err.contains("linux-64")
+            && err.contains("linux-aarch64"),
+        "{err}"
+    );
+    // Pushing linux-64 again keeps the other platform in the index.
+    builder.ok(&["push", "x", &remote]);
+    let again = Envoci::new().json(&["pull", &remote, "--platform", "linux-aarch64"]);
+    assert_eq!(again["digest"].as_str(), Some(arm_digest.as_str()));
+}

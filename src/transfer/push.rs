@@ -66,23 +66,154 @@ pub async fn push(
         }
     }
 
-    let mut targets = vec![remote.clone()];
-    if let Some(bp) = &artifact.catalog.blueprint {
-        targets.push(remote.with_tag(&format!(
-            "bp-{}-{}",
-            &bp[..32.min(bp.len())],
-            artifact.catalog.platform
-        )));
+    let platform = artifact.catalog.platform.clone();
+    let ours = IndexEntry {
+        digest: artifact.digest,
+        size: manifest.len() as u64,
+        platform: platform.clone(),
+    };
+    // The manifest by digest first, so an index can point at it.
+    put_manifest(
+        &registry,
+        &remote.with_digest(&artifact.digest.oci()),
+        manifest.clone(),
+        MANIFEST_MEDIA_TYPE,
+    )
+    .await?;
+    // The tag: this manifest, or an index merging it with the other platforms there.
+    match merged_index(&registry, remote, &ours).await? {
+        Some(index) => put_manifest(&registry, remote, index, INDEX_MEDIA_TYPE).await?,
+        None => put_manifest(&registry, remote, manifest.clone(), MANIFEST_MEDIA_TYPE).await?,
     }
-    for target in targets {
-        let content_type = http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE);
-        registry
-            .client
-            .push_manifest_raw(&target.0, manifest.clone(), content_type)
-            .await
-            .map_err(|e| registry.error(format!("pushing the manifest to {target}"), e))?;
+    if let Some(bp) = &artifact.catalog.blueprint {
+        let tag = remote.with_tag(&format!("bp-{}-{}", &bp[..32.min(bp.len())], platform));
+        put_manifest(&registry, &tag, manifest.clone(), MANIFEST_MEDIA_TYPE).await?;
     }
     Ok(report)
+}
+
+/// OCI image index media type.
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// One platform's manifest in an index.
+#[derive(Clone, Debug, PartialEq)]
+struct IndexEntry {
+    digest: Digest,
+    size: u64,
+    platform: String,
+}
+
+async fn put_manifest(
+    registry: &Registry,
+    target: &RemoteRef,
+    body: Vec<u8>,
+    media_type: &'static str,
+) -> Result<(), Error> {
+    registry
+        .client
+        .push_manifest_raw(&target.0, body, http::HeaderValue::from_static(media_type))
+        .await
+        .map_err(|e| registry.error(format!("pushing the manifest to {target}"), e))?;
+    Ok(())
+}
+
+/// What the tag should become when `ours` is pushed to it: `None` for a plain manifest
+/// (nothing there, the same platform, or something that is not envoci's), or an index
+/// of `ours` plus the other platforms already there.
+async fn merged_index(
+    registry: &Registry,
+    remote: &RemoteRef,
+    ours: &IndexEntry,
+) -> Result<Option<Vec<u8>>, Error> {
+    let accepted = [MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE];
+    let Ok((bytes, _)) = registry
+        .client
+        .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        .await
+    else {
+        return Ok(None);
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(None);
+    };
+    let platform_of = |v: &serde_json::Value| {
+        v["annotations"][crate::store::ANNOTATION_PLATFORM]
+            .as_str()
+            .map(str::to_string)
+    };
+    let mut entries: Vec<IndexEntry> = if let Some(list) = value["manifests"].as_array() {
+        list.iter()
+            .filter_map(|m| {
+                Some(IndexEntry {
+                    digest: Digest::parse(m["digest"].as_str()?).ok()?,
+                    size: m["size"].as_u64()?,
+                    platform: platform_of(m)?,
+                })
+            })
+            .collect()
+    } else if value["config"]["mediaType"] == crate::catalog::CATALOG_MEDIA_TYPE {
+        match platform_of(&value) {
+            Some(p) => vec![IndexEntry {
+                digest: Digest::of(&bytes),
+                size: bytes.len() as u64,
+                platform: p,
+            }],
+            None => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    entries.retain(|e| e.platform != ours.platform);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    entries.push(ours.clone());
+    entries.sort_by(|a, b| a.platform.cmp(&b.platform));
+    let manifests: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let (os, architecture) = oci_platform(&e.platform);
+            serde_json::json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "artifactType": crate::catalog::ARTIFACT_TYPE,
+                "digest": e.digest.oci(),
+                "size": e.size,
+                "platform": { "os": os, "architecture": architecture },
+                "annotations": { crate::store::ANNOTATION_PLATFORM: e.platform },
+            })
+        })
+        .collect();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": INDEX_MEDIA_TYPE,
+        "artifactType": crate::catalog::ARTIFACT_TYPE,
+        "manifests": manifests,
+    });
+    Ok(Some(
+        crate::json::to_canonical_vec(&index)
+            .map_err(|e| registry.error("writing the index", e))?,
+    ))
+}
+
+/// OCI `os`/`architecture` of a conda platform.
+pub fn oci_platform(conda: &str) -> (&'static str, &'static str) {
+    let (os, arch) = conda.split_once('-').unwrap_or((conda, ""));
+    let os = match os {
+        "osx" => "darwin",
+        "win" => "windows",
+        "linux" => "linux",
+        _ => "unknown",
+    };
+    let arch = match arch {
+        "64" => "amd64",
+        "aarch64" | "arm64" => "arm64",
+        "ppc64le" => "ppc64le",
+        "s390x" => "s390x",
+        "32" => "386",
+        "armv7l" => "arm",
+        _ => "unknown",
+    };
+    (os, arch)
 }
 
 /// Uploads one blob unless the registry has it. Returns whether it was sent.
