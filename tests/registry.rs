@@ -209,7 +209,7 @@ fn a_download_cut_half_way_is_resumed_not_restarted() {
         common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::CutAfter(cut), &digest);
     let via_proxy = remote.replace(&registry.addr, &proxy.addr);
     let user = Envoci::new();
-    let err = user.fail(&["pull", &via_proxy, "--jobs", "1"]);
+    let err = user.fail(&["pull", &via_proxy, "--jobs", "1", "--retries", "0"]);
     assert!(proxy.fired(), "the cut happened");
     assert!(
         err.contains(digest.trim_start_matches("sha256:").get(..12).unwrap())
@@ -231,6 +231,28 @@ fn a_download_cut_half_way_is_resumed_not_restarted() {
     );
     let target = user.dir().join("big");
     user.ok(&["restore", &remote, "--target", target.to_str().unwrap()]);
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn a_cut_connection_is_retried_and_continued_within_the_same_pull() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let proxy = common::proxy::Proxy::start(
+        &registry.addr,
+        common::proxy::Fault::CutAfter((size / 2) as usize),
+        &digest,
+    );
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    let pulled = user.json(&["pull", &via_proxy]);
+    assert!(proxy.fired());
+    assert_eq!(pulled["blobs_resumed"].as_u64(), Some(1), "{pulled}");
+    let config = pulled["bytes_transferred"].as_u64().unwrap() - size;
+    assert!(
+        config < 4096,
+        "every byte of the layer crossed the wire once: {pulled}"
+    );
     user.ok(&["check", "--verify"]);
 }
 

@@ -60,6 +60,10 @@ pub struct TransferArgs {
     /// Conda platform to pick from a multi-platform index [default: this machine's].
     #[arg(long)]
     platform: Option<String>,
+    /// Retries of a request that failed for a transient reason (connection, timeout,
+    /// 429, 5xx); an interrupted download is resumed where it stopped.
+    #[arg(long, default_value_t = 3)]
+    retries: u32,
 }
 
 impl TransferArgs {
@@ -67,6 +71,7 @@ impl TransferArgs {
         envoci::transfer::RegistryOptions {
             jobs: self.jobs,
             insecure: self.insecure,
+            retries: self.retries,
         }
     }
 }

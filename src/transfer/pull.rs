@@ -6,12 +6,14 @@
 //! extracted into the file CAS as soon as it is complete.
 
 use std::io::{Read, Write};
+use std::path::Path;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::RegistryOperation;
 use sha2::Digest as _;
 
+use super::registry::is_transient;
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
 use crate::catalog::{self, CATALOG_MEDIA_TYPE};
 use crate::digest::Digest;
@@ -31,8 +33,11 @@ pub async fn pull(
     let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
     let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
     let (mut bytes, _) = registry
-        .client
-        .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        .retry(|| {
+            registry
+                .client
+                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        })
         .await
         .map_err(|e| not_found_or(&registry, remote, e))?;
     let mut digest = Digest::of(&bytes);
@@ -73,9 +78,13 @@ pub async fn pull(
                 ),
             })?
             .to_string();
+        let by_digest = remote.with_digest(&chosen);
         let (b, _) = registry
-            .client
-            .pull_manifest_raw(&remote.with_digest(&chosen).0, &registry.auth, &accepted)
+            .retry(|| {
+                registry
+                    .client
+                    .pull_manifest_raw(&by_digest.0, &registry.auth, &accepted)
+            })
             .await
             .map_err(|e| registry.error(format!("pulling manifest {chosen}"), e))?;
         bytes = b;
@@ -209,15 +218,83 @@ async fn fetch_blob(
     if store.has_blob(&digest) {
         return Ok((0, false)); // another process fetched it meanwhile
     }
+    let mut attempt = 0;
+    let mut total = 0;
+    let mut resumed_any = false;
+    loop {
+        match download_once(registry, remote, digest, size, &partial).await {
+            Ok((bytes, resumed)) => {
+                total += bytes;
+                resumed_any |= resumed;
+                break;
+            }
+            Err(Interrupted {
+                downloaded,
+                resumed,
+                transient: true,
+                ..
+            }) if attempt < registry.retries => {
+                // Connection cut or the like: continue from what arrived.
+                total += downloaded;
+                resumed_any |= resumed;
+                tokio::time::sleep(super::registry::backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(Interrupted { error, .. }) => return Err(error),
+        }
+    }
+    store.commit_file(&partial, &digest)?;
+    if media != CATALOG_MEDIA_TYPE {
+        // Extract while other downloads go on.
+        tokio::task::block_in_place(|| store.extract_layer(scratch, &digest, &media, false))?;
+    }
+    Ok((total, resumed_any))
+}
+
+/// A download attempt that failed; `error` says why. Only `transient` failures (the
+/// connection, a timeout, 429, 5xx) are retried; the `downloaded` bytes were kept.
+struct Interrupted {
+    downloaded: u64,
+    resumed: bool,
+    transient: bool,
+    error: Error,
+}
+
+impl From<store::Error> for Interrupted {
+    fn from(e: store::Error) -> Self {
+        Interrupted {
+            downloaded: 0,
+            resumed: false,
+            transient: false,
+            error: e.into(),
+        }
+    }
+}
+
+/// One attempt at downloading a blob into `partial`, continuing what is there: a
+/// `Range` request for the rest, honoured only if the registry answers 206.
+async fn download_once(
+    registry: &Registry,
+    remote: &RemoteRef,
+    digest: Digest,
+    size: u64,
+    partial: &Path,
+) -> Result<(u64, bool), Interrupted> {
+    let request_failed = |e: oci_client::errors::OciDistributionError| Interrupted {
+        downloaded: 0,
+        resumed: false,
+        transient: is_transient(&e),
+        error: registry.error(format!("downloading blob {digest}"), e),
+    };
     // Hash what a previous attempt left, then continue after it.
     let mut hasher = sha2::Sha256::new();
     let mut offset = 0u64;
-    if let Ok(mut f) = std::fs::File::open(&partial) {
+    if let Ok(mut f) = std::fs::File::open(partial) {
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = f
                 .read(&mut buf)
-                .map_err(store::Error::io("read", &partial))?;
+                .map_err(store::Error::io("read", partial))?;
             if n == 0 {
                 break;
             }
@@ -225,100 +302,116 @@ async fn fetch_blob(
             offset += n as u64;
         }
     }
-    if offset > size {
-        let _ = std::fs::remove_file(&partial);
-        hasher = sha2::Sha256::new();
-        offset = 0;
-    }
     let layer = digest.oci();
-    let (mut body, resumed) = if offset > 0 && offset < size {
+    let mut resumed = false;
+    let mut body = if offset > 0 && offset < size {
         match registry
             .client
             .pull_blob_stream_partial(&remote.0, layer.as_str(), offset, None)
             .await
+            .map_err(request_failed)?
         {
-            Ok(BlobResponse::Partial(s)) => (s, true),
-            Ok(BlobResponse::Full(s)) => {
-                // The registry ignored the Range: start over.
-                hasher = sha2::Sha256::new();
-                offset = 0;
-                std::fs::File::create(&partial).map_err(store::Error::io("truncate", &partial))?;
-                (s, false)
+            BlobResponse::Partial(s) => {
+                resumed = true;
+                s
             }
-            Err(e) => return Err(registry.error(format!("downloading blob {digest}"), e)),
+            // The registry ignored the Range: start over.
+            BlobResponse::Full(s) => s,
         }
     } else {
-        let s = registry
+        registry
             .client
             .pull_blob_stream(&remote.0, layer.as_str())
             .await
-            .map_err(|e| registry.error(format!("downloading blob {digest}"), e))?;
-        if offset > 0 {
-            hasher = sha2::Sha256::new();
-            offset = 0;
-            std::fs::File::create(&partial).map_err(store::Error::io("truncate", &partial))?;
-        }
-        (s, false)
+            .map_err(request_failed)?
     };
+    if !resumed {
+        hasher = sha2::Sha256::new();
+        offset = 0;
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
-        .open(&partial)
-        .map_err(store::Error::io("open", &partial))?;
+        .write(true)
+        .truncate(!resumed)
+        .open(partial)
+        .map_err(store::Error::io("open", partial))?;
+    if resumed {
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .map_err(store::Error::io("seek", partial))?;
+    }
     let start = offset;
+    let interrupted = |offset: u64, reason: String| Interrupted {
+        downloaded: offset - start,
+        resumed,
+        transient: true,
+        error: registry.error(
+            format!(
+                "downloading blob {digest} (interrupted; {offset} of {size} bytes kept to resume)"
+            ),
+            reason,
+        ),
+    };
     while let Some(chunk) = body.stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) if e.to_string().to_lowercase().contains("digest") => {
                 // oci-client checked the complete blob: corrupt, so not resumable.
-                let _ = std::fs::remove_file(&partial);
+                let _ = std::fs::remove_file(partial);
                 let actual = Digest(hasher.finalize().into());
-                return Err(Error::DigestMismatch {
+                let error = Error::DigestMismatch {
                     registry: registry.host.clone(),
                     what: "blob",
                     digest: digest.oci(),
                     actual: actual.oci(),
+                };
+                return Err(Interrupted {
+                    downloaded: offset - start,
+                    resumed,
+                    transient: false,
+                    error,
                 });
             }
-            Err(e) => {
-                let what = format!("downloading blob {digest} (kept {offset} bytes to resume)");
-                return Err(registry.error(what, e));
-            }
+            Err(e) => return Err(interrupted(offset, e.to_string())),
         };
         if offset + chunk.len() as u64 > size {
-            let _ = std::fs::remove_file(&partial);
-            return Err(registry.error(
+            let _ = std::fs::remove_file(partial);
+            let error = registry.error(
                 format!("downloading blob {digest}"),
                 "the registry sent more bytes than the manifest says",
-            ));
+            );
+            return Err(Interrupted {
+                downloaded: offset - start,
+                resumed,
+                transient: false,
+                error,
+            });
         }
         file.write_all(&chunk)
-            .map_err(store::Error::io("write", &partial))?;
+            .map_err(store::Error::io("write", partial))?;
         hasher.update(&chunk);
         offset += chunk.len() as u64;
     }
-    file.flush().map_err(store::Error::io("write", &partial))?;
+    file.flush().map_err(store::Error::io("write", partial))?;
     drop(file);
     if offset != size {
-        return Err(registry.error(
-            format!("downloading blob {digest}"),
-            format!("connection ended after {offset} of {size} bytes (kept to resume)"),
-        ));
+        return Err(interrupted(offset, "the connection ended early".into()));
     }
     let actual = Digest(hasher.finalize().into());
     if actual != digest {
-        let _ = std::fs::remove_file(&partial);
-        return Err(Error::DigestMismatch {
+        let _ = std::fs::remove_file(partial);
+        let error = Error::DigestMismatch {
             registry: registry.host.clone(),
             what: "blob",
             digest: digest.oci(),
             actual: actual.oci(),
+        };
+        return Err(Interrupted {
+            downloaded: offset - start,
+            resumed,
+            transient: false,
+            error,
         });
-    }
-    store.commit_file(&partial, &digest)?;
-    if media != CATALOG_MEDIA_TYPE {
-        // Extract while other downloads go on.
-        tokio::task::block_in_place(|| store.extract_layer(scratch, &digest, &media, false))?;
     }
     Ok((offset - start, resumed))
 }

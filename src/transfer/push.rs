@@ -110,8 +110,13 @@ async fn put_manifest(
     media_type: &'static str,
 ) -> Result<(), Error> {
     registry
-        .client
-        .push_manifest_raw(&target.0, body, http::HeaderValue::from_static(media_type))
+        .retry(|| {
+            registry.client.push_manifest_raw(
+                &target.0,
+                body.clone(),
+                http::HeaderValue::from_static(media_type),
+            )
+        })
         .await
         .map_err(|e| registry.error(format!("pushing the manifest to {target}"), e))?;
     Ok(())
@@ -216,6 +221,27 @@ pub fn oci_platform(conda: &str) -> (&'static str, &'static str) {
     (os, arch)
 }
 
+/// A file as a stream of 1 MiB chunks, for uploading without holding it in memory.
+fn file_chunks(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, oci_client::errors::OciDistributionError>>
+{
+    stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((
+                Err(oci_client::errors::OciDistributionError::IoError(e)),
+                file,
+            )),
+        }
+    })
+}
+
 /// Uploads one blob unless the registry has it. Returns whether it was sent.
 async fn push_blob(
     store: &Store,
@@ -229,35 +255,24 @@ async fn push_blob(
         .acquire()
         .await
         .map_err(|e| registry.error("scheduling", e))?;
+    let name = digest.oci();
     let exists = registry
-        .client
-        .blob_exists(&remote.0, &digest.oci())
+        .retry(|| registry.client.blob_exists(&remote.0, &name))
         .await
         .map_err(|e| registry.error(format!("checking blob {digest}"), e))?;
     if exists {
         return Ok((false, size));
     }
     let path = store.blob_path(&digest);
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(crate::store::Error::io("open", &path))?;
-    let chunks = stream::unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), file))
-            }
-            Err(e) => Some((
-                Err(oci_client::errors::OciDistributionError::IoError(e)),
-                file,
-            )),
-        }
-    });
+    // Each attempt streams the file from its start again.
     registry
-        .client
-        .push_blob_stream(&remote.0, chunks, &digest.oci(), Some(size))
+        .retry(|| async {
+            let file = tokio::fs::File::open(&path).await?;
+            registry
+                .client
+                .push_blob_stream(&remote.0, file_chunks(file), &name, Some(size))
+                .await
+        })
         .await
         .map_err(|e| registry.error(format!("uploading blob {digest}"), e))?;
     Ok((true, size))

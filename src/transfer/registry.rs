@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 use tokio::sync::Semaphore;
@@ -18,6 +19,9 @@ pub struct RegistryOptions {
     pub jobs: usize,
     /// Use plain HTTP for every registry (loopback registries always use it).
     pub insecure: bool,
+    /// How often a request failing for a transient reason (connection, timeout, 429,
+    /// 5xx) is tried again, with exponential backoff.
+    pub retries: u32,
 }
 
 impl Default for RegistryOptions {
@@ -25,6 +29,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             jobs: 8,
             insecure: false,
+            retries: 3,
         }
     }
 }
@@ -39,6 +44,36 @@ pub struct Registry {
     pub limit: Arc<Semaphore>,
     /// The registry host, for messages.
     pub host: String,
+    /// Retries of transient failures.
+    pub retries: u32,
+}
+
+/// Whether a failure may go away by itself: the connection, a timeout, 429 or 5xx.
+pub fn is_transient(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::RequestError(r) => {
+            r.is_connect()
+                || r.is_timeout()
+                || r.is_body()
+                || r.is_request()
+                || r.status()
+                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+        }
+        OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
+        OciDistributionError::IoError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let text = envelope.to_string().to_lowercase();
+            text.contains("toomanyrequests") || text.contains("unavailable")
+        }
+        _ => false,
+    }
+}
+
+/// Delay before retry number `attempt` (0-based): 250 ms doubling, with ±25% jitter.
+pub fn backoff(attempt: u32) -> std::time::Duration {
+    let base = 250u64 << attempt.min(6);
+    let jitter = crate::store::rand_u64() % (base / 2 + 1);
+    std::time::Duration::from_millis(base - base / 4 + jitter)
 }
 
 /// Loopback registries speak plain HTTP (as `docker` and `skopeo` assume too).
@@ -80,14 +115,37 @@ impl Registry {
             auth,
             limit: Arc::new(Semaphore::new(options.jobs.max(1))),
             host,
+            retries: options.retries,
         };
         // Authenticate before any blob call, so parallel calls share one token.
         registry
-            .client
-            .auth(&reference.0, &registry.auth, operation)
+            .retry(|| {
+                registry
+                    .client
+                    .auth(&reference.0, &registry.auth, operation.clone())
+            })
             .await
             .map_err(|e| registry.error("authentication", e))?;
         Ok(registry)
+    }
+
+    /// Runs `op`, trying again after a transient failure (up to `retries` times, with
+    /// exponential backoff and jitter). Returns the last error otherwise.
+    pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, OciDistributionError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Err(e) if attempt < self.retries && is_transient(&e) => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// An error from the registry, with what was being done.
