@@ -122,7 +122,7 @@ impl Registry {
             .retry(|| {
                 registry
                     .client
-                    .auth(&reference.0, &registry.auth, operation.clone())
+                    .auth(&reference.0, &registry.auth, operation)
             })
             .await
             .map_err(|e| registry.error("authentication", e))?;
