@@ -363,3 +363,155 @@ fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
     let again = Envoci::new().json(&["pull", &remote, "--platform", "linux-aarch64"]);
     assert_eq!(again["digest"].as_str(), Some(arm_digest.as_str()));
 }
+
+#[test]
+fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong() {
+    let registry = TestRegistry::start_secure("robot", "s3cret");
+    let ca = registry.ca_file.clone().unwrap();
+    let ca = ca.to_str().unwrap();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-text", "links"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/private:x");
+    let docker_config = builder.dir().join("docker");
+
+    // Passwords from the environment.
+    let push = builder
+        .cmd(&["--json", "push", "x", &remote, "--ca-file", ca])
+        .env("ENVOCI_REGISTRY_USER", "robot")
+        .env("ENVOCI_REGISTRY_PASSWORD", "s3cret")
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+
+    let user = Envoci::new();
+    let anonymous = user
+        .cmd(&["pull", &remote, "--ca-file", ca])
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&anonymous.stderr);
+    assert_eq!(anonymous.status.code(), Some(1));
+    assert!(
+        err.contains("refused access")
+            && err.contains("no credentials were given")
+            && err.contains("envoci login"),
+        "{err}"
+    );
+
+    let wrong = user
+        .cmd(&["pull", &remote, "--ca-file", ca])
+        .env("ENVOCI_REGISTRY_USER", "robot")
+        .env("ENVOCI_REGISTRY_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        err.contains("refused access") && err.contains("check the user name and password"),
+        "{err}"
+    );
+
+    // Without the CA the certificate is not trusted.
+    let untrusted = user
+        .cmd(&["pull", &remote, "--retries", "0"])
+        .env("ENVOCI_REGISTRY_USER", "robot")
+        .env("ENVOCI_REGISTRY_PASSWORD", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(
+        untrusted.status.code(),
+        Some(1),
+        "plain HTTP to a TLS registry or an untrusted certificate fails"
+    );
+
+    // A wrong password is not saved; the right one is, in Docker's format, and used.
+    let mut login = user.cmd(&[
+        "login",
+        &registry.addr,
+        "--username",
+        "robot",
+        "--password-stdin",
+        "--ca-file",
+        ca,
+    ]);
+    login
+        .env("DOCKER_CONFIG", &docker_config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let run_login = |mut cmd: std::process::Command, password: &str| {
+        use std::process::Stdio;
+        cmd.env("DOCKER_CONFIG", &docker_config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        std::io::Write::write_all(
+            child.stdin.as_mut().unwrap(),
+            format!("{password}\n").as_bytes(),
+        )
+        .unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    let bad = run_login(
+        user.cmd(&[
+            "login",
+            &registry.addr,
+            "-u",
+            "robot",
+            "--password-stdin",
+            "--ca-file",
+            ca,
+        ]),
+        "nope",
+    );
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    assert!(
+        !docker_config.join("config.json").exists(),
+        "a refused login is not saved"
+    );
+    let ok = run_login(login, "s3cret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(docker_config.join("config.json")).unwrap()).unwrap();
+    assert!(
+        config["auths"][&registry.addr]["auth"].as_str().is_some(),
+        "{config}"
+    );
+    let pulled = user
+        .cmd(&["--json", "pull", &remote, "--ca-file", ca])
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .unwrap();
+    assert!(
+        pulled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+    let logout = user
+        .cmd(&["logout", &registry.addr])
+        .env("DOCKER_CONFIG", &docker_config)
+        .output()
+        .unwrap();
+    assert!(logout.status.success());
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(docker_config.join("config.json")).unwrap()).unwrap();
+    assert!(config["auths"].get(&registry.addr).is_none(), "{config}");
+}

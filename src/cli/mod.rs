@@ -3,6 +3,7 @@
 
 mod check;
 mod inspect;
+mod login;
 mod ls;
 mod pull;
 mod push;
@@ -44,6 +45,11 @@ enum Command {
     Pull(pull::Args),
     /// Restore an environment into a directory or a managed space.
     Restore(restore::Args),
+    /// Save credentials for a registry (in Docker's config.json, shared with docker,
+    /// skopeo and oras).
+    Login(login::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(login::LogoutArgs),
     /// Check the store and the spaces (`--verify` rehashes everything).
     Check(check::Args),
 }
@@ -64,6 +70,9 @@ pub struct TransferArgs {
     /// 429, 5xx); an interrupted download is resumed where it stopped.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// PEM file of CA certificates to trust for the registry's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 impl TransferArgs {
@@ -72,6 +81,8 @@ impl TransferArgs {
             jobs: self.jobs,
             insecure: self.insecure,
             retries: self.retries,
+            ca_file: self.ca_file.clone(),
+            credentials: None,
         }
     }
 }
@@ -127,6 +138,8 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Push(args) => push::run(&store, args, printer),
         Command::Pull(args) => pull::run(&store, args, printer),
         Command::Restore(args) => restore::run(&store, args, printer),
+        Command::Login(args) => login::login(args, printer),
+        Command::Logout(args) => login::logout(args, printer),
         Command::Check(args) => check::run(&store, args, printer),
     }
 }

@@ -6,6 +6,7 @@
 //! directions. Blobs are streamed, never held whole, and verified against their digest
 //! before they are committed to the store.
 
+pub mod credentials;
 pub mod pull;
 pub mod push;
 pub mod registry;
@@ -35,6 +36,24 @@ pub enum Error {
         /// What was attempted.
         what: String,
         /// The registry's or the transport's message.
+        reason: String,
+    },
+    /// Credentials cannot be found or used.
+    #[error("credentials for {host}: {reason}")]
+    Credentials {
+        /// Registry host (or the config file).
+        host: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The registry refused the credentials, or wants some.
+    #[error("registry {registry} refused access{}: {reason}", if *anonymous { " (no credentials were given: run `envoci login HOST` or set ENVOCI_REGISTRY_USER and ENVOCI_REGISTRY_PASSWORD)" } else { " (check the user name and password)" })]
+    Unauthorized {
+        /// Registry host.
+        registry: String,
+        /// Whether the request was anonymous.
+        anonymous: bool,
+        /// The registry's message.
         reason: String,
     },
     /// The registry has no such repository or tag.

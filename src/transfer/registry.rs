@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
@@ -19,6 +19,11 @@ pub struct RegistryOptions {
     pub jobs: usize,
     /// Use plain HTTP for every registry (loopback registries always use it).
     pub insecure: bool,
+    /// A PEM file of CA certificates to trust (a registry with its own CA); implies TLS
+    /// even on loopback.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// User and password to use instead of looking them up (`envoci login`).
+    pub credentials: Option<(String, String)>,
     /// How often a request failing for a transient reason (connection, timeout, 429,
     /// 5xx) is tried again, with exponential backoff.
     pub retries: u32,
@@ -29,6 +34,8 @@ impl Default for RegistryOptions {
         RegistryOptions {
             jobs: 8,
             insecure: false,
+            ca_file: None,
+            credentials: None,
             retries: 3,
         }
     }
@@ -90,25 +97,45 @@ impl Registry {
         operation: RegistryOperation,
     ) -> Result<Registry, Error> {
         let host = reference.registry().to_string();
-        let protocol = if options.insecure || is_loopback(&host) {
+        // Plain HTTP for loopback (unless a CA file says it speaks TLS) or --insecure.
+        let plain = options.insecure || (is_loopback(&host) && options.ca_file.is_none());
+        let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![host.clone()])
         } else {
             ClientProtocol::Https
         };
+        let mut extra_root_certificates = Vec::new();
+        if let Some(ca) = &options.ca_file {
+            let data = std::fs::read(ca).map_err(|e| Error::Credentials {
+                host: host.clone(),
+                reason: format!("cannot read CA file {}: {e}", ca.display()),
+            })?;
+            extra_root_certificates.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            });
+        }
         let config = ClientConfig {
             protocol,
             use_monolithic_push: true,
             max_concurrent_upload: options.jobs.max(1),
             max_concurrent_download: options.jobs.max(1),
+            extra_root_certificates,
             ..Default::default()
         };
         let client = Client::new(config);
-        let auth = match (
-            std::env::var("ENVOCI_REGISTRY_USER"),
-            std::env::var("ENVOCI_REGISTRY_PASSWORD"),
-        ) {
-            (Ok(user), Ok(password)) if !user.is_empty() => RegistryAuth::Basic(user, password),
-            _ => RegistryAuth::Anonymous,
+        // A credential helper is a program: run it off the async runtime.
+        let auth = match &options.credentials {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => {
+                let lookup = host.clone();
+                tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
+                    .await
+                    .map_err(|e| Error::Credentials {
+                        host: host.clone(),
+                        reason: e.to_string(),
+                    })??
+            }
         };
         let registry = Registry {
             client,
@@ -125,8 +152,29 @@ impl Registry {
                     .auth(&reference.0, &registry.auth, operation)
             })
             .await
-            .map_err(|e| registry.error("authentication", e))?;
+            .map_err(|e| registry.error("authentication", crate::check::error_chain(&e)))?;
         Ok(registry)
+    }
+
+    /// Checks credentials: connects and asks for a manifest that need not exist; only a
+    /// refusal of access is an error.
+    pub async fn check_login(probe: &RemoteRef, options: &RegistryOptions) -> Result<(), Error> {
+        let registry = Registry::connect(probe, options, RegistryOperation::Pull).await?;
+        match registry
+            .client
+            .pull_manifest_raw(
+                &probe.0,
+                &registry.auth,
+                &["application/vnd.oci.image.manifest.v1+json"],
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match registry.error("checking the login", e) {
+                err @ Error::Unauthorized { .. } => Err(err),
+                _ => Ok(()), // not found and the like: the credentials were accepted
+            },
+        }
     }
 
     /// Runs `op`, trying again after a transient failure (up to `retries` times, with
@@ -148,8 +196,27 @@ impl Registry {
         }
     }
 
-    /// An error from the registry, with what was being done.
+    /// An error from the registry, with what was being done; refusals of access become
+    /// [`Error::Unauthorized`] with a hint.
     pub fn error(&self, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
+        let reason = e.to_string();
+        let lower = reason.to_lowercase();
+        if [
+            "unauthorized",
+            "not authorized",
+            "authentication failure",
+            "401",
+            "denied",
+        ]
+        .iter()
+        .any(|k| lower.contains(k))
+        {
+            return Error::Unauthorized {
+                registry: self.host.clone(),
+                anonymous: matches!(self.auth, RegistryAuth::Anonymous),
+                reason,
+            };
+        }
         Error::Registry {
             registry: self.host.clone(),
             what: what.into(),

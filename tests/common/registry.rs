@@ -11,12 +11,24 @@ pub struct TestRegistry {
     child: Child,
     /// `127.0.0.1:PORT`.
     pub addr: String,
+    /// The CA certificate (the registry's self-signed one) when it speaks TLS.
+    pub ca_file: Option<std::path::PathBuf>,
     _dir: tempfile::TempDir,
 }
 
 impl TestRegistry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> TestRegistry {
+        Self::launch(None)
+    }
+
+    /// Starts a registry with htpasswd basic auth (one user) over TLS with a
+    /// certificate generated for 127.0.0.1.
+    pub fn start_secure(user: &str, password: &str) -> TestRegistry {
+        Self::launch(Some((user, password)))
+    }
+
+    fn launch(auth: Option<(&str, &str)>) -> TestRegistry {
         let bin = which("docker-registry").expect(
             "docker-registry is not installed (apt-get install docker-registry; .ci/run does)",
         );
@@ -30,30 +42,110 @@ impl TestRegistry {
             .unwrap()
             .port();
         let addr = format!("127.0.0.1:{port}");
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        let mut ca_file = None;
+        if let Some((user, password)) = auth {
+            // A CA and a server certificate it signs (rustls refuses a CA certificate
+            // used as the server's own).
+            let d = dir.path();
+            let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+            std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+            let steps: [&[&str]; 3] = [
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=envoci test CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "server.csr",
+                ],
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "ext.cnf",
+                    "-out",
+                    "cert.pem",
+                ],
+            ];
+            for args in steps {
+                let status = Command::new("openssl")
+                    .args(args)
+                    .current_dir(d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("openssl is needed to make the test registry's certificate");
+                assert!(status.success(), "openssl {args:?} failed");
+            }
+            let hash = bcrypt::hash(password, 4).unwrap();
+            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: envoci-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+            ca_file = Some(ca);
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
         let child = Command::new(bin)
             .arg("serve")
-            .arg(&config)
+            .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start docker-registry");
+        let tls = ca_file.is_some();
         let registry = TestRegistry {
             child,
             addr,
+            ca_file,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if registry.get_status("/v2/") == Some(200) {
+            let ready = if tls {
+                TcpStream::connect(&registry.addr).is_ok()
+            } else {
+                registry.get_status("/v2/") == Some(200)
+            };
+            if ready {
                 return registry;
             }
             std::thread::sleep(Duration::from_millis(50));
