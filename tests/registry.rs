@@ -615,3 +615,34 @@ fn pulling_a_container_image_says_what_it_is() {
     );
     assert!(t.json(&["ls"]).as_array().unwrap().is_empty());
 }
+
+#[test]
+fn copy_between_registries_preserves_the_digest_and_skips_what_is_there() {
+    let first = TestRegistry::start();
+    let second = TestRegistry::start();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-text", "links", "shared-dep"]);
+    let snap = builder.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let src = first.reference("envs/a:x");
+    builder.ok(&["push", "x", &src]);
+
+    let operator = Envoci::new();
+    let dst = second.reference("mirror/a:x");
+    let copied = operator.json(&["copy", &src, &dst]);
+    assert_eq!(copied["destination"]["digest"], snap["digest"]);
+    assert_eq!(copied["destination"]["blobs_skipped"].as_u64(), Some(0));
+    let again = operator.json(&["copy", &src, &dst]);
+    assert_eq!(
+        again["source"]["blobs_transferred"].as_u64(),
+        Some(0),
+        "{again}"
+    );
+    assert_eq!(
+        again["destination"]["blobs_transferred"].as_u64(),
+        Some(0),
+        "{again}"
+    );
+    let user = Envoci::new();
+    assert_eq!(user.json(&["pull", &dst])["digest"], snap["digest"]);
+}

@@ -2,6 +2,7 @@
 //! through [`Printer`]; errors are printed here once, with their causes and a hint.
 
 mod check;
+mod copy;
 mod inspect;
 mod login;
 mod ls;
@@ -43,6 +44,9 @@ enum Command {
     Push(push::Args),
     /// Pull an environment from a registry into the store (only blobs it lacks).
     Pull(pull::Args),
+    /// Copy an environment from one registry reference to another, digests preserved
+    /// (blobs the destination has are not uploaded again).
+    Copy(copy::Args),
     /// Restore an environment into a directory or a managed space.
     Restore(restore::Args),
     /// Save credentials for a registry (in Docker's config.json, shared with docker,
@@ -137,6 +141,7 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => inspect::run(&store, args, printer),
         Command::Push(args) => push::run(&store, args, printer),
         Command::Pull(args) => pull::run(&store, args, printer),
+        Command::Copy(args) => copy::run(&store, args, printer),
         Command::Restore(args) => restore::run(&store, args, printer),
         Command::Login(args) => login::login(args, printer),
         Command::Logout(args) => login::logout(args, printer),

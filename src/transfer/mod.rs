@@ -14,6 +14,21 @@ pub mod registry;
 use std::str::FromStr;
 
 pub use pull::pull;
+
+/// Copies `source` to `destination` through the local store: blobs the store has are
+/// not downloaded, blobs the destination has are not uploaded, and the manifest keeps
+/// its digest. Returns the pull and the push reports.
+pub async fn copy(
+    store: &crate::store::Store,
+    source: &RemoteRef,
+    destination: &RemoteRef,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<(Report, Report), Error> {
+    let (pulled, _) = pull(store, source, options, platform).await?;
+    let pushed = push(store, &pulled.digest, destination, options).await?;
+    Ok((pulled, pushed))
+}
 pub use push::push;
 pub use registry::{Registry, RegistryOptions};
 
