@@ -341,6 +341,22 @@ async fn download_once(
             .map_err(store::Error::io("seek", partial))?;
     }
     let start = offset;
+    // A blob that cannot be right: its partial file goes, and the attempt is not retried.
+    let discard = |downloaded: u64, resumed: bool, error: Error| {
+        let _ = std::fs::remove_file(partial);
+        Interrupted {
+            downloaded,
+            resumed,
+            transient: false,
+            error,
+        }
+    };
+    let mismatch = |actual: Digest| Error::DigestMismatch {
+        registry: registry.host.clone(),
+        what: "blob",
+        digest: digest.oci(),
+        actual: actual.oci(),
+    };
     let interrupted = |offset: u64, reason: String| Interrupted {
         downloaded: offset - start,
         resumed,
@@ -357,35 +373,15 @@ async fn download_once(
             Ok(c) => c,
             Err(e) if e.to_string().to_lowercase().contains("digest") => {
                 // oci-client checked the complete blob: corrupt, so not resumable.
-                let _ = std::fs::remove_file(partial);
                 let actual = Digest(hasher.finalize().into());
-                let error = Error::DigestMismatch {
-                    registry: registry.host.clone(),
-                    what: "blob",
-                    digest: digest.oci(),
-                    actual: actual.oci(),
-                };
-                return Err(Interrupted {
-                    downloaded: offset - start,
-                    resumed,
-                    transient: false,
-                    error,
-                });
+                return Err(discard(offset - start, resumed, mismatch(actual)));
             }
             Err(e) => return Err(interrupted(offset, e.to_string())),
         };
         if offset + chunk.len() as u64 > size {
-            let _ = std::fs::remove_file(partial);
-            let error = registry.error(
-                format!("downloading blob {digest}"),
-                "the registry sent more bytes than the manifest says",
-            );
-            return Err(Interrupted {
-                downloaded: offset - start,
-                resumed,
-                transient: false,
-                error,
-            });
+            let what = format!("downloading blob {digest}");
+            let error = registry.error(what, "the registry sent more bytes than the manifest says");
+            return Err(discard(offset - start, resumed, error));
         }
         file.write_all(&chunk)
             .map_err(store::Error::io("write", partial))?;
@@ -399,19 +395,7 @@ async fn download_once(
     }
     let actual = Digest(hasher.finalize().into());
     if actual != digest {
-        let _ = std::fs::remove_file(partial);
-        let error = Error::DigestMismatch {
-            registry: registry.host.clone(),
-            what: "blob",
-            digest: digest.oci(),
-            actual: actual.oci(),
-        };
-        return Err(Interrupted {
-            downloaded: offset - start,
-            resumed,
-            transient: false,
-            error,
-        });
+        return Err(discard(offset - start, resumed, mismatch(actual)));
     }
     Ok((offset - start, resumed))
 }
