@@ -4,9 +4,11 @@
 //! The modules follow the data flow (see `../shared/design.md` and the README):
 //!
 //! ```text
-//! prefix ──ingest──▶ store (OCI layout + file CAS + layer indexes) ──restore──▶ space
+//! conda.yaml ──build──▶ prefix ──ingest──▶ store (OCI layout + file CAS + layer indexes) ──restore──▶ space
 //! ```
 //!
+//! * [`spec`] reads `conda.yaml` and computes its blueprint; [`build`] solves, installs
+//!   and ingests it (rattler, then pip and a bytecode pass).
 //! * [`ingest`] walks an installed environment, attributes files to packages and writes
 //!   one deterministic [`layer`] per package plus a [`catalog`].
 //! * [`store`] is the local store: an OCI image layout, a file CAS, per-layer indexes,
@@ -16,6 +18,7 @@
 //! * [`transfer`] pushes to and pulls from OCI registries, only missing blobs.
 //! * [`check`] verifies the store and the spaces.
 
+pub mod build;
 pub mod catalog;
 pub mod check;
 pub mod digest;
@@ -26,6 +29,7 @@ pub mod json;
 pub mod layer;
 pub mod relocate;
 pub mod space;
+pub mod spec;
 pub mod store;
 pub mod transfer;
 

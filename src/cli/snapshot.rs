@@ -26,6 +26,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     let options = Options {
         tag: args.tag,
         compression: args.compression,
+        ..Options::default()
     };
     let snap = ingest::snapshot(store, &args.prefix, &options)?;
     let json = serde_json::json!({

@@ -76,6 +76,12 @@ pub struct Options {
     pub tag: Option<String>,
     /// Layer compression.
     pub compression: Compression,
+    /// The platform to record (default: what the packages say, else this machine's).
+    pub platform: Option<String>,
+    /// The blueprint, for an environment envoci built from a spec.
+    pub blueprint: Option<String>,
+    /// The canonical spec it was built from.
+    pub spec: Option<serde_json::Value>,
 }
 
 /// What a snapshot produced.
@@ -188,17 +194,18 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
             }
         })
         .sum();
-    let platform = attribution
+    let platform = options
         .platform
         .clone()
+        .or_else(|| attribution.platform.clone())
         .unwrap_or_else(|| catalog::host_platform().to_string());
     let catalog = Catalog {
         schema_version: catalog::SCHEMA_VERSION,
         media_type: catalog::CATALOG_MEDIA_TYPE.into(),
         tool: crate::TOOL_VERSION.into(),
         platform,
-        blueprint: None,
-        spec: None,
+        blueprint: options.blueprint.clone(),
+        spec: options.spec.clone(),
         placeholder: PLACEHOLDER.into(),
         records: attribution.records.clone(),
         layers: built.iter().map(|(l, _)| l.clone()).collect(),

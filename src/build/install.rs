@@ -1,0 +1,109 @@
+//! Download packages into the store's persistent package cache (in parallel, each
+//! checked against its sha256), then install them into the build prefix with rattler's
+//! `Installer`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use rattler::install::Installer;
+use rattler::package_cache::PackageCache;
+use rattler_conda_types::{MatchSpec, RepoDataRecord, Subdir};
+use rattler_networking::LazyClient;
+
+use super::Error;
+
+/// What the download phase found and did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Downloads {
+    /// Packages fetched (downloaded or copied from a local channel) and extracted.
+    pub fetched: usize,
+    /// Packages the cache had already.
+    pub cached: usize,
+}
+
+/// Makes sure every record is in `cache`, fetching `jobs` at a time.
+pub async fn download(
+    cache: &PackageCache,
+    records: &[RepoDataRecord],
+    jobs: usize,
+) -> Result<Downloads, Error> {
+    let index = cache
+        .index()
+        .await
+        .map_err(|e| Error::Io("read the package cache".into(), e))?;
+    let missing: Vec<&RepoDataRecord> = records
+        .iter()
+        .filter(|r| !index.contains_record(r))
+        .collect();
+    let client = LazyClient::default();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    stream::iter(missing.iter().map(|record| {
+        let client = client.clone();
+        let semaphore = semaphore.clone();
+        async move { fetch(cache, record, client, semaphore).await }
+    }))
+    .buffer_unordered(jobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(Downloads {
+        fetched: missing.len(),
+        cached: records.len() - missing.len(),
+    })
+}
+
+async fn fetch(
+    cache: &PackageCache,
+    record: &RepoDataRecord,
+    client: LazyClient,
+    semaphore: Arc<tokio::sync::Semaphore>,
+) -> Result<(), Error> {
+    let failed = |e: rattler::package_cache::PackageCacheError| Error::Fetch {
+        package: record.identifier.to_string(),
+        url: record.url.to_string(),
+        reason: super::solve::error_chain(&e),
+    };
+    if record.url.scheme() == "file" {
+        let path = record.url.to_file_path().map_err(|()| Error::Fetch {
+            package: record.identifier.to_string(),
+            url: record.url.to_string(),
+            reason: "not a local path".into(),
+        })?;
+        cache
+            .get_or_fetch_from_path(&path, Some(&record.package_record), None)
+            .await
+            .map_err(failed)?;
+    } else {
+        cache
+            .get_or_fetch_from_url_with_retry(
+                &record.package_record,
+                record.url.clone(),
+                client,
+                rattler_networking::retry_policies::default_retry_policy(),
+                None,
+                Some(semaphore),
+            )
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Installs `records` into `prefix` from `cache` (every package is there already).
+pub async fn install(
+    cache: PackageCache,
+    prefix: &Path,
+    records: Vec<RepoDataRecord>,
+    requested: Vec<MatchSpec>,
+    platform: Subdir,
+) -> Result<(), Error> {
+    Installer::new()
+        .with_package_cache(cache)
+        .with_target_platform(platform)
+        .with_execute_link_scripts(false)
+        .with_requested_specs(requested)
+        .install(prefix, records)
+        .await
+        .map_err(|e| Error::Install(super::solve::error_chain(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Build: `conda.yaml` → solved packages → build prefix → store.
+//!
+//! [`build`] is the entry point. It takes the blueprint's build lock (so concurrent builds
+//! of one blueprint build once: the second waits and finds it built), then:
+//!
+//! 1. [`solve`]s the spec with rattler (or reads a [`lock`] file: no solve);
+//! 2. [`install::download`]s what the store's package cache (`pkgs-v1/`) lacks, in
+//!    parallel, checked against each record's sha256;
+//! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
+//!    as the placeholder, so binary files relocate exactly);
+//! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
+//! 5. ingests the prefix (tags `bp-<blueprint>-<platform>` and the user's tag) and
+//!    removes the build prefix.
+//!
+//! A build that fails or is killed leaves no tag, so no partial catalog is visible; the
+//! next build of the blueprint removes the stale build prefix before it starts.
+
+pub mod install;
+pub mod lock;
+pub mod python;
+pub mod solve;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Instant;
+
+use rattler::package_cache::PackageCache;
+use rattler_conda_types::Subdir;
+use serde::Serialize;
+
+use crate::fsutil::{remove_any, FileLock};
+use crate::ingest;
+use crate::layer::Compression;
+use crate::relocate::PLACEHOLDER;
+use crate::spec::Spec;
+use crate::store::{self, Store};
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The platform is not a conda platform.
+    #[error("unknown platform `{0}` (expected e.g. linux-64, osx-arm64, win-64)")]
+    Platform(String),
+    /// A channel cannot be parsed or read.
+    #[error("channel {channel}: {reason}")]
+    Channel {
+        /// The channel(s) as written in the spec.
+        channel: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The dependencies cannot be satisfied.
+    #[error("cannot solve the environment:\n{0}")]
+    Solve(String),
+    /// A lock file cannot be read or written.
+    #[error("lock file {}: {reason}", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A package cannot be fetched, or does not match its recorded sha256.
+    #[error("cannot fetch {package} from {url}: {reason}")]
+    Fetch {
+        /// The package (`name-version-build`).
+        package: String,
+        /// Where from.
+        url: String,
+        /// Why (a hash mismatch names both hashes).
+        reason: String,
+    },
+    /// rattler's installer failed.
+    #[error("cannot install the packages: {0}")]
+    Install(String),
+    /// pip (or uv) failed; `message` is the end of its output.
+    #[error("{installer} failed:\n{message}")]
+    Pip {
+        /// `pip` or `uv`.
+        installer: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// Compiling bytecode failed.
+    #[error("cannot compile Python bytecode: {0}")]
+    Bytecode(String),
+    /// The store's path is too long for a build prefix of the placeholder's length.
+    #[error("the store path {} is too long for a build prefix ({limit} bytes at most); use a shorter ENVOCI_HOME", path.display())]
+    StoreTooDeep {
+        /// The store root.
+        path: PathBuf,
+        /// The longest usable store path.
+        limit: usize,
+    },
+    /// A local file operation failed.
+    #[error("cannot {0}")]
+    Io(String, #[source] std::io::Error),
+    /// Ingesting the build prefix failed.
+    #[error(transparent)]
+    Ingest(#[from] ingest::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// How to build.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Target platform (default: this machine's).
+    pub platform: Option<String>,
+    /// Build from this lock file instead of solving.
+    pub lock: Option<PathBuf>,
+    /// An extra tag for the result.
+    pub tag: Option<String>,
+    /// Parallel package downloads.
+    pub jobs: usize,
+    /// Layer compression.
+    pub compression: Compression,
+}
+
+/// Seconds spent in each phase.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Timings {
+    /// Solving (0 when building from a lock or finding the blueprint built).
+    pub solve: f64,
+    /// Fetching packages into the package cache.
+    pub download: f64,
+    /// Installing into the build prefix.
+    pub install: f64,
+    /// `pip:` entries.
+    pub pip: f64,
+    /// The bytecode pass.
+    pub bytecode: f64,
+    /// Ingesting into the store.
+    pub ingest: f64,
+    /// Everything, including waiting for a concurrent build of the same blueprint.
+    pub total: f64,
+}
+
+/// What a build did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// The blueprint (full sha256 hex).
+    pub blueprint: String,
+    /// The platform built for.
+    pub platform: String,
+    /// Tags the result carries.
+    pub tags: Vec<String>,
+    /// The manifest digest.
+    pub digest: String,
+    /// False when the blueprint was already in the store (nothing was built).
+    pub built: bool,
+    /// Conda packages in the environment.
+    pub packages: usize,
+    /// Package cache hits and fetches.
+    pub downloads: install::Downloads,
+    /// `.pyc` files the bytecode pass wrote.
+    pub compiled: usize,
+    /// `pip` or `uv` when there were `pip:` entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pip_installer: Option<&'static str>,
+    /// Time per phase.
+    pub timings: Timings,
+}
+
+/// The platform to build for: `requested` or this machine's.
+pub fn platform(requested: Option<&str>) -> Result<Subdir, Error> {
+    let name = requested.unwrap_or(crate::catalog::host_platform());
+    Subdir::from_str(name).map_err(|_| Error::Platform(name.to_string()))
+}
+
+/// The store's package cache (shared by every build, safe across processes).
+pub fn package_cache(store: &Store) -> PackageCache {
+    PackageCache::new(store.root().join("pkgs-v1"))
+}
+
+/// Solves `spec` for `platform` without building; the records in install order.
+pub fn solve_spec(
+    store: &Store,
+    spec: &Spec,
+    platform: Subdir,
+) -> Result<Vec<rattler_conda_types::RepoDataRecord>, Error> {
+    runtime()?.block_on(solve::solve(spec, platform, &store.root().join("repodata-v1")))
+}
+
+/// Finds the manifest digest of `blueprint`'s build in the store, if there is one.
+pub fn find_built(store: &Store, blueprint: &str, platform: &str) -> Option<String> {
+    let tag = Spec::blueprint_tag(blueprint, platform);
+    store
+        .resolve(&tag)
+        .ok()
+        .map(|d| d.digest().to_string())
+}
+
+/// Builds `spec` into `store` (or finds it built). See the module docs.
+pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Error> {
+    let start = Instant::now();
+    let subdir = platform(options.platform.as_deref())?;
+    let platform_name = subdir.to_string();
+    let blueprint = spec.blueprint(&platform_name);
+    let bp_tag = Spec::blueprint_tag(&blueprint, &platform_name);
+    if let Some(tag) = &options.tag {
+        store::validate_tag(tag).map_err(ingest::Error::from)?;
+    }
+    let lock_path = store.locks_dir().join(format!("build-{}.lock", &bp_tag));
+    let _build_lock =
+        FileLock::exclusive(&lock_path).map_err(|e| Error::Io(format!("lock {}", lock_path.display()), e))?;
+
+    let mut timings = Timings::default();
+    let mut tags = vec![bp_tag.clone()];
+    tags.extend(options.tag.clone());
+    if let Some(digest) = find_built(store, &blueprint, &platform_name) {
+        // Built before (or by the build this one waited for): only tag it.
+        let descriptor = store.resolve(&bp_tag)?;
+        if let Some(tag) = &options.tag {
+            store.set_tag(tag, &descriptor)?;
+        }
+        let catalog = crate::catalog::load(store, &bp_tag).ok();
+        timings.total = start.elapsed().as_secs_f64();
+        return Ok(Report {
+            blueprint,
+            platform: platform_name,
+            tags,
+            digest,
+            built: false,
+            packages: catalog.map_or(0, |a| a.catalog.records.len()),
+            downloads: install::Downloads::default(),
+            compiled: 0,
+            pip_installer: None,
+            timings,
+        });
+    }
+
+    let runtime = runtime()?;
+    let t = Instant::now();
+    let records = match &options.lock {
+        Some(path) => lock::read(path, subdir)?,
+        None => runtime.block_on(solve::solve(spec, subdir, &store.root().join("repodata-v1")))?,
+    };
+    timings.solve = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let cache = package_cache(store);
+    let downloads = runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
+    timings.download = t.elapsed().as_secs_f64();
+
+    let prefix = BuildPrefix::create(store, &bp_tag)?;
+    let scratch = store.scratch()?;
+    let t = Instant::now();
+    let packages = records.len();
+    runtime.block_on(install::install(
+        cache,
+        prefix.path(),
+        records,
+        spec.dependencies.clone(),
+        subdir,
+    ))?;
+    timings.install = t.elapsed().as_secs_f64();
+
+    let mut pip_installer = None;
+    if !spec.pip.is_empty() {
+        let t = Instant::now();
+        let installer = python::Installer::detect(prefix.path());
+        python::pip_install(prefix.path(), &spec.pip, &spec.dir, scratch.dir(), &installer)?;
+        pip_installer = Some(installer.name());
+        timings.pip = t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let compiled = if subdir == Subdir::current().unwrap_or(subdir) {
+        python::compile_bytecode(prefix.path(), scratch.dir())?
+    } else {
+        0 // another platform's interpreter does not run here
+    };
+    timings.bytecode = t.elapsed().as_secs_f64();
+    write_variables(prefix.path(), spec)?;
+
+    let t = Instant::now();
+    let snapshot = ingest::snapshot(
+        store,
+        prefix.path(),
+        &ingest::Options {
+            tag: Some(bp_tag.clone()),
+            compression: options.compression,
+            platform: Some(platform_name.clone()),
+            blueprint: Some(blueprint.clone()),
+            spec: serde_json::to_value(spec.canonical()).ok(),
+        },
+    )?;
+    if let Some(tag) = &options.tag {
+        store.set_tag(tag, &store.resolve(&bp_tag)?)?;
+    }
+    timings.ingest = t.elapsed().as_secs_f64();
+    drop(prefix);
+    timings.total = start.elapsed().as_secs_f64();
+    Ok(Report {
+        blueprint,
+        platform: platform_name,
+        tags,
+        digest: snapshot.manifest.oci(),
+        built: true,
+        packages,
+        downloads,
+        compiled,
+        pip_installer,
+        timings,
+    })
+}
+
+/// Writes the spec's `variables` where conda keeps them (`conda-meta/state`), so
+/// activation (`envoci run`) and the catalog's environment section pick them up.
+fn write_variables(prefix: &Path, spec: &Spec) -> Result<(), Error> {
+    if spec.variables.is_empty() {
+        return Ok(());
+    }
+    let path = prefix.join("conda-meta/state");
+    let state = serde_json::json!({ "env_vars": spec.variables });
+    let bytes = crate::json::to_canonical_vec(&state).unwrap_or_default();
+    std::fs::write(&path, bytes).map_err(|e| Error::Io(format!("write {}", path.display()), e))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io("start the async runtime".into(), e))
+}
+
+/// The build prefix of one blueprint: `build-v1/<bp-tag>` padded with `_` to exactly the
+/// placeholder's length, removed on drop (and, if a killed build left it, on create).
+struct BuildPrefix {
+    path: PathBuf,
+}
+
+impl BuildPrefix {
+    fn create(store: &Store, bp_tag: &str) -> Result<BuildPrefix, Error> {
+        let root = std::fs::canonicalize(store.root())
+            .map_err(|e| Error::Io(format!("resolve {}", store.root().display()), e))?;
+        let base = root.join("build-v1").join(bp_tag);
+        let base_len = base.as_os_str().len();
+        let limit = PLACEHOLDER.len().saturating_sub(bp_tag.len() + "/build-v1/".len() + 1);
+        if base_len >= PLACEHOLDER.len() {
+            return Err(Error::StoreTooDeep { path: root, limit });
+        }
+        let mut name = base.into_os_string();
+        name.push("_".repeat(PLACEHOLDER.len() - base_len));
+        let path = PathBuf::from(name);
+        remove_any(&path).map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::Io(format!("create {}", path.display()), e))?;
+        Ok(BuildPrefix { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BuildPrefix {
+    fn drop(&mut self) {
+        let _ = remove_any(&self.path);
+    }
+}
