@@ -28,6 +28,7 @@ pub mod inspect;
 pub mod json;
 pub mod layer;
 pub mod relocate;
+pub mod run;
 pub mod space;
 pub mod spec;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Command-line front end: one file per command, each parsing nothing and printing
 //! through [`Printer`]; errors are printed here once, with their causes and a hint.
 
+mod build;
 mod check;
 mod copy;
 mod inspect;
@@ -9,6 +10,7 @@ mod ls;
 mod pull;
 mod push;
 mod restore;
+mod run;
 mod snapshot;
 
 use std::io::Write;
@@ -34,6 +36,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Build an environment from a conda.yaml into the store (solve, install, pip, ingest).
+    Build(build::Args),
+    /// Solve a conda.yaml and write the lock (package URLs and sha256).
+    Lock(build::LockArgs),
+    /// Print a conda.yaml's blueprint (the key of its build; a CI cache key).
+    Blueprint(build::BlueprintArgs),
+    /// Run a command in an activated environment; its exit code is passed through.
+    Run(run::Args),
     /// Ingest an existing conda environment into the store.
     Snapshot(snapshot::Args),
     /// List the environments in the store.
@@ -136,6 +146,10 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         anyhow::Error::new(e).context(format!("cannot open the store at {}", root.display()))
     })?;
     match cli.command {
+        Command::Build(args) => build::run(&store, args, printer),
+        Command::Lock(args) => build::lock(&store, args, printer),
+        Command::Blueprint(args) => build::blueprint(args, printer),
+        Command::Run(args) => run::run(&store, args),
         Command::Snapshot(args) => snapshot::run(&store, args, printer),
         Command::Ls => ls::run(&store, printer),
         Command::Inspect(args) => inspect::run(&store, args, printer),

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use envoci::space::{self, LinkMode, Options};
+use envoci::build;
+use envoci::spec::{looks_like_spec, Spec};
 use envoci::store::Store;
 use envoci::transfer::{self, RemoteRef};
 
@@ -11,8 +13,9 @@ use super::Printer;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A tag or manifest digest in the store, or a registry reference
-    /// (host/repository:tag), pulled first.
+    /// A tag or manifest digest in the store, a registry reference
+    /// (host/repository:tag, pulled first), or a conda.yaml (restored from the store
+    /// if its blueprint is there, else from `--from`, else built).
     reference: String,
     /// Restore into this directory.
     #[arg(long, conflicts_with = "space", required_unless_present = "space")]
@@ -29,6 +32,19 @@ pub struct Args {
     /// Compare existing files by content, not only by metadata.
     #[arg(long)]
     verify: bool,
+    /// With a conda.yaml: a registry repository to look for a prebuilt environment in
+    /// (by its `bp-<blueprint>-<platform>` tag) before building.
+    #[arg(long, value_name = "REPO")]
+    from: Option<String>,
+    /// With a conda.yaml: never build; fail if the environment is not in the store
+    /// (or in `--from`).
+    #[arg(long)]
+    no_build: bool,
+    /// With a conda.yaml: push what was built to this reference (host/repo:tag).
+    #[arg(long, value_name = "REF")]
+    push: Option<String>,
+    #[command(flatten)]
+    build: super::build::BuildArgs,
     #[command(flatten)]
     transfer: super::TransferArgs,
 }
@@ -47,7 +63,9 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     // A registry reference is pulled first (only what the store lacks; a tag may have
     // moved, so the manifest is always asked for), then restored by digest.
     let mut reference = args.reference.clone();
-    if RemoteRef::looks_remote(&reference) {
+    if looks_like_spec(&reference) {
+        reference = from_spec(store, &args)?;
+    } else if RemoteRef::looks_remote(&reference) {
         let remote = RemoteRef::parse(&reference)?;
         let transfer = args.transfer.options();
         let platform = args.transfer.platform.as_deref();
@@ -77,4 +95,47 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest digest for a spec: its blueprint in the store, else its `bp-` tag in
+/// `--from` (pulled), else built (unless `--no-build`) and, with `--push`, pushed.
+fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
+    let spec = super::build::read_spec(std::path::Path::new(&args.reference))?;
+    let platform = build::platform(args.transfer.platform.as_deref())?.to_string();
+    let blueprint = spec.blueprint(&platform);
+    if let Some(digest) = build::find_built(store, &blueprint, &platform) {
+        return Ok(digest);
+    }
+    let transfer = args.transfer.options();
+    if let Some(repo) = &args.from {
+        let remote = RemoteRef::parse(repo)?.with_tag(&Spec::blueprint_tag(&blueprint, &platform));
+        match super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, Some(&platform))) {
+            Ok((pulled, _)) => return Ok(pulled.digest),
+            Err(transfer::Error::NotFound { .. }) => {
+                eprintln!("{remote} is not in the registry: building");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if args.no_build {
+        anyhow::bail!(
+            "{} (blueprint {}) is not built for {platform} in the store{}; run `envoci build {}` or drop --no-build",
+            args.reference,
+            &blueprint[..16],
+            args.from.as_ref().map(|r| format!(" nor in {r}")).unwrap_or_default(),
+            args.reference
+        );
+    }
+    let options = args
+        .build
+        .options(None, Some(platform.clone()), args.transfer.jobs);
+    let report = build::build(store, &spec, &options)?;
+    if args.build.timings {
+        eprintln!("{}", super::build::timings_line(&report));
+    }
+    if let Some(target) = &args.push {
+        let remote = RemoteRef::parse(target)?;
+        super::runtime()?.block_on(transfer::push(store, &report.digest, &remote, &transfer))?;
+    }
+    Ok(report.digest)
 }

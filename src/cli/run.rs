@@ -1,0 +1,34 @@
+//! `envoci run (--target DIR | --space NAME) -- CMD ARGS...`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use envoci::store::Store;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The environment directory.
+    #[arg(long, conflicts_with = "space", required_unless_present = "space")]
+    target: Option<PathBuf>,
+    /// A managed space of the store.
+    #[arg(long)]
+    space: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+pub fn run(store: &Store, args: Args) -> anyhow::Result<ExitCode> {
+    let prefix = match (&args.target, &args.space) {
+        (Some(t), _) => t.clone(),
+        (None, Some(name)) => envoci::space::managed_space(store, name)?,
+        (None, None) => anyhow::bail!("give --target DIR or --space NAME"),
+    };
+    let status = envoci::run::run(&prefix, &args.command)?;
+    // The command's own exit code; a signal becomes 128 + its number, as shells report it.
+    let code = status.code().unwrap_or_else(|| {
+        use std::os::unix::process::ExitStatusExt;
+        128 + status.signal().unwrap_or(0)
+    });
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
