@@ -51,9 +51,8 @@ pub fn run(prefix: &Path, command: &[OsString]) -> Result<ExitStatus, Error> {
     };
     let platform = rattler_conda_types::Subdir::current()
         .ok_or_else(|| activation_error("unknown host platform".into()))?;
-    let activator =
-        Activator::from_path(&prefix, rattler_shell::shell::Bash::default(), platform)
-            .map_err(|e| activation_error(e.to_string()))?;
+    let activator = Activator::from_path(&prefix, rattler_shell::shell::Bash::default(), platform)
+        .map_err(|e| activation_error(e.to_string()))?;
     let variables = ActivationVariables::from_env().map_err(|e| activation_error(e.to_string()))?;
     let env = activator
         .run_activation(variables, None)

@@ -88,7 +88,6 @@ pub struct Canonical {
     pub variables: BTreeMap<String, String>,
 }
 
-
 impl Spec {
     /// Reads and parses `path`.
     pub fn from_path(path: &Path) -> Result<Spec, Error> {
@@ -149,19 +148,34 @@ impl Spec {
                 return Err(invalid("", format!("a key is not a string: {key:?}")));
             };
             match key.as_str() {
-                "name" => spec.name = Some(scalar(&value).ok_or_else(|| invalid("name:", "`name` must be a string".into()))?),
+                "name" => {
+                    spec.name = Some(
+                        scalar(&value)
+                            .ok_or_else(|| invalid("name:", "`name` must be a string".into()))?,
+                    )
+                }
                 "channels" => {
-                    spec.channels = string_list(&value)
-                        .ok_or_else(|| invalid("channels:", "`channels` must be a list of names, URLs or paths".into()))?;
+                    spec.channels = string_list(&value).ok_or_else(|| {
+                        invalid(
+                            "channels:",
+                            "`channels` must be a list of names, URLs or paths".into(),
+                        )
+                    })?;
                 }
                 "dependencies" => {
                     let serde_yaml::Value::Sequence(items) = value else {
-                        return Err(invalid("dependencies:", "`dependencies` must be a list".into()));
+                        return Err(invalid(
+                            "dependencies:",
+                            "`dependencies` must be a list".into(),
+                        ));
                     };
                     for item in items {
                         if let serde_yaml::Value::Mapping(m) = &item {
                             let pip = m.get("pip").filter(|_| m.len() == 1).ok_or_else(|| {
-                                invalid("dependencies:", "a mapping in `dependencies` may only be `pip: [...]`".into())
+                                invalid(
+                                    "dependencies:",
+                                    "a mapping in `dependencies` may only be `pip: [...]`".into(),
+                                )
                             })?;
                             spec.pip.extend(string_list(pip).ok_or_else(|| {
                                 invalid("pip:", "`pip` must be a list of requirement lines".into())
@@ -169,23 +183,40 @@ impl Spec {
                             continue;
                         }
                         let raw = scalar(&item).ok_or_else(|| {
-                            invalid("dependencies:", format!("a dependency is not a string: {item:?}"))
+                            invalid(
+                                "dependencies:",
+                                format!("a dependency is not a string: {item:?}"),
+                            )
                         })?;
-                        let parsed = MatchSpec::from_str(&raw, ParseStrictness::Lenient)
-                            .map_err(|e| invalid(&raw, format!("invalid dependency `{raw}`: {e}")))?;
-                        if !matches!(parsed.name, rattler_conda_types::PackageNameMatcher::Exact(_)) {
-                            return Err(invalid(&raw, format!("dependency `{raw}` must name one package (no globs)")));
+                        let parsed =
+                            MatchSpec::from_str(&raw, ParseStrictness::Lenient).map_err(|e| {
+                                invalid(&raw, format!("invalid dependency `{raw}`: {e}"))
+                            })?;
+                        if !matches!(
+                            parsed.name,
+                            rattler_conda_types::PackageNameMatcher::Exact(_)
+                        ) {
+                            return Err(invalid(
+                                &raw,
+                                format!("dependency `{raw}` must name one package (no globs)"),
+                            ));
                         }
                         spec.dependencies.push(parsed);
                     }
                 }
                 "variables" => {
                     let serde_yaml::Value::Mapping(m) = value else {
-                        return Err(invalid("variables:", "`variables` must be a mapping of names to values".into()));
+                        return Err(invalid(
+                            "variables:",
+                            "`variables` must be a mapping of names to values".into(),
+                        ));
                     };
                     for (k, v) in m {
                         let (Some(k), Some(v)) = (scalar(&k), scalar(&v)) else {
-                            return Err(invalid("variables:", "`variables` must map names to plain values".into()));
+                            return Err(invalid(
+                                "variables:",
+                                "`variables` must map names to plain values".into(),
+                            ));
                         };
                         spec.variables.insert(k, v);
                     }
@@ -194,10 +225,16 @@ impl Spec {
             }
         }
         if spec.dependencies.is_empty() {
-            return Err(invalid("dependencies:", "the spec has no conda dependencies".into()));
+            return Err(invalid(
+                "dependencies:",
+                "the spec has no conda dependencies".into(),
+            ));
         }
         if spec.channels.is_empty() {
-            return Err(invalid("channels:", "the spec names no channels (add `channels: [...]`)".into()));
+            return Err(invalid(
+                "channels:",
+                "the spec names no channels (add `channels: [...]`)".into(),
+            ));
         }
         Ok(spec)
     }
@@ -288,7 +325,11 @@ mod tests {
             BASE.replace("tiny==1.0", "tiny==1.1"),
             BASE.replace("fast", "slow"),
         ] {
-            assert_ne!(parse(&changed).unwrap().blueprint("linux-64"), base, "{changed}");
+            assert_ne!(
+                parse(&changed).unwrap().blueprint("linux-64"),
+                base,
+                "{changed}"
+            );
         }
         assert_ne!(parse(BASE).unwrap().blueprint("osx-arm64"), base);
     }

@@ -180,16 +180,17 @@ pub fn solve_spec(
     spec: &Spec,
     platform: Subdir,
 ) -> Result<Vec<rattler_conda_types::RepoDataRecord>, Error> {
-    runtime()?.block_on(solve::solve(spec, platform, &store.root().join("repodata-v1")))
+    runtime()?.block_on(solve::solve(
+        spec,
+        platform,
+        &store.root().join("repodata-v1"),
+    ))
 }
 
 /// Finds the manifest digest of `blueprint`'s build in the store, if there is one.
 pub fn find_built(store: &Store, blueprint: &str, platform: &str) -> Option<String> {
     let tag = Spec::blueprint_tag(blueprint, platform);
-    store
-        .resolve(&tag)
-        .ok()
-        .map(|d| d.digest().to_string())
+    store.resolve(&tag).ok().map(|d| d.digest().to_string())
 }
 
 /// Builds `spec` into `store` (or finds it built). See the module docs.
@@ -203,8 +204,8 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         store::validate_tag(tag).map_err(ingest::Error::from)?;
     }
     let lock_path = store.locks_dir().join(format!("build-{}.lock", &bp_tag));
-    let _build_lock =
-        FileLock::exclusive(&lock_path).map_err(|e| Error::Io(format!("lock {}", lock_path.display()), e))?;
+    let _build_lock = FileLock::exclusive(&lock_path)
+        .map_err(|e| Error::Io(format!("lock {}", lock_path.display()), e))?;
 
     let mut timings = Timings::default();
     let mut tags = vec![bp_tag.clone()];
@@ -235,7 +236,11 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let t = Instant::now();
     let records = match &options.lock {
         Some(path) => lock::read(path, subdir)?,
-        None => runtime.block_on(solve::solve(spec, subdir, &store.root().join("repodata-v1")))?,
+        None => runtime.block_on(solve::solve(
+            spec,
+            subdir,
+            &store.root().join("repodata-v1"),
+        ))?,
     };
     timings.solve = t.elapsed().as_secs_f64();
 
@@ -261,7 +266,13 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     if !spec.pip.is_empty() {
         let t = Instant::now();
         let installer = python::Installer::detect(prefix.path());
-        python::pip_install(prefix.path(), &spec.pip, &spec.dir, scratch.dir(), &installer)?;
+        python::pip_install(
+            prefix.path(),
+            &spec.pip,
+            &spec.dir,
+            scratch.dir(),
+            &installer,
+        )?;
         pip_installer = Some(installer.name());
         timings.pip = t.elapsed().as_secs_f64();
     }
@@ -337,7 +348,9 @@ impl BuildPrefix {
             .map_err(|e| Error::Io(format!("resolve {}", store.root().display()), e))?;
         let base = root.join("build-v1").join(bp_tag);
         let base_len = base.as_os_str().len();
-        let limit = PLACEHOLDER.len().saturating_sub(bp_tag.len() + "/build-v1/".len() + 1);
+        let limit = PLACEHOLDER
+            .len()
+            .saturating_sub(bp_tag.len() + "/build-v1/".len() + 1);
         if base_len >= PLACEHOLDER.len() {
             return Err(Error::StoreTooDeep { path: root, limit });
         }

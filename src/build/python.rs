@@ -35,7 +35,13 @@ fn command(program: &Path, cwd: &Path) -> Command {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PIP_NO_INPUT", "1")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1");
-    for var in ["PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONUSERBASE"] {
+    for var in [
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "VIRTUAL_ENV",
+        "CONDA_PREFIX",
+        "PYTHONUSERBASE",
+    ] {
         cmd.env_remove(var);
     }
     cmd
@@ -111,7 +117,13 @@ pub fn pip_install(
                 });
             }
             let mut cmd = command(&python, cwd);
-            cmd.args(["-m", "pip", "install", "--no-compile", "--no-warn-script-location"]);
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--no-compile",
+                "--no-warn-script-location",
+            ]);
             cmd
         }
     };
@@ -187,7 +199,11 @@ pub fn compile_bytecode(prefix: &Path, scratch: &Path) -> Result<usize, Error> {
         return Ok(0);
     };
     let tag_out = command(&python, prefix)
-        .args(["-s", "-c", "import sys; print(sys.implementation.cache_tag or '')"])
+        .args([
+            "-s",
+            "-c",
+            "import sys; print(sys.implementation.cache_tag or '')",
+        ])
         .output()
         .map_err(|e| Error::Io(format!("run {}", python.display()), e))?;
     let tag = String::from_utf8_lossy(&tag_out.stdout).trim().to_string();
@@ -246,5 +262,8 @@ pub fn compile_bytecode(prefix: &Path, scratch: &Path) -> Result<usize, Error> {
     if !out.status.success() {
         return Err(Error::Bytecode(summarise_output(&out.stderr, &out.stdout)));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0))
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0))
 }

@@ -44,12 +44,9 @@ fn resolve_local(channel: &str, dir: &Path) -> String {
 pub fn virtual_packages(
     platform: Subdir,
 ) -> Result<Vec<rattler_conda_types::GenericVirtualPackage>, Error> {
-    let detected = VirtualPackages::detect_for_platform(
-        platform,
-        &VirtualPackageOverrides::default(),
-        None,
-    )
-    .map_err(|e| Error::Solve(format!("cannot detect virtual packages: {e}")))?;
+    let detected =
+        VirtualPackages::detect_for_platform(platform, &VirtualPackageOverrides::default(), None)
+            .map_err(|e| Error::Solve(format!("cannot detect virtual packages: {e}")))?;
     Ok(detected.into_generic_virtual_packages().collect())
 }
 

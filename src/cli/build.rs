@@ -61,17 +61,18 @@ pub struct Args {
 pub fn read_spec(path: &Path) -> anyhow::Result<Spec> {
     let spec = Spec::from_path(path)?;
     for key in &spec.unknown_keys {
-        eprintln!(
-            "warning: {}: unknown key `{key}` ignored",
-            path.display()
-        );
+        eprintln!("warning: {}: unknown key `{key}` ignored", path.display());
     }
     Ok(spec)
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
-    let report = build::build(store, &spec, &args.build.options(args.tag, args.platform, args.jobs))?;
+    let report = build::build(
+        store,
+        &spec,
+        &args.build.options(args.tag, args.platform, args.jobs),
+    )?;
     print_report(&report, args.build.timings, printer);
     Ok(ExitCode::SUCCESS)
 }
@@ -134,9 +135,7 @@ pub fn lock(store: &Store, args: LockArgs, printer: &Printer) -> anyhow::Result<
     let spec = read_spec(&args.spec)?;
     let platform = build::platform(args.platform.as_deref())?;
     let records = build::solve_spec(store, &spec, platform)?;
-    let output = args
-        .output
-        .unwrap_or_else(|| spec.dir.join("envoci.lock"));
+    let output = args.output.unwrap_or_else(|| spec.dir.join("envoci.lock"));
     build::lock::write(&output, &spec, platform, &records)?;
     let json = serde_json::json!({
         "lock": output,

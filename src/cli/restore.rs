@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use envoci::space::{self, LinkMode, Options};
 use envoci::build;
+use envoci::space::{self, LinkMode, Options};
 use envoci::spec::{looks_like_spec, Spec};
 use envoci::store::Store;
 use envoci::transfer::{self, RemoteRef};
@@ -109,7 +109,8 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
     let transfer = args.transfer.options();
     if let Some(repo) = &args.from {
         let remote = RemoteRef::parse(repo)?.with_tag(&Spec::blueprint_tag(&blueprint, &platform));
-        match super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, Some(&platform))) {
+        match super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, Some(&platform)))
+        {
             Ok((pulled, _)) => return Ok(pulled.digest),
             Err(transfer::Error::NotFound { .. }) => {
                 eprintln!("{remote} is not in the registry: building");

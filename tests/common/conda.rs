@@ -27,7 +27,6 @@ pub struct LocalChannel {
     pub dir: PathBuf,
     /// Every package record, with `file://` URLs.
     pub records: Vec<RepoDataRecord>,
-    _keep: tempfile::TempDir,
 }
 
 /// One file of a fixture package.
@@ -40,12 +39,21 @@ enum F<'a> {
     Binary(&'a str, Vec<u8>),
     /// Relative symlink.
     Link(&'a str, &'a str),
+    /// A file copied from disk (the Python fixture's interpreter and stdlib).
+    Disk(&'a str, PathBuf, bool),
 }
 
 struct Pkg<'a> {
     name: &'a str,
+    /// Version (most fixtures are 1.0; `libver` comes in several).
+    version: &'a str,
     depends: &'a [&'a str],
     noarch: bool,
+    /// A noarch *python* package: `site-packages/…` paths, linked by the installer into
+    /// the environment's `lib/pythonX.Y/site-packages`.
+    python: bool,
+    /// `name = module:function` entry points (noarch python), made into `bin/` scripts.
+    entry_points: &'a [&'a str],
     files: Vec<F<'a>>,
 }
 
@@ -81,12 +89,18 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "reloc-bin",
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![F::Binary("bin/whereami", whereami_binary(work))],
         },
         Pkg {
             name: "reloc-text",
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::Text("bin/hello.sh", text_script, true),
                 F::Text(
@@ -100,6 +114,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "links",
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::File(
                     "lib/libdemo.so.1",
@@ -119,6 +136,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "clobber-a",
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::File("share/clobber.txt", b"from clobber-a\n".to_vec(), false),
                 F::File("share/clobber-a.txt", b"a\n".to_vec(), false),
@@ -128,6 +148,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "clobber-b",
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::File("share/clobber.txt", b"from clobber-b\n".to_vec(), false),
                 F::File("share/clobber-b.txt", b"b\n".to_vec(), false),
@@ -137,6 +160,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "shared-dep",
             depends: &[],
             noarch: true,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: (1..=5)
                 .map(|i| {
                     F::File(
@@ -156,6 +182,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "app-one",
             depends: &["shared-dep", "reloc-text"],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::File("share/app-one/README", b"app one\n".to_vec(), false),
                 F::File("bin/app-one", b"#!/bin/sh\necho one\n".to_vec(), true),
@@ -165,6 +194,9 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name: "app-two",
             depends: &["shared-dep", "links"],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files: vec![
                 F::File("share/app-two/README", b"app two\n".to_vec(), false),
                 F::File("bin/app-two", b"#!/bin/sh\necho two\n".to_vec(), true),
@@ -186,10 +218,251 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             name,
             depends: &[],
             noarch: false,
+            version: "1.0",
+            python: false,
+            entry_points: &[],
             files,
         });
     }
+    pkgs.extend(python_packages(work));
+    pkgs.extend(libver_packages());
     pkgs
+}
+
+/// `libver` 1.0, 1.5 and 2.0 (noarch generic), so `greet`'s `libver >=1.1,<2` makes the
+/// solver choose 1.5.
+fn libver_packages() -> Vec<Pkg<'static>> {
+    ["1.0", "1.5", "2.0"]
+        .into_iter()
+        .map(|version| Pkg {
+            name: "libver",
+            version,
+            depends: &[],
+            noarch: true,
+            python: false,
+            entry_points: &[],
+            files: vec![F::File(
+                "share/libver/VERSION",
+                format!("{version}\n").into_bytes(),
+                false,
+            )],
+        })
+        .collect()
+}
+
+/// What the machine's CPython looks like (the fixture `python` package is made from it).
+#[derive(serde::Deserialize)]
+struct HostPython {
+    version: String,
+    short: String,
+    stdlib: PathBuf,
+    libdir: PathBuf,
+    soname: Option<String>,
+    executable: PathBuf,
+    ensurepip: PathBuf,
+}
+
+fn host_python() -> HostPython {
+    let script = r#"
+import json, sys, sysconfig, os, ensurepip
+shared = sysconfig.get_config_var("Py_ENABLE_SHARED")
+print(json.dumps({
+  "version": "%d.%d.%d" % sys.version_info[:3],
+  "short": "%d.%d" % sys.version_info[:2],
+  "stdlib": sysconfig.get_paths()["stdlib"],
+  "libdir": sysconfig.get_config_var("LIBDIR"),
+  "soname": sysconfig.get_config_var("INSTSONAME") if shared else None,
+  "executable": os.path.realpath(sys.executable),
+  "ensurepip": os.path.join(os.path.dirname(ensurepip.__file__), "_bundled"),
+}))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3 runs (the fixture python package is made from it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python3 describes itself")
+}
+
+/// Stdlib directories a test environment does not need (tests, GUI, build configs).
+const STDLIB_SKIP: &[&str] = &[
+    "site-packages",
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "lib2to3",
+    "ensurepip",
+    "__pycache__",
+    "__phello__",
+];
+
+/// `python` (the machine's own CPython: interpreter, libpython with RUNPATH
+/// `$ORIGIN/../lib`, stdlib with checked-hash bytecode), `pip` (from the wheel CPython
+/// bundles, noarch python with `pip` entry points) and `greet` (noarch python with a
+/// `greet` entry point, depending on `python` and `libver >=1.1,<2`).
+fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
+    let host = host_python();
+    let stage = work.join("python-stage");
+    let lib = stage.join("lib");
+    let stdlib_rel = format!("lib/python{}", host.short);
+    // Stage the stdlib, then compile it as a build would: checked-hash pycs whose
+    // co_filename is relative to the prefix.
+    for entry in walkdir::WalkDir::new(&host.stdlib)
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            !(e.depth() > 0 && e.file_type().is_dir() && STDLIB_SKIP.contains(&name.as_ref()))
+                && !name.starts_with("config-")
+                && !name.starts_with("_tkinter")
+        })
+    {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(&host.stdlib).unwrap();
+        let dest = stage.join(&stdlib_rel).join(rel);
+        if entry.file_type().is_dir() {
+            fs::create_dir_all(&dest).unwrap();
+        } else if entry.file_type().is_file() {
+            fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+    fs::create_dir_all(stage.join(&stdlib_rel).join("site-packages")).unwrap();
+    fs::write(
+        stage.join(&stdlib_rel).join("site-packages/README.txt"),
+        "This directory exists so that third-party packages can be installed here.\n",
+    )
+    .unwrap();
+    let compile = format!(
+        "import compileall, sys, py_compile\nok = compileall.compile_dir(sys.argv[1], stripdir=sys.argv[2], quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n"
+    );
+    let status = Command::new("python3")
+        .args(["-s", "-B", "-c", &compile])
+        .arg(stage.join(&stdlib_rel))
+        .arg(&stage)
+        .env("PYTHONHASHSEED", "0")
+        .status()
+        .unwrap();
+    assert!(status.success(), "compiling the fixture stdlib");
+
+    fs::create_dir_all(stage.join("bin")).unwrap();
+    let python_bin = stage.join(format!("bin/python{}", host.short));
+    fs::copy(&host.executable, &python_bin).unwrap();
+    if let Some(soname) = &host.soname {
+        fs::copy(host.libdir.join(soname), lib.join(soname)).unwrap();
+        let status = Command::new("patchelf")
+            .args(["--set-rpath", "$ORIGIN/../lib"])
+            .arg(&python_bin)
+            .status()
+            .expect("patchelf (Debian package) sets the fixture python's RUNPATH");
+        assert!(status.success(), "patchelf failed");
+    }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(&stage).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = leak(
+            entry
+                .path()
+                .strip_prefix(&stage)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let exec = fs::metadata(entry.path()).unwrap().permissions().mode() & 0o111 != 0;
+        files.push(F::Disk(rel, entry.path().to_path_buf(), exec));
+    }
+    files.push(F::Link(
+        leak("bin/python3".into()),
+        leak(format!("python{}", host.short)),
+    ));
+    files.push(F::Link("bin/python", leak(format!("python{}", host.short))));
+
+    // pip, from the wheel CPython bundles.
+    let wheel = fs::read_dir(&host.ensurepip)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pip-"))
+        .expect("ensurepip bundles a pip wheel");
+    let pip_version = leak(
+        wheel
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_string(),
+    );
+    let unpacked = work.join("pip-wheel");
+    let status = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(status.success(), "unpack {}", wheel.display());
+    let mut pip_files = Vec::new();
+    for entry in walkdir::WalkDir::new(&unpacked).sort_by_file_name() {
+        let entry = entry.unwrap();
+        if entry.file_type().is_file() {
+            let rel = entry
+                .path()
+                .strip_prefix(&unpacked)
+                .unwrap()
+                .to_string_lossy();
+            pip_files.push(F::Disk(
+                leak(format!("site-packages/{rel}")),
+                entry.path().to_path_buf(),
+                false,
+            ));
+        }
+    }
+
+    let python_depends: &'static [&'static str] =
+        Box::leak(Box::new([leak(format!("python {}.*", host.short))]));
+    vec![
+        Pkg {
+            name: "python",
+            version: leak(host.version.clone()),
+            depends: &[],
+            noarch: false,
+            python: false,
+            entry_points: &[],
+            files,
+        },
+        Pkg {
+            name: "pip",
+            version: pip_version,
+            depends: python_depends,
+            noarch: true,
+            python: true,
+            entry_points: &[
+                "pip = pip._internal.cli.main:main",
+                "pip3 = pip._internal.cli.main:main",
+            ],
+            files: pip_files,
+        },
+        Pkg {
+            name: "greet",
+            version: "0.3",
+            depends: &["python", "libver >=1.1,<2"],
+            noarch: true,
+            python: true,
+            entry_points: &["greet = greet:main"],
+            files: vec![F::File(
+                "site-packages/greet/__init__.py",
+                b"import sys\n\n\ndef main():\n    print(\"greet from\", sys.prefix)\n".to_vec(),
+                false,
+            )],
+        },
+    ]
 }
 
 fn leak(s: String) -> &'static str {
@@ -210,6 +483,7 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
             F::File(p, b, x) => (*p, Some(b.clone()), *x, None),
             F::Text(p, s, x) => (*p, Some(s.clone().into_bytes()), *x, Some("text")),
             F::Binary(p, b) => (*p, Some(b.clone()), true, Some("binary")),
+            F::Disk(p, src, x) => (*p, Some(fs::read(src).unwrap()), *x, None),
             F::Link(p, target) => {
                 let full = root.join(p);
                 fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -238,10 +512,22 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
     }
     let subdir = if pkg.noarch { "noarch" } else { "linux-64" };
     let mut index = json!({
-        "name": pkg.name, "version": "1.0", "build": "h0_0", "build_number": 0,
+        "name": pkg.name, "version": pkg.version, "build": "h0_0", "build_number": 0,
         "depends": pkg.depends, "license": "MIT", "subdir": subdir, "timestamp": 1_700_000_000_000u64,
     });
-    if pkg.noarch {
+    if pkg.python {
+        index["noarch"] = "python".into();
+        let link = json!({
+            "noarch": {"type": "python", "entry_points": pkg.entry_points},
+            "package_metadata_version": 1,
+        });
+        fs::write(
+            root.join("info/link.json"),
+            serde_json::to_vec_pretty(&link).unwrap(),
+        )
+        .unwrap();
+        written.push(root.join("info/link.json"));
+    } else if pkg.noarch {
         index["noarch"] = "generic".into();
     } else {
         index["arch"] = "x86_64".into();
@@ -261,7 +547,7 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
         fs::write(root.join(p), bytes).unwrap();
         written.push(root.join(p));
     }
-    let out_name = format!("{}-1.0-h0_0", pkg.name);
+    let out_name = format!("{}-{}-h0_0", pkg.name, pkg.version);
     let dir = channel_dir.join(subdir);
     fs::create_dir_all(&dir).unwrap();
     let file = fs::File::create(dir.join(format!("{out_name}.conda"))).unwrap();
@@ -278,23 +564,53 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
     .unwrap();
 }
 
+/// Where the channel is cached: under `target/`, keyed by [`FIXTURE_VERSION`], so the
+/// Python package (the machine's CPython and stdlib) is packed once, not per test process.
+fn cache_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("fixture-channel-v{FIXTURE_VERSION}"))
+}
+
+/// Bump when the fixture packages change.
+const FIXTURE_VERSION: u32 = 2;
+
 fn build_channel() -> LocalChannel {
-    let keep = tempfile::Builder::new()
-        .prefix("envoci-channel-")
-        .tempdir()
-        .unwrap();
-    let dir = keep.path().join("channel");
-    let work = keep.path().join("work");
-    fs::create_dir_all(&work).unwrap();
+    let root = cache_root();
+    let dir = root.join("channel");
+    if !dir.join("noarch/repodata.json").is_file() {
+        fs::create_dir_all(&root).unwrap();
+        let keep = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(&root)
+            .unwrap();
+        let built = keep.path().join("channel");
+        write_channel(&built, &keep.path().join("work"));
+        // Another test process may have won the race: its channel is as good as ours.
+        let _ = fs::rename(&built, &dir);
+    }
+    let channel = Channel::try_from_directory(&dir).expect("channel directory is a valid path");
+    let mut records = Vec::new();
+    for sub in ["linux-64", "noarch"] {
+        let repodata = RepoData::from_path(dir.join(sub).join("repodata.json"))
+            .expect("repodata.json written by rattler_index");
+        records.extend(repodata.into_repo_data_records(&channel));
+    }
+    LocalChannel { dir, records }
+}
+
+/// Writes every fixture package into `dir` and indexes it.
+fn write_channel(dir: &Path, work: &Path) {
+    fs::create_dir_all(work).unwrap();
     for sub in ["linux-64", "noarch"] {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    for pkg in packages(&work) {
-        write_package(&dir, &work, &pkg);
+    for pkg in packages(work) {
+        write_package(dir, work, &pkg);
     }
     runtime().block_on(async {
         rattler_index::index_fs(rattler_index::IndexFsConfig {
-            channel: dir.clone(),
+            channel: dir.to_path_buf(),
             target_platform: None,
             repodata_patch: None,
             write_zst: false,
@@ -308,18 +624,7 @@ fn build_channel() -> LocalChannel {
         .await
         .expect("rattler_index indexes the fixture channel")
     });
-    let channel = Channel::try_from_directory(&dir).expect("channel directory is a valid path");
-    let mut records = Vec::new();
-    for sub in ["linux-64", "noarch"] {
-        let repodata = RepoData::from_path(dir.join(sub).join("repodata.json"))
-            .expect("repodata.json written by rattler_index");
-        records.extend(repodata.into_repo_data_records(&channel));
-    }
-    LocalChannel {
-        dir,
-        records,
-        _keep: keep,
-    }
+    let _ = fs::remove_dir_all(dir.join(".tmp")); // rattler_index's scratch dir
 }
 
 fn runtime() -> tokio::runtime::Runtime {
