@@ -260,6 +260,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         spec.dependencies.clone(),
         subdir,
     ))?;
+    scrub_prefix_records(prefix.path())?;
     timings.install = t.elapsed().as_secs_f64();
 
     let mut pip_installer = None;
@@ -315,6 +316,54 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         pip_installer,
         timings,
     })
+}
+
+/// Fields of `conda-meta/*.json` that name places on the building machine (the store's
+/// package cache); removed so the environment layer is the same whichever store built it.
+const MACHINE_FIELDS: &[&str] = &["extracted_package_dir", "package_tarball_full_path", "link"];
+
+/// Drops [`MACHINE_FIELDS`] from every prefix record of the build.
+fn scrub_prefix_records(prefix: &Path) -> Result<(), Error> {
+    let dir = prefix.join("conda-meta");
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| Error::Io(format!("read {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let io = |what: &str, e: std::io::Error| Error::Io(format!("{what} {}", path.display()), e);
+        let bytes = std::fs::read(&path).map_err(|e| io("read", e))?;
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if let Some(map) = value.as_object_mut() {
+            for field in MACHINE_FIELDS {
+                map.remove(*field);
+            }
+        }
+        // Entry-point scripts are generated with the build prefix in their shebang: their
+        // recorded hash and size would differ per store, while their relocated layer
+        // content does not.
+        if let Some(paths) = value
+            .pointer_mut("/paths_data/paths")
+            .and_then(|p| p.as_array_mut())
+        {
+            for entry in paths.iter_mut().filter_map(|e| e.as_object_mut()) {
+                let generated = entry
+                    .get("path_type")
+                    .and_then(|t| t.as_str())
+                    .is_some_and(|t| t.contains("entry_point"));
+                if generated {
+                    entry.remove("sha256");
+                    entry.remove("size_in_bytes");
+                }
+            }
+        }
+        let out = serde_json::to_vec_pretty(&value).map_err(|e| io("serialise", e.into()))?;
+        std::fs::write(&path, out).map_err(|e| io("write", e))?;
+    }
+    Ok(())
 }
 
 /// Writes the spec's `variables` where conda keeps them (`conda-meta/state`), so
