@@ -1,0 +1,428 @@
+//! Building from conda.yaml with the real solver, real installs and the real interpreter:
+//! the fixture channel's `python` is this machine's CPython, `pip` comes from CPython's
+//! bundled wheel, and a pip requirement is a wheel the test makes (no index, no network).
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::envoci::Envoci;
+
+/// Writes a spec beside a copy-free reference to the fixture channel; returns its path.
+fn spec(t: &Envoci, name: &str, body: &str) -> PathBuf {
+    let channel = common::channel().dir.display().to_string();
+    let path = t.dir().join(name);
+    fs::write(&path, body.replace("CHANNEL", &channel)).unwrap();
+    path
+}
+
+/// Makes `tinywheel-1.0-py3-none-any.whl` (a module and a `tiny` console script) in
+/// `dir/wheels` with the machine's Python's zipfile module.
+fn make_wheel(dir: &Path) -> PathBuf {
+    let wheels = dir.join("wheels");
+    fs::create_dir_all(&wheels).unwrap();
+    let script = r#"
+import sys, zipfile, hashlib, base64
+out = sys.argv[1] + "/tinywheel-1.0-py3-none-any.whl"
+files = {
+  "tinywheel/__init__.py": "import sys\n\ndef main():\n    print('tiny in', sys.prefix)\n",
+  "tinywheel-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinywheel\nVersion: 1.0\n",
+  "tinywheel-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+  "tinywheel-1.0.dist-info/entry_points.txt": "[console_scripts]\ntiny = tinywheel:main\n",
+}
+record = []
+with zipfile.ZipFile(out, "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(zipfile.ZipInfo(name, (2000, 1, 1, 0, 0, 0)), data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append("tinywheel-1.0.dist-info/RECORD,,")
+    z.writestr(zipfile.ZipInfo("tinywheel-1.0.dist-info/RECORD", (2000, 1, 1, 0, 0, 0)), "\n".join(record) + "\n")
+"#;
+    let status = Command::new("python3")
+        .args(["-c", script])
+        .arg(&wheels)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wheels
+}
+
+const FULL: &str = "name: full
+channels: [CHANNEL]
+dependencies:
+  - python
+  - pip
+  - greet
+  - pip:
+    - --no-index
+    - --find-links wheels
+    - tinywheel==1.0
+variables:
+  FULL_MODE: yes-it-is
+";
+
+/// Runs `envoci run --target DIR -- ARGS` and returns its trimmed stdout.
+fn run_in(t: &Envoci, target: &Path, args: &[&str]) -> String {
+    let mut all = vec!["run", "--target", target.to_str().unwrap(), "--"];
+    all.extend_from_slice(args);
+    t.stdout(&all).trim_end().to_string()
+}
+
+#[test]
+fn conda_yaml_builds_once_restores_at_two_paths_and_runs() {
+    let t = Envoci::new();
+    make_wheel(t.dir());
+    let spec = spec(&t, "conda.yaml", FULL);
+    let spec_s = spec.to_str().unwrap();
+    let first = t.dir().join("first");
+    let second = t.dir().join("a-much-longer-directory-name/second");
+    t.ok(&["restore", spec_s, "--target", first.to_str().unwrap()]);
+    // The second restore finds the blueprint in the store: no build.
+    t.ok(&[
+        "restore",
+        spec_s,
+        "--target",
+        second.to_str().unwrap(),
+        "--no-build",
+    ]);
+    let report = t.json(&["build", spec_s]);
+    assert_eq!(report["built"], false, "{report}");
+
+    for target in [&first, &second] {
+        let prefix = fs::canonicalize(target).unwrap();
+        let prefix = prefix.to_str().unwrap();
+        let out = run_in(
+            &t,
+            target,
+            &[
+                "python",
+                "-c",
+                "import sys, greet, tinywheel; print(sys.prefix)",
+            ],
+        );
+        assert_eq!(out, prefix);
+        assert_eq!(
+            run_in(&t, target, &["greet"]),
+            format!("greet from {prefix}")
+        );
+        assert_eq!(run_in(&t, target, &["tiny"]), format!("tiny in {prefix}"));
+        assert_eq!(
+            run_in(&t, target, &["sh", "-c", "echo $FULL_MODE"]),
+            "yes-it-is"
+        );
+        // The solver chose libver 1.5 for greet's `libver >=1.1,<2`.
+        assert_eq!(
+            fs::read_to_string(target.join("share/libver/VERSION")).unwrap(),
+            "1.5\n"
+        );
+    }
+
+    // Importing wrote no bytecode: the space is still pristine.
+    let status = t
+        .cmd(&[
+            "run",
+            "--target",
+            first.to_str().unwrap(),
+            "--",
+            "python",
+            "-c",
+            "import greet, tinywheel, json, email.parser",
+        ])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let again = t.json(&["restore", spec_s, "--target", first.to_str().unwrap()]);
+    assert_eq!(again["written"], 0, "{again}");
+    assert_eq!(again["removed"], 0, "{again}");
+}
+
+#[test]
+fn run_passes_the_exit_code_through() {
+    let t = Envoci::new();
+    let spec = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python]\n",
+    );
+    let target = t.dir().join("env");
+    t.ok(&[
+        "restore",
+        spec.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let out = t.run(&[
+        "run",
+        "--target",
+        target.to_str().unwrap(),
+        "--",
+        "python",
+        "-c",
+        "raise SystemExit(7)",
+    ]);
+    assert_eq!(out.status.code(), Some(7));
+}
+
+#[test]
+fn a_build_from_the_lock_gives_the_same_catalog_in_another_store() {
+    let a = Envoci::new();
+    let spec_a = spec(
+        &a,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let lock = a.dir().join("envoci.lock");
+    a.ok(&[
+        "lock",
+        spec_a.to_str().unwrap(),
+        "-o",
+        lock.to_str().unwrap(),
+    ]);
+    let text = fs::read_to_string(&lock).unwrap();
+    assert!(
+        text.contains("sha256:") && text.contains("libver-1.5"),
+        "{text}"
+    );
+    let solved = a.json(&["build", spec_a.to_str().unwrap()]);
+
+    let b = Envoci::new();
+    let spec_b = spec(
+        &b,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let locked = b.json(&[
+        "build",
+        spec_b.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--timings",
+    ]);
+    assert_eq!(locked["timings"]["solve"].as_f64().unwrap() < 0.5, true);
+    assert_eq!(solved["digest"], locked["digest"]);
+    assert_eq!(solved["blueprint"], locked["blueprint"]);
+}
+
+#[test]
+fn blueprint_ignores_formatting_and_follows_constraints() {
+    let t = Envoci::new();
+    let a = spec(
+        &t,
+        "a.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, 'greet >=0.1']\n",
+    );
+    let b = spec(&t, "b.yaml", "# comment\ndependencies:\n  - greet>=0.1   # spelled differently\n  - python\nchannels:\n  - CHANNEL\n");
+    let c = spec(
+        &t,
+        "c.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, 'greet >=0.2']\n",
+    );
+    let bp = |p: &Path| {
+        t.stdout(&["blueprint", p.to_str().unwrap()])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(bp(&a), bp(&b));
+    assert_ne!(bp(&a), bp(&c));
+    assert_eq!(bp(&a).len(), 64);
+}
+
+#[test]
+fn a_second_environment_fetches_only_packages_the_cache_lacks() {
+    let t = Envoci::new();
+    let one = spec(
+        &t,
+        "one.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let two = spec(
+        &t,
+        "two.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, pip]\n",
+    );
+    let first = t.json(&["build", one.to_str().unwrap()]);
+    assert_eq!(first["downloads"]["fetched"], 3, "{first}"); // python, greet, libver
+    let second = t.json(&["build", two.to_str().unwrap()]);
+    assert_eq!(second["downloads"]["fetched"], 1, "{second}"); // pip only
+    assert_eq!(second["downloads"]["cached"], 1, "{second}"); // python
+                                                              // The python layer is byte-identical in both environments.
+    let layer = |tag: &str| -> serde_json::Value {
+        let catalog = t.catalog(tag);
+        catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "python")
+            .unwrap()["digest"]
+            .clone()
+    };
+    let tag = |r: &serde_json::Value| r["tags"][0].as_str().unwrap().to_string();
+    assert_eq!(layer(&tag(&first)), layer(&tag(&second)));
+}
+
+#[test]
+fn concurrent_builds_of_one_blueprint_build_once() {
+    let t = Envoci::new();
+    let spec = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            t.cmd(&["--json", "build", spec.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success());
+            serde_json::from_slice(&out.stdout).unwrap()
+        })
+        .collect();
+    let built: Vec<bool> = reports
+        .iter()
+        .map(|r| r["built"].as_bool().unwrap())
+        .collect();
+    assert_eq!(built.iter().filter(|b| **b).count(), 1, "{reports:?}");
+    assert_eq!(reports[0]["digest"], reports[1]["digest"]);
+}
+
+#[test]
+fn no_build_fails_clearly_when_the_blueprint_is_missing() {
+    let t = Envoci::new();
+    let spec = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python]\n",
+    );
+    let target = t.dir().join("env");
+    let err = t.fail(&[
+        "restore",
+        spec.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--no-build",
+    ]);
+    assert!(
+        err.contains("not built") && err.contains("--no-build"),
+        "{err}"
+    );
+    assert!(!target.exists());
+}
+
+/// No tag, no build prefix and no scratch left behind by a failed build.
+fn assert_nothing_left(t: &Envoci) {
+    let tags = t.json(&["ls"]);
+    assert_eq!(tags.as_array().map_or(0, |a| a.len()), 0, "{tags}");
+    let build_dir = t.home().join("build-v1");
+    let left: Vec<_> = fs::read_dir(&build_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "build prefixes left: {left:?}");
+}
+
+#[test]
+fn bad_specs_fail_with_one_clear_error_and_leave_nothing() {
+    let t = Envoci::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("yaml.yaml", "channels: [CHANNEL\ndependencies:\n  - python\n", &["yaml.yaml:"]),
+        ("missing.yaml", "channels: [CHANNEL]\ndependencies: [python, no-such-package]\n", &["no-such-package"]),
+        ("unsat.yaml", "channels: [CHANNEL]\ndependencies: [greet, 'libver >=2']\n", &["cannot solve", "libver"]),
+        ("channel.yaml", "channels: ['http://127.0.0.1:9/nothing']\ndependencies: [python]\n", &["channel"]),
+        ("pip.yaml", "channels: [CHANNEL]\ndependencies: [python, pip, {pip: [--no-index, no-such-wheel==1]}]\n", &["pip failed", "no-such-wheel"]),
+    ];
+    for (name, body, needles) in cases {
+        let path = spec(&t, name, body);
+        let err = t.fail(&["build", path.to_str().unwrap()]);
+        for needle in *needles {
+            assert!(
+                err.to_lowercase().contains(&needle.to_lowercase()),
+                "{name}: {needle:?} not in:\n{err}"
+            );
+        }
+        assert_nothing_left(&t);
+    }
+}
+
+#[test]
+fn unknown_keys_warn_and_the_build_goes_on() {
+    let t = Envoci::new();
+    let path = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python]\nprefix: /opt/x\n",
+    );
+    let out = t.ok(&["build", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown key `prefix`"), "{stderr}");
+}
+
+#[test]
+fn a_package_that_does_not_match_the_lock_is_refused() {
+    let t = Envoci::new();
+    let path = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let lock = t.dir().join("envoci.lock");
+    t.ok(&["lock", path.to_str().unwrap(), "-o", lock.to_str().unwrap()]);
+    let text = fs::read_to_string(&lock).unwrap();
+    let greet = common::channel()
+        .records
+        .iter()
+        .find(|r| r.package_record.name.as_normalized() == "greet")
+        .unwrap();
+    let sha = hex::encode(greet.package_record.sha256.unwrap());
+    assert!(text.contains(&sha));
+    fs::write(&lock, text.replace(&sha, &"0".repeat(64))).unwrap();
+    let err = t.fail(&[
+        "build",
+        path.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("greet") && err.to_lowercase().contains("hash"),
+        "{err}"
+    );
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_killed_build_leaves_no_catalog_and_the_next_one_starts_clean() {
+    let t = Envoci::new();
+    let path = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet, pip]\n",
+    );
+    let mut child = t.cmd(&["build", path.to_str().unwrap()]).spawn().unwrap();
+    // Kill it once the build prefix exists (mid-install or later).
+    let build_dir = t.home().join("build-v1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline
+        && fs::read_dir(&build_dir).map_or(true, |mut d| d.next().is_none())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let tags = t.json(&["ls"]);
+    assert_eq!(tags.as_array().unwrap().len(), 0, "{tags}");
+    let report = t.json(&["build", path.to_str().unwrap()]);
+    assert_eq!(report["built"], true);
+    let left: Vec<_> = fs::read_dir(&build_dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+    t.ok(&["check"]);
+}
