@@ -317,9 +317,9 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
         .into_iter()
         .filter_entry(|e| {
             let name = e.file_name().to_string_lossy();
-            !(e.depth() > 0 && e.file_type().is_dir() && STDLIB_SKIP.contains(&name.as_ref()))
-                && !name.starts_with("config-")
-                && !name.starts_with("_tkinter")
+            let skipped_dir =
+                e.depth() > 0 && e.file_type().is_dir() && STDLIB_SKIP.contains(&name.as_ref());
+            !(skipped_dir || name.starts_with("config-") || name.starts_with("_tkinter"))
         })
     {
         let entry = entry.unwrap();
@@ -337,11 +337,9 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
         "This directory exists so that third-party packages can be installed here.\n",
     )
     .unwrap();
-    let compile = format!(
-        "import compileall, sys, py_compile\nok = compileall.compile_dir(sys.argv[1], stripdir=sys.argv[2], quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n"
-    );
+    let compile = "import compileall, sys, py_compile\nok = compileall.compile_dir(sys.argv[1], stripdir=sys.argv[2], quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n";
     let status = Command::new("python3")
-        .args(["-s", "-B", "-c", &compile])
+        .args(["-s", "-B", "-c", compile])
         .arg(stage.join(&stdlib_rel))
         .arg(&stage)
         .env("PYTHONHASHSEED", "0")
