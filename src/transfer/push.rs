@@ -86,7 +86,7 @@ pub async fn push(
         None => put_manifest(&registry, remote, manifest.clone(), MANIFEST_MEDIA_TYPE).await?,
     }
     if let Some(bp) = &artifact.catalog.blueprint {
-        let tag = remote.with_tag(&format!("bp-{}-{}", &bp[..32.min(bp.len())], platform));
+        let tag = remote.with_tag(&crate::spec::Spec::blueprint_tag(bp, &platform));
         put_manifest(&registry, &tag, manifest.clone(), MANIFEST_MEDIA_TYPE).await?;
     }
     Ok(report)
