@@ -5,6 +5,7 @@ mod common;
 use std::fs;
 
 use common::envoci::Envoci;
+use common::oci::{container_image_layout, skopeo};
 use common::registry::TestRegistry;
 use common::{install_env, run_stdout};
 
@@ -516,19 +517,6 @@ fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong()
     assert!(config["auths"].get(&registry.addr).is_none(), "{config}");
 }
 
-fn skopeo(args: &[&str]) {
-    let out = std::process::Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("skopeo is installed (apt-get install skopeo; .ci/run does)");
-    assert!(
-        out.status.success(),
-        "skopeo {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn skopeo_copies_straight_from_the_store_layout_and_envoci_pulls_the_result() {
     let registry = TestRegistry::start();
@@ -565,42 +553,7 @@ fn pulling_a_container_image_says_what_it_is() {
     let t = Envoci::new();
     // A minimal OCI container image, written as a layout and copied by skopeo.
     let layout = t.dir().join("image");
-    fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = envoci::digest::Digest::of(bytes);
-        fs::write(layout.join("blobs/sha256").join(d.hex()), bytes).unwrap();
-        (d.oci(), bytes.len())
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(2);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "hello.txt", &b"hi"[..]).unwrap();
-    let layer = put(&tar.into_inner().unwrap());
-    let config = put(format!(
-        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
-        layer.0
-    )
-    .as_bytes());
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}]}}"#,
-        config.0, config.1, layer.0, layer.1
-    );
-    let manifest = put(manifest.as_bytes());
-    fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    fs::write(
-        layout.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"app"}}}}]}}"#,
-            manifest.0, manifest.1
-        ),
-    )
-    .unwrap();
+    container_image_layout(&layout, "app");
     let remote = registry.reference("apps/web:1");
     skopeo(&[
         "copy",

@@ -1,46 +1,48 @@
-//! `envoci copy SRC DST` (registry to registry)
+//! `envoci copy SRC DST` (any two of registry, OCI layout, OCI archive, store)
 
 use std::process::ExitCode;
 
 use envoci::inspect::human_bytes;
 use envoci::store::Store;
-use envoci::transfer::{self, RemoteRef};
+use envoci::transfer::{self, Location};
 
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Source: host/repository:tag or @sha256:...
+    /// Source: host/repository:tag (or @sha256:...), oci:DIR[:TAG],
+    /// oci-archive:FILE[:TAG], or a name in the store.
     source: String,
-    /// Destination: host/repository:tag.
+    /// Destination: host/repository:tag, oci:DIR[:TAG], oci-archive:FILE[:TAG], or a
+    /// new name in the store.
     destination: String,
     #[command(flatten)]
     transfer: TransferArgs,
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let source = RemoteRef::parse(&args.source)?;
-    let destination = RemoteRef::parse(&args.destination)?;
+    let source = Location::parse(&args.source)?;
+    let destination = Location::parse(&args.destination)?;
     let options = args.transfer.options();
-    let (pulled, pushed) = super::runtime()?.block_on(transfer::copy(
+    let (fetched, sent) = super::runtime()?.block_on(transfer::copy(
         store,
         &source,
         &destination,
         &options,
         args.transfer.platform.as_deref(),
     ))?;
-    let json = serde_json::json!({ "source": pulled, "destination": pushed });
+    let json = serde_json::json!({ "source": fetched, "destination": sent });
     printer.print(&json, || {
         format!(
-            "copied {} to {} ({}): {} blobs downloaded ({}), {} uploaded ({}), {} already at the destination",
+            "copied {} to {} ({}): {} blobs fetched ({}), {} sent ({}), {} already at the destination",
             args.source,
             args.destination,
-            pushed.digest,
-            pulled.blobs_transferred,
-            human_bytes(pulled.bytes_transferred),
-            pushed.blobs_transferred,
-            human_bytes(pushed.bytes_transferred),
-            pushed.blobs_skipped
+            fetched.digest,
+            fetched.blobs_transferred,
+            human_bytes(fetched.bytes_transferred),
+            sent.blobs_transferred,
+            human_bytes(sent.bytes_transferred),
+            sent.blobs_skipped
         )
     });
     Ok(ExitCode::SUCCESS)

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod copy;
+mod export;
 mod inspect;
 mod login;
 mod ls;
@@ -50,13 +51,22 @@ enum Command {
     Ls,
     /// Show an environment's catalog and layers.
     Inspect(inspect::Args),
-    /// Push an environment from the store to a registry (only blobs it lacks).
+    /// Push an environment from the store to a registry or OCI layout (only blobs it
+    /// lacks).
     Push(push::Args),
-    /// Pull an environment from a registry into the store (only blobs it lacks).
+    /// Pull an environment from a registry or OCI layout into the store (only blobs it
+    /// lacks).
     Pull(pull::Args),
-    /// Copy an environment from one registry reference to another, digests preserved
-    /// (blobs the destination has are not uploaded again).
+    /// Copy an environment between registries, OCI layouts (oci:DIR), OCI archives
+    /// (oci-archive:FILE) and the store, digests preserved (blobs the destination has
+    /// are not sent again).
     Copy(copy::Args),
+    /// Write environments as one OCI image layout (a .tar archive or a directory) for
+    /// air-gapped sites; shared blobs once, `--since` for an incremental bundle.
+    Export(export::ExportArgs),
+    /// Add the environments of an OCI archive or layout to the store (every blob
+    /// verified).
+    Import(export::ImportArgs),
     /// Restore an environment into a directory or a managed space.
     Restore(restore::Args),
     /// Save credentials for a registry (in Docker's config.json, shared with docker,
@@ -156,6 +166,8 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Push(args) => push::run(&store, args, printer),
         Command::Pull(args) => pull::run(&store, args, printer),
         Command::Copy(args) => copy::run(&store, args, printer),
+        Command::Export(args) => export::export(&store, args, printer),
+        Command::Import(args) => export::import(&store, args, printer),
         Command::Restore(args) => restore::run(&store, args, printer),
         Command::Login(args) => login::login(args, printer),
         Command::Logout(args) => login::logout(args, printer),

@@ -1,27 +1,31 @@
-//! `envoci pull REF`
+//! `envoci pull REF` (registry, OCI layout or archive → store)
 
 use std::process::ExitCode;
 
 use envoci::inspect::human_bytes;
 use envoci::store::Store;
-use envoci::transfer::{self, RemoteRef};
+use envoci::transfer::{self, Location};
 
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// What to pull: host/repository:tag or host/repository@sha256:...
+    /// What to pull: host/repository:tag, host/repository@sha256:..., oci:DIR[:TAG]
+    /// or oci-archive:FILE[:TAG].
     reference: String,
     #[command(flatten)]
     transfer: TransferArgs,
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let remote = RemoteRef::parse(&args.reference)?;
+    let source = Location::parse(&args.reference)?;
+    if !source.is_remote() {
+        anyhow::bail!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference);
+    }
     let options = args.transfer.options();
-    let (report, local) = super::runtime()?.block_on(transfer::pull(
+    let (report, local) = super::runtime()?.block_on(transfer::fetch(
         store,
-        &remote,
+        &source,
         &options,
         args.transfer.platform.as_deref(),
     ))?;

@@ -1,10 +1,10 @@
-//! `envoci push LOCAL REF`
+//! `envoci push LOCAL DEST` (store → registry, OCI layout or archive)
 
 use std::process::ExitCode;
 
 use envoci::inspect::human_bytes;
 use envoci::store::Store;
-use envoci::transfer::{self, RemoteRef};
+use envoci::transfer::{self, Location};
 
 use super::{Printer, TransferArgs};
 
@@ -12,17 +12,20 @@ use super::{Printer, TransferArgs};
 pub struct Args {
     /// A tag or manifest digest in the store.
     local: String,
-    /// Where to push: host/repository:tag.
+    /// Where to push: host/repository:tag, oci:DIR[:TAG] or oci-archive:FILE[:TAG].
     reference: String,
     #[command(flatten)]
     transfer: TransferArgs,
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let remote = RemoteRef::parse(&args.reference)?;
+    let destination = Location::parse(&args.reference)?;
+    if !destination.is_remote() {
+        anyhow::bail!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference);
+    }
     let options = args.transfer.options();
     let report =
-        super::runtime()?.block_on(transfer::push(store, &args.local, &remote, &options))?;
+        super::runtime()?.block_on(transfer::send(store, &args.local, &destination, &options))?;
     printer.print(&report, || {
         format!(
             "pushed {} to {}: {} blobs uploaded ({}), {} already there ({})",

@@ -7,14 +7,16 @@ use envoci::build;
 use envoci::space::{self, LinkMode, Options};
 use envoci::spec::{looks_like_spec, Spec};
 use envoci::store::Store;
-use envoci::transfer::{self, RemoteRef};
+use envoci::transfer::{self, Location, RemoteRef};
 
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A tag or manifest digest in the store, a registry reference
-    /// (host/repository:tag, pulled first), or a conda.yaml (restored from the store
+    /// (host/repository:tag, pulled first), an OCI layout or archive
+    /// (oci:DIR[:TAG], oci-archive:FILE[:TAG]: only what the store lacks is copied),
+    /// or a conda.yaml (restored from the store
     /// if its blueprint is there, else from `--from`, else built).
     reference: String,
     /// Restore into this directory.
@@ -60,18 +62,20 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         force: args.force,
         verify: args.verify,
     };
-    // A registry reference is pulled first (only what the store lacks; a tag may have
-    // moved, so the manifest is always asked for), then restored by digest.
+    // A registry reference or a layout is fetched first (only what the store lacks; a
+    // tag may have moved, so the manifest is always read), then restored by digest.
     let mut reference = args.reference.clone();
     if looks_like_spec(&reference) {
         reference = from_spec(store, &args)?;
-    } else if RemoteRef::looks_remote(&reference) {
-        let remote = RemoteRef::parse(&reference)?;
-        let transfer = args.transfer.options();
-        let platform = args.transfer.platform.as_deref();
-        let (pulled, _) =
-            super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, platform))?;
-        reference = pulled.digest;
+    } else {
+        let source = Location::parse(&reference)?;
+        if source.is_remote() {
+            let transfer = args.transfer.options();
+            let platform = args.transfer.platform.as_deref();
+            let (fetched, _) =
+                super::runtime()?.block_on(transfer::fetch(store, &source, &transfer, platform))?;
+            reference = fetched.digest;
+        }
     }
     let report = space::restore(store, &reference, &target, &options)?;
     printer.print(&report, || {

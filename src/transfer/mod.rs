@@ -1,34 +1,24 @@
-//! Transfer: moving an artifact between the local store and an OCI registry, sending or
-//! fetching only the blobs the other side lacks.
+//! Transfer: moving an artifact between the local store and an OCI registry or an OCI
+//! image layout (directory or archive), sending or fetching only the blobs the other
+//! side lacks.
 //!
 //! [`registry::Registry`] wraps oci-client with what envoci needs around it (protocol
 //! choice, credentials, bounded parallelism); [`push`] and [`pull`] are the two
-//! directions. Blobs are streamed, never held whole, and verified against their digest
-//! before they are committed to the store.
+//! directions for registries, [`layout`] reads and writes layouts, and [`location`]
+//! names all of them so any two can be copied between. Blobs are streamed, never held
+//! whole, and verified against their digest before they are committed to the store.
 
 pub mod credentials;
+pub mod layout;
+pub mod location;
 pub mod pull;
 pub mod push;
 pub mod registry;
 
 use std::str::FromStr;
 
+pub use location::{copy, fetch, send, Location};
 pub use pull::pull;
-
-/// Copies `source` to `destination` through the local store: blobs the store has are
-/// not downloaded, blobs the destination has are not uploaded, and the manifest keeps
-/// its digest. Returns the pull and the push reports.
-pub async fn copy(
-    store: &crate::store::Store,
-    source: &RemoteRef,
-    destination: &RemoteRef,
-    options: &RegistryOptions,
-    platform: Option<&str>,
-) -> Result<(Report, Report), Error> {
-    let (pulled, _) = pull(store, source, options, platform).await?;
-    let pushed = push(store, &pulled.digest, destination, options).await?;
-    Ok((pulled, pushed))
-}
 pub use push::push;
 pub use registry::{Registry, RegistryOptions};
 
@@ -97,6 +87,9 @@ pub enum Error {
         /// What it is.
         what: String,
     },
+    /// An OCI layout or archive cannot be read or written.
+    #[error(transparent)]
+    Layout(#[from] layout::Error),
     /// The local store failed.
     #[error(transparent)]
     Store(#[from] crate::store::Error),

@@ -53,31 +53,8 @@ pub async fn pull(
     }
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
-    if value.get("mediaType").and_then(|m| m.as_str()) == Some(OCI_INDEX)
-        || value.get("manifests").is_some()
-    {
-        let want = platform.unwrap_or(catalog::host_platform());
-        let entries = value["manifests"].as_array().cloned().unwrap_or_default();
-        let names: Vec<String> = entries
-            .iter()
-            .filter_map(|m| {
-                m["annotations"]["io.envoci.platform"]
-                    .as_str()
-                    .map(str::to_string)
-            })
-            .collect();
-        let chosen = entries
-            .iter()
-            .find(|m| m["annotations"]["io.envoci.platform"].as_str() == Some(want))
-            .and_then(|m| m["digest"].as_str())
-            .ok_or_else(|| Error::NotEnvoci {
-                reference: remote.to_string(),
-                what: format!(
-                    "it has no {want} environment (platforms present: {})",
-                    names.join(", ")
-                ),
-            })?
-            .to_string();
+    if is_index(&value) {
+        let chosen = choose_platform(&value, platform, &remote.to_string())?;
         let by_digest = remote.with_digest(&chosen);
         let (b, _) = registry
             .retry(|| {
@@ -100,19 +77,7 @@ pub async fn pull(
     }
     let manifest: oci_spec::image::ImageManifest =
         serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
-    let config_type = manifest.config().media_type().to_string();
-    if config_type != CATALOG_MEDIA_TYPE {
-        let what =
-            if config_type.contains("image.config") || config_type.contains("container.image") {
-                "it is a container image".to_string()
-            } else {
-                format!("its config is {config_type}")
-            };
-        return Err(Error::NotEnvoci {
-            reference: remote.to_string(),
-            what,
-        });
-    }
+    check_envoci(&manifest, &remote.to_string())?;
 
     let scratch = store.scratch()?;
     let mut report = Report {
@@ -166,6 +131,64 @@ pub async fn pull(
     )));
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
+}
+
+/// Whether a manifest document is an image index (several platforms).
+pub(super) fn is_index(value: &serde_json::Value) -> bool {
+    value.get("mediaType").and_then(|m| m.as_str()) == Some(OCI_INDEX)
+        || value.get("manifests").is_some()
+}
+
+/// The digest of `platform`'s manifest (default this machine's) in an index, or an
+/// error listing the platforms it has.
+pub(super) fn choose_platform(
+    index: &serde_json::Value,
+    platform: Option<&str>,
+    reference: &str,
+) -> Result<String, Error> {
+    let want = platform.unwrap_or(catalog::host_platform());
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    let platform_of = |m: &serde_json::Value| {
+        m["annotations"][store::ANNOTATION_PLATFORM]
+            .as_str()
+            .map(str::to_string)
+    };
+    entries
+        .iter()
+        .find(|m| platform_of(m).as_deref() == Some(want))
+        .and_then(|m| m["digest"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::NotEnvoci {
+            reference: reference.to_string(),
+            what: format!(
+                "it has no {want} environment (platforms present: {})",
+                entries
+                    .iter()
+                    .filter_map(platform_of)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+/// Refuses a manifest whose config is not an envoci catalog, saying what it is.
+pub(super) fn check_envoci(
+    manifest: &oci_spec::image::ImageManifest,
+    reference: &str,
+) -> Result<(), Error> {
+    let config_type = manifest.config().media_type().to_string();
+    if config_type == CATALOG_MEDIA_TYPE {
+        return Ok(());
+    }
+    let what = if config_type.contains("image.config") || config_type.contains("container.image") {
+        "it is a container image".to_string()
+    } else {
+        format!("its config is {config_type}")
+    };
+    Err(Error::NotEnvoci {
+        reference: reference.to_string(),
+        what,
+    })
 }
 
 fn not_found_or(

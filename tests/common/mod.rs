@@ -5,6 +5,7 @@
 
 pub mod conda;
 pub mod envoci;
+pub mod oci;
 pub mod proxy;
 pub mod registry;
 

@@ -1,0 +1,110 @@
+//! `envoci export REF... -o FILE.tar|DIR [--since BASE]` and `envoci import FILE|DIR`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use envoci::inspect::human_bytes;
+use envoci::store::Store;
+use envoci::transfer::layout::{self, Export, Form, ImportOptions, Layout, Select};
+
+use super::Printer;
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Environments in the store (tags or manifest digests); each keeps its tag, or
+    /// `REF=TAG` names it.
+    #[arg(required = true)]
+    references: Vec<String>,
+    /// The layout to write: a `.tar` file (an OCI archive, replaced whole) or a
+    /// directory (created, or added to if it is a layout already).
+    #[arg(long, short = 'o', value_name = "FILE.tar|DIR")]
+    output: PathBuf,
+    /// Leave out every blob of this environment in the store: an incremental bundle
+    /// for a site that has it.
+    #[arg(long, value_name = "BASE")]
+    since: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote.
+    input: PathBuf,
+    /// Skip checking each blob's content against its digest (faster; only for
+    /// archives you trust).
+    #[arg(long)]
+    trust: bool,
+    /// Conda platform to take from multi-platform indexes [default: this machine's].
+    #[arg(long)]
+    platform: Option<String>,
+}
+
+pub fn export(store: &Store, args: ExportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let items: Vec<Export> = args
+        .references
+        .iter()
+        .map(|r| {
+            let (local, name) = r.split_once('=').unwrap_or((r, r));
+            Export {
+                local: local.to_string(),
+                name: name.to_string(),
+            }
+        })
+        .collect();
+    let form = Form::guess(&args.output);
+    let report = layout::export(store, &items, args.since.as_deref(), &args.output, form)?;
+    printer.print(&report, || {
+        format!(
+            "wrote {} ({}): {} blobs ({}){}",
+            args.output.display(),
+            items
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            report.blobs_transferred,
+            human_bytes(report.bytes_transferred),
+            match &args.since {
+                Some(base) => format!(
+                    ", {} blobs of {base} left out ({})",
+                    report.blobs_skipped,
+                    human_bytes(report.bytes_skipped)
+                ),
+                None => String::new(),
+            }
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn import(store: &Store, args: ImportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
+    let source = if args.input.is_dir() {
+        Layout::open_dir(&args.input)?
+    } else {
+        Layout::open_archive(&args.input)?
+    };
+    if args.trust {
+        eprintln!("--trust: blob contents are not checked against their digests");
+    }
+    let options = ImportOptions {
+        verify: !args.trust,
+        platform: args.platform.as_deref(),
+    };
+    let (report, imported) = layout::import(store, &source, Select::All, options)?;
+    let json = serde_json::json!({ "report": report, "imported": imported });
+    printer.print(&json, || {
+        format!(
+            "imported {} from {}: {} blobs added ({}), {} already in the store ({})",
+            imported
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.input.display(),
+            report.blobs_transferred,
+            human_bytes(report.bytes_transferred),
+            report.blobs_skipped,
+            human_bytes(report.bytes_skipped)
+        )
+    });
+    Ok(ExitCode::SUCCESS)
+}

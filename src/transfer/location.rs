@@ -1,0 +1,231 @@
+//! Where an artifact is, as the command line names it: a registry (`host/repo:tag`), an
+//! OCI layout directory (`oci:DIR[:TAG]`), an OCI archive (`oci-archive:FILE[:TAG]`),
+//! or the local store (a tag or digest). Every transfer is a [`fetch`] into the store
+//! and a [`send`] out of it, so any two of these can be copied between.
+
+use std::path::PathBuf;
+
+use super::layout::{self, Export, Form, ImportOptions, Layout, Select};
+use super::{pull, push, Error, RegistryOptions, RemoteRef, Report};
+use crate::store::Store;
+
+/// An artifact's location.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A registry reference.
+    Registry(RemoteRef),
+    /// An OCI image layout directory, and the tag in it.
+    Layout {
+        /// The directory.
+        path: PathBuf,
+        /// The tag (optional when reading a layout with one artifact).
+        tag: Option<String>,
+    },
+    /// A tar archive of an OCI image layout, and the tag in it.
+    Archive {
+        /// The file.
+        path: PathBuf,
+        /// The tag (optional when reading an archive with one artifact).
+        tag: Option<String>,
+    },
+    /// A tag or manifest digest in the local store.
+    Store(String),
+}
+
+impl Location {
+    /// Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, a registry reference, or else
+    /// a store name.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        if let Some(rest) = text.strip_prefix("oci:") {
+            let (path, tag) = split_tag(rest);
+            return Ok(Location::Layout { path, tag });
+        }
+        if let Some(rest) = text.strip_prefix("oci-archive:") {
+            let (path, tag) = split_tag(rest);
+            return Ok(Location::Archive { path, tag });
+        }
+        if RemoteRef::looks_remote(text) {
+            return Ok(Location::Registry(RemoteRef::parse(text)?));
+        }
+        if text.contains('/') {
+            // Not a store name either: say why it is not a registry reference.
+            RemoteRef::parse(text)?;
+        }
+        Ok(Location::Store(text.to_string()))
+    }
+
+    /// Whether this names something outside the store.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Location::Store(_))
+    }
+}
+
+/// `PATH:TAG` → (PATH, TAG) when the part after the last `:` could be a tag (no `/`);
+/// else the whole text is the path.
+fn split_tag(text: &str) -> (PathBuf, Option<String>) {
+    match text.rsplit_once(':') {
+        Some((path, tag)) if !tag.is_empty() && !tag.contains('/') && !path.is_empty() => {
+            (PathBuf::from(path), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(text), None),
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let with_tag = |prefix: &str, path: &PathBuf, tag: &Option<String>| match tag {
+            Some(t) => format!("{prefix}{}:{t}", path.display()),
+            None => format!("{prefix}{}", path.display()),
+        };
+        match self {
+            Location::Registry(r) => write!(f, "{r}"),
+            Location::Layout { path, tag } => f.write_str(&with_tag("oci:", path, tag)),
+            Location::Archive { path, tag } => f.write_str(&with_tag("oci-archive:", path, tag)),
+            Location::Store(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Brings the artifact at `source` into the store, copying only what the store lacks
+/// (verified). Returns the report and the artifact's name in the store.
+pub async fn fetch(
+    store: &Store,
+    source: &Location,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<(Report, String), Error> {
+    let from_layout = |layout: Layout, tag: &Option<String>| {
+        let options = ImportOptions {
+            verify: true,
+            platform,
+        };
+        let (report, imported) =
+            layout::import(store, &layout, Select::One(tag.as_deref()), options)?;
+        let name = imported
+            .into_iter()
+            .next()
+            .map(|i| i.name)
+            .unwrap_or_default();
+        Ok((report, name))
+    };
+    match source {
+        Location::Registry(remote) => pull::pull(store, remote, options, platform).await,
+        Location::Layout { path, tag } => from_layout(Layout::open_dir(path)?, tag),
+        Location::Archive { path, tag } => from_layout(Layout::open_archive(path)?, tag),
+        Location::Store(name) => {
+            let artifact = crate::catalog::load(store, name)?;
+            let report = Report {
+                reference: name.clone(),
+                digest: artifact.digest.oci(),
+                ..Report::default()
+            };
+            Ok((report, name.clone()))
+        }
+    }
+}
+
+/// Sends store artifact `local` to `destination`: only blobs a registry or layout
+/// directory lacks; an archive is written whole (replacing the file atomically).
+pub async fn send(
+    store: &Store,
+    local: &str,
+    destination: &Location,
+    options: &RegistryOptions,
+) -> Result<Report, Error> {
+    let export = |path: &PathBuf, tag: &Option<String>, form| {
+        let name = match tag {
+            Some(t) => t.clone(),
+            None => default_tag(local).ok_or_else(|| layout::Error::BadIndex {
+                location: destination.to_string(),
+                reason: format!("`{local}` is not a tag; name one as `…:TAG`"),
+            })?,
+        };
+        let item = Export {
+            local: local.to_string(),
+            name,
+        };
+        layout::export(store, &[item], None, path, form)
+    };
+    match destination {
+        Location::Registry(remote) => push::push(store, local, remote, options).await,
+        Location::Layout { path, tag } => export(path, tag, Form::Dir),
+        Location::Archive { path, tag } => export(path, tag, Form::Archive),
+        Location::Store(name) => {
+            let descriptor = store.resolve(local)?;
+            store.set_tag(name, &descriptor)?;
+            Ok(Report {
+                reference: name.clone(),
+                digest: descriptor.digest().to_string(),
+                ..Report::default()
+            })
+        }
+    }
+}
+
+/// The tag an artifact gets in a layout when none is given: its store tag, or the tag
+/// of the registry reference it was pulled as.
+fn default_tag(local: &str) -> Option<String> {
+    let tag = match local.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') && !repo.ends_with("sha256") => tag,
+        _ => local,
+    };
+    crate::store::validate_tag(tag).ok()?;
+    Some(tag.to_string())
+}
+
+/// Copies `source` to `destination` through the local store: blobs the store has are
+/// not fetched, blobs the destination has are not sent, and the manifest keeps its
+/// digest. Returns the fetch and the send reports.
+pub async fn copy(
+    store: &Store,
+    source: &Location,
+    destination: &Location,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<(Report, Report), Error> {
+    let (fetched, _) = fetch(store, source, options, platform).await?;
+    let sent = send(store, &fetched.digest, destination, options).await?;
+    Ok((fetched, sent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_kind() {
+        let tag = |l: &Location| match l {
+            Location::Layout { path, tag } | Location::Archive { path, tag } => {
+                (path.display().to_string(), tag.clone())
+            }
+            other => panic!("not a layout: {other:?}"),
+        };
+        let l = Location::parse("oci:/mnt/usb/envs:robot").unwrap();
+        assert!(matches!(l, Location::Layout { .. }));
+        assert_eq!(tag(&l), ("/mnt/usb/envs".into(), Some("robot".into())));
+        let l = Location::parse("oci:/mnt/usb/envs").unwrap();
+        assert_eq!(tag(&l), ("/mnt/usb/envs".into(), None));
+        let l = Location::parse("oci:rel/dir").unwrap();
+        assert_eq!(tag(&l), ("rel/dir".into(), None));
+        let l = Location::parse("oci-archive:envs.tar:analytics").unwrap();
+        assert!(matches!(l, Location::Archive { .. }));
+        assert_eq!(tag(&l), ("envs.tar".into(), Some("analytics".into())));
+        assert!(matches!(
+            Location::parse("127.0.0.1:5000/envs/robot:v1").unwrap(),
+            Location::Registry(_)
+        ));
+        assert!(matches!(
+            Location::parse("robot").unwrap(),
+            Location::Store(_)
+        ));
+        assert!(Location::parse("no/host:tag").is_err());
+        assert_eq!(Location::parse("oci:d:t").unwrap().to_string(), "oci:d:t");
+    }
+
+    #[test]
+    fn default_tags() {
+        assert_eq!(default_tag("robot").as_deref(), Some("robot"));
+        assert_eq!(default_tag("127.0.0.1:5000/envs:v1").as_deref(), Some("v1"));
+        assert_eq!(default_tag("sha256:abcd"), None);
+    }
+}
