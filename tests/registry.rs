@@ -599,3 +599,28 @@ fn copy_between_registries_preserves_the_digest_and_skips_what_is_there() {
     let user = Envoci::new();
     assert_eq!(user.json(&["pull", &dst])["digest"], snap["digest"]);
 }
+
+#[test]
+fn copy_within_one_registry_mounts_blobs_instead_of_uploading_them() {
+    let registry = TestRegistry::start();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-text", "links", "shared-dep"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let src = registry.reference("team/envs:x");
+    let pushed = builder.json(&["push", "x", &src]);
+    let blobs = pushed["blobs_transferred"].as_u64().unwrap();
+
+    let operator = Envoci::new();
+    let dst = registry.reference("release/envs:x");
+    let copied = operator.json(&["copy", &src, &dst]);
+    let sent = &copied["destination"];
+    assert_eq!(sent["blobs_mounted"].as_u64(), Some(blobs), "{copied}");
+    assert_eq!(sent["bytes_transferred"].as_u64(), Some(0), "{copied}");
+    assert_eq!(sent["digest"], pushed["digest"]);
+    // The mounted copy is complete: a fresh store pulls and restores it.
+    let user = Envoci::new();
+    let target = user.dir().join("space");
+    user.ok(&["restore", &dst, "--target", target.to_str().unwrap()]);
+    assert!(target.join("conda-meta").is_dir());
+}

@@ -28,11 +28,12 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         super::runtime()?.block_on(transfer::send(store, &args.local, &destination, &options))?;
     printer.print(&report, || {
         format!(
-            "pushed {} to {}: {} blobs uploaded ({}), {} already there ({})",
+            "pushed {} to {}: {} blobs uploaded ({}), {} mounted from other repositories, {} already there ({})",
             args.local,
             report.reference,
             report.blobs_transferred,
             human_bytes(report.bytes_transferred),
+            report.blobs_mounted,
             report.blobs_skipped,
             human_bytes(report.bytes_skipped)
         )

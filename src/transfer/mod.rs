@@ -172,4 +172,6 @@ pub struct Report {
     pub bytes_skipped: u64,
     /// Downloads continued from a partial blob.
     pub blobs_resumed: u64,
+    /// Blobs a push had the registry mount from another of its repositories.
+    pub blobs_mounted: u64,
 }

@@ -46,23 +46,48 @@ pub async fn push(
         }
     }
 
-    let results: Vec<(bool, u64)> = stream::iter(blobs)
-        .map(|(digest, size)| push_blob(store, &registry, remote, digest, size))
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
     let mut report = Report {
         reference: remote.to_string(),
         digest: artifact.digest.oci(),
         ..Report::default()
     };
+    // A registry accepts a manifest only once it has every blob it names: if this
+    // manifest is there already, no blob needs asking for.
+    let by_digest = remote.with_digest(&artifact.digest.oci());
+    let accepted = [MANIFEST_MEDIA_TYPE];
+    let complete = registry
+        .client
+        .pull_manifest_raw(&by_digest.0, &registry.auth, &accepted)
+        .await
+        .is_ok_and(|(bytes, _)| Digest::of(&bytes) == artifact.digest);
+    if complete {
+        report.blobs_skipped = blobs.len() as u64;
+        report.bytes_skipped = blobs.iter().map(|(_, s)| s).sum();
+        blobs.clear();
+    }
+    let sources = mount_sources(store, remote);
+    let results: Vec<(Sent, u64)> = stream::iter(blobs)
+        .map(|(digest, size)| {
+            let source = sources.get(&digest);
+            push_blob(store, &registry, remote, source, digest, size)
+        })
+        .buffer_unordered(options.jobs.max(1))
+        .try_collect()
+        .await?;
     for (sent, size) in results {
-        if sent {
-            report.blobs_transferred += 1;
-            report.bytes_transferred += size;
-        } else {
-            report.blobs_skipped += 1;
-            report.bytes_skipped += size;
+        match sent {
+            Sent::Uploaded => {
+                report.blobs_transferred += 1;
+                report.bytes_transferred += size;
+            }
+            Sent::Mounted => {
+                report.blobs_mounted += 1;
+                report.bytes_skipped += size;
+            }
+            Sent::Present => {
+                report.blobs_skipped += 1;
+                report.bytes_skipped += size;
+            }
         }
     }
 
@@ -242,14 +267,55 @@ fn file_chunks(
     })
 }
 
-/// Uploads one blob unless the registry has it. Returns whether it was sent.
+/// How a blob got to the registry.
+enum Sent {
+    /// It was there already.
+    Present,
+    /// Mounted from another repository of the same registry: no bytes moved.
+    Mounted,
+    /// Uploaded.
+    Uploaded,
+}
+
+/// Blobs of artifacts in the store that came from another repository of `remote`'s
+/// registry (the store names pulled artifacts by their reference): the registry can
+/// mount those instead of receiving them again.
+fn mount_sources(
+    store: &Store,
+    remote: &RemoteRef,
+) -> std::collections::HashMap<Digest, RemoteRef> {
+    let mut sources = std::collections::HashMap::new();
+    for tag in store.tags().unwrap_or_default() {
+        let Ok(source) = RemoteRef::parse(&tag.name) else {
+            continue;
+        };
+        if source.registry() != remote.registry() || source.0.repository() == remote.0.repository()
+        {
+            continue;
+        }
+        let Ok(artifact) = catalog::load(store, &tag.name) else {
+            continue;
+        };
+        let manifest = &artifact.manifest;
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            if let Some(digest) = crate::store::from_oci_digest(d.digest()) {
+                sources.entry(digest).or_insert_with(|| source.clone());
+            }
+        }
+    }
+    sources
+}
+
+/// Gets one blob to the registry unless it has it: mounted from `source` when the
+/// registry agrees (201), else uploaded (a 202 or an error only means "upload").
 async fn push_blob(
     store: &Store,
     registry: &Registry,
     remote: &RemoteRef,
+    source: Option<&RemoteRef>,
     digest: Digest,
     size: u64,
-) -> Result<(bool, u64), Error> {
+) -> Result<(Sent, u64), Error> {
     let _permit = registry
         .limit
         .acquire()
@@ -261,7 +327,17 @@ async fn push_blob(
         .await
         .map_err(|e| registry.error(format!("checking blob {digest}"), e))?;
     if exists {
-        return Ok((false, size));
+        return Ok((Sent::Present, size));
+    }
+    if let Some(source) = source {
+        if registry
+            .client
+            .mount_blob(&remote.0, &source.0, &name)
+            .await
+            .is_ok()
+        {
+            return Ok((Sent::Mounted, size));
+        }
     }
     let path = store.blob_path(&digest);
     // Each attempt streams the file from its start again.
@@ -275,5 +351,5 @@ async fn push_blob(
         })
         .await
         .map_err(|e| registry.error(format!("uploading blob {digest}"), e))?;
-    Ok((true, size))
+    Ok((Sent::Uploaded, size))
 }
