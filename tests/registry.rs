@@ -202,6 +202,50 @@ fn pushed_big_env(registry: &TestRegistry) -> (Envoci, String, String, u64) {
 }
 
 #[test]
+fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let stall = (size / 3) as usize;
+    let proxy = common::proxy::Proxy::start(
+        &registry.addr,
+        common::proxy::Fault::StallAfter(stall),
+        &digest,
+    );
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    let started = std::time::Instant::now();
+    let err = user.fail(&[
+        "pull",
+        &via_proxy,
+        "--jobs",
+        "1",
+        "--retries",
+        "0",
+        "--timeout",
+        "2",
+    ]);
+    assert!(proxy.fired(), "the stall happened");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "a silent registry does not hang the pull"
+    );
+    assert!(
+        err.contains("interrupted") && err.contains("kept to resume"),
+        "{err}"
+    );
+    assert!(
+        user.json(&["ls"]).as_array().unwrap().is_empty(),
+        "nothing committed"
+    );
+    let resumed = user.json(&["pull", &remote]);
+    assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
+    assert!(
+        resumed["bytes_transferred"].as_u64().unwrap() < size,
+        "{resumed}"
+    );
+}
+
+#[test]
 fn a_download_cut_half_way_is_resumed_not_restarted() {
     let registry = TestRegistry::start();
     let (_builder, remote, digest, size) = pushed_big_env(&registry);

@@ -94,6 +94,10 @@ pub struct TransferArgs {
     /// 429, 5xx); an interrupted download is resumed where it stopped.
     #[arg(long, default_value_t = 3)]
     retries: u32,
+    /// Seconds a registry connection may stay silent before the request fails (and is
+    /// retried; a download resumes where it stopped).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    timeout: u64,
     /// PEM file of CA certificates to trust for the registry's TLS certificate.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
@@ -107,6 +111,7 @@ impl TransferArgs {
             retries: self.retries,
             ca_file: self.ca_file.clone(),
             credentials: None,
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct RegistryOptions {
     /// How often a request failing for a transient reason (connection, timeout, 429,
     /// 5xx) is tried again, with exponential backoff.
     pub retries: u32,
+    /// How long a connection may stay silent (connecting, or between two reads) before
+    /// the request counts as failed (transient: retried, and a download resumed).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for RegistryOptions {
@@ -37,6 +40,7 @@ impl Default for RegistryOptions {
             ca_file: None,
             credentials: None,
             retries: 3,
+            timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -121,6 +125,8 @@ impl Registry {
             max_concurrent_upload: options.jobs.max(1),
             max_concurrent_download: options.jobs.max(1),
             extra_root_certificates,
+            read_timeout: Some(options.timeout),
+            connect_timeout: Some(options.timeout),
             ..Default::default()
         };
         let client = Client::new(config);

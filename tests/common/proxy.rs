@@ -15,6 +15,8 @@ pub enum Fault {
     CutAfter(usize),
     /// XOR the body byte at this offset with 0xff.
     FlipAt(usize),
+    /// Send this many body bytes, then nothing more (the connection stays open).
+    StallAfter(usize),
 }
 
 /// A running proxy.
@@ -117,6 +119,15 @@ fn serve(
                 return client.shutdown(std::net::Shutdown::Both);
             }
             Some(Fault::FlipAt(at)) if (sent..sent + n).contains(&at) => chunk[at - sent] ^= 0xff,
+            Some(Fault::StallAfter(limit)) if sent + n >= limit => {
+                client.write_all(&chunk[..limit - sent])?;
+                client.flush()?;
+                // Hold the connection open, silent, until the client gives up.
+                let mut probe = [0u8; 1];
+                let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
+                let _ = client.read(&mut probe);
+                return Ok(());
+            }
             _ => {}
         }
         client.write_all(chunk)?;
