@@ -91,6 +91,8 @@ pub enum LayerKind {
     Pypi,
     /// The environment's own files (conda-meta, unowned files).
     Env,
+    /// Several small packages sharing one layer (environments above the layer limit).
+    Group,
 }
 
 impl LayerKind {
@@ -100,6 +102,7 @@ impl LayerKind {
             LayerKind::Conda => "conda",
             LayerKind::Pypi => "pypi",
             LayerKind::Env => "env",
+            LayerKind::Group => "group",
         }
     }
 }
@@ -138,6 +141,34 @@ pub struct CatalogLayer {
     /// Files whose content holds a placeholder, sorted by path.
     #[serde(default)]
     pub relocations: Vec<Relocation>,
+    /// For a group layer: the packages it holds, in install order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<LayerPackage>,
+}
+
+/// A package inside a group layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerPackage {
+    /// `conda` or `pypi`.
+    pub kind: LayerKind,
+    /// Package name.
+    pub name: String,
+    /// Package version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Build string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
+    /// Subdir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+    /// Channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// sha256 of the upstream package archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 impl CatalogLayer {

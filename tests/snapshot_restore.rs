@@ -112,7 +112,13 @@ fn every_file_of_the_original_comes_back_with_content_and_mode() {
         "--link",
         "copy",
     ]);
-    let relocated: Vec<String> = t.catalog("a")["layers"]
+    assert_same_tree(&t, "a", &prefix, &target);
+}
+
+/// Every path of `prefix` is in `target` with the same type and exec bit, and every
+/// file not relocated by `tag`'s catalog has the same content.
+fn assert_same_tree(t: &Envoci, tag: &str, prefix: &Path, target: &Path) {
+    let relocated: Vec<String> = t.catalog(tag)["layers"]
         .as_array()
         .unwrap()
         .iter()
@@ -125,9 +131,9 @@ fn every_file_of_the_original_comes_back_with_content_and_mode() {
         })
         .collect();
     let mut compared = 0;
-    for entry in walkdir::WalkDir::new(&prefix).min_depth(1) {
+    for entry in walkdir::WalkDir::new(prefix).min_depth(1) {
         let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(&prefix).unwrap();
+        let rel = entry.path().strip_prefix(prefix).unwrap();
         let other = target.join(rel);
         let (a, b) = (
             fs::symlink_metadata(entry.path()).unwrap(),
@@ -532,4 +538,83 @@ fn an_explicit_link_mode_the_filesystem_lacks_fails_clearly_without_falling_back
         auto["methods"].get("reflink").is_none() && auto["methods"].get("hardlink").is_some(),
         "{auto}"
     );
+}
+
+#[test]
+fn above_the_layer_limit_small_packages_share_group_layers() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    let snap = t.json(&[
+        "snapshot",
+        prefix.to_str().unwrap(),
+        "--tag",
+        "a",
+        "--max-layers",
+        "4",
+    ]);
+    let catalog = t.catalog("a");
+    let layers = catalog["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        4,
+        "2 packages of their own, 1 group, the env layer"
+    );
+    assert_eq!(
+        t.json(&["inspect", "a"])["manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let group = layers
+        .iter()
+        .find(|l| l["kind"] == "group")
+        .expect("a group layer");
+    let members: Vec<&str> = group["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(members.len(), ENV_A.len() - 2, "{members:?}");
+    assert_eq!(layers.last().unwrap()["kind"], "env");
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/catalog.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(jsonschema::validator_for(&schema)
+        .unwrap()
+        .is_valid(&catalog));
+
+    // Grouping changes the layers, not the environment: clobbered paths included.
+    let target = t.dir().join("restored");
+    t.ok(&[
+        "restore",
+        "a",
+        "--target",
+        target.to_str().unwrap(),
+        "--link",
+        "copy",
+    ]);
+    assert_same_tree(&t, "a", &prefix, &target);
+    assert_eq!(run(&target.join("bin/whereami")), target.to_str().unwrap());
+    // And it is deterministic: another store groups the same way.
+    let other = Envoci::new();
+    let again = other.json(&[
+        "snapshot",
+        prefix.to_str().unwrap(),
+        "--tag",
+        "a",
+        "--max-layers",
+        "4",
+    ]);
+    assert_eq!(again["digest"], snap["digest"]);
+    let out = other.run(&["snapshot", prefix.to_str().unwrap(), "--max-layers", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("'2'") && err.contains("3..=100000"), "{err}");
 }

@@ -72,6 +72,7 @@ fn tag_layer(home: &Path, tag: &str, tar: &[u8], files: u64) {
             channel: None,
             sha256: None,
             relocations: vec![],
+            packages: Vec::new(),
         }],
         environment: Environment::default(),
     };

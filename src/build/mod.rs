@@ -296,6 +296,8 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
             platform: Some(platform_name.clone()),
             blueprint: Some(blueprint.clone()),
             spec: serde_json::to_value(spec.canonical()).ok(),
+            // The default, always: a blueprint must give one layering.
+            max_layers: None,
         },
     )?;
     if let Some(tag) = &options.tag {

@@ -47,6 +47,10 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
                 l.relocations.len(),
                 &l.digest.oci()[..19]
             ));
+            if !l.packages.is_empty() {
+                let names: Vec<String> = l.packages.iter().map(|p| p.name.clone()).collect();
+                out.push_str(&format!("         holds: {}\n", names.join(", ")));
+            }
         }
         out
     });

@@ -20,12 +20,17 @@ pub struct Args {
     /// Layer compression.
     #[arg(long, value_enum, default_value_t = Compression::Zstd)]
     compression: Compression,
+    /// Most layers in the manifest; above it the smallest packages share layers.
+    #[arg(long, value_name = "N", default_value_t = ingest::DEFAULT_MAX_LAYERS as u64,
+          value_parser = clap::value_parser!(u64).range(3..=100_000))]
+    max_layers: u64,
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let options = Options {
         tag: args.tag,
         compression: args.compression,
+        max_layers: Some(args.max_layers as usize),
         ..Options::default()
     };
     let snap = ingest::snapshot(store, &args.prefix, &options)?;

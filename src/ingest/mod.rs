@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 pub use attribute::{attribute, Attribution, Owner};
 
-use crate::catalog::{self, Catalog, CatalogLayer, Environment};
+use crate::catalog::{self, Catalog, CatalogLayer, Environment, LayerKind, LayerPackage};
 use crate::digest::Digest;
 use crate::layer::{Compression, LayerDigests};
 use crate::relocate::PLACEHOLDER;
@@ -82,7 +82,13 @@ pub struct Options {
     pub blueprint: Option<String>,
     /// The canonical spec it was built from.
     pub spec: Option<serde_json::Value>,
+    /// Most layers in the manifest [default: [`DEFAULT_MAX_LAYERS`]]; above it, small
+    /// packages share layers (some registries refuse manifests with ~500 layers).
+    pub max_layers: Option<usize>,
 }
+
+/// Default largest number of layers in a manifest.
+pub const DEFAULT_MAX_LAYERS: usize = 256;
 
 /// What a snapshot produced.
 #[derive(Clone, Debug)]
@@ -174,10 +180,14 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         attribution: &attribution,
         py_sources: &py_sources,
     };
-    let built: Vec<(CatalogLayer, LayerDigests)> = groups
+    let planned = plan_layers(
+        &attribution.owners,
+        groups,
+        options.max_layers.unwrap_or(DEFAULT_MAX_LAYERS),
+    );
+    let built: Vec<(CatalogLayer, LayerDigests)> = planned
         .par_iter()
-        .enumerate()
-        .map(|(i, entries)| build_layer(&ctx, &attribution.owners[i], entries, options.compression))
+        .map(|layer| build_layer(&ctx, layer, options.compression))
         .collect::<Result<_, Error>>()?;
 
     let files = walked
@@ -253,18 +263,111 @@ pub fn commit_catalog(
     Ok((digest, size))
 }
 
+/// One layer to write: its owner (a package, the environment, or a group) and, for a
+/// group, the packages it holds.
+struct Planned<'a> {
+    owner: Owner,
+    members: Vec<Owner>,
+    entries: Vec<&'a Walked>,
+}
+
+/// The layers of an environment: one per owner (the environment's own last), unless
+/// that is more than `limit`. Then the largest packages keep their own layers and the
+/// others share `limit / 8` group layers, each package's group chosen by a hash of its
+/// name, so a small package lands in the same group in every environment. Each path
+/// has exactly one owner, so merging owners never changes which file wins a path.
+fn plan_layers<'a>(
+    owners: &[Owner],
+    groups: Vec<Vec<&'a Walked>>,
+    limit: usize,
+) -> Vec<Planned<'a>> {
+    let single = |owner: &Owner, entries: Vec<&'a Walked>| Planned {
+        owner: owner.clone(),
+        members: Vec::new(),
+        entries,
+    };
+    let limit = limit.max(3);
+    if owners.len() <= limit {
+        return owners
+            .iter()
+            .zip(groups)
+            .map(|(owner, entries)| single(owner, entries))
+            .collect();
+    }
+    let env = owners.len() - 1;
+    let shared = (limit / 8).max(1);
+    let keep = limit - 1 - shared;
+    let size = |entries: &[&Walked]| -> u64 {
+        entries
+            .iter()
+            .map(|w| match w.kind {
+                WalkedKind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum()
+    };
+    let mut by_size: Vec<usize> = (0..env).collect();
+    by_size.sort_by(|&a, &b| {
+        size(&groups[b])
+            .cmp(&size(&groups[a]))
+            .then_with(|| owners[a].name.cmp(&owners[b].name))
+    });
+    let kept: std::collections::HashSet<usize> = by_size.into_iter().take(keep).collect();
+    let bucket_of = |name: &str| {
+        let hash = Digest::of(name.as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.0[..8]);
+        (u64::from_be_bytes(first) % shared as u64) as usize
+    };
+    let mut buckets: Vec<(Vec<Owner>, Vec<&'a Walked>)> = vec![(Vec::new(), Vec::new()); shared];
+    let mut planned = Vec::new();
+    let mut env_layer = None;
+    for (i, entries) in groups.into_iter().enumerate() {
+        if i == env {
+            env_layer = Some(single(&owners[i], entries));
+        } else if kept.contains(&i) {
+            planned.push(single(&owners[i], entries));
+        } else {
+            let bucket = &mut buckets[bucket_of(&owners[i].name)];
+            bucket.0.push(owners[i].clone());
+            bucket.1.extend(entries);
+        }
+    }
+    for (i, (members, entries)) in buckets.into_iter().enumerate() {
+        if members.is_empty() {
+            continue;
+        }
+        let owner = Owner {
+            kind: LayerKind::Group,
+            name: format!("group-{i:02}-of-{shared:02}"),
+            version: None,
+            build: None,
+            subdir: None,
+            channel: None,
+            sha256: None,
+        };
+        planned.push(Planned {
+            owner,
+            members,
+            entries,
+        });
+    }
+    planned.extend(env_layer);
+    planned
+}
+
 fn build_layer(
     ctx: &scan::Context<'_>,
-    owner: &Owner,
-    entries: &[&Walked],
+    planned: &Planned<'_>,
     compression: Compression,
 ) -> Result<(CatalogLayer, LayerDigests), Error> {
-    let (index_entries, relocations) = scan::scan_layer(ctx, entries)?;
+    let (index_entries, relocations) = scan::scan_layer(ctx, &planned.entries)?;
     let digests = match ctx.store.known_layer(&index_entries, compression)? {
         // The same content was written as a layer before: no tar, no compression.
         Some(known) => known,
         None => write_layer(ctx.store, ctx.scratch, &index_entries, compression)?,
     };
+    let owner = &planned.owner;
     let layer = CatalogLayer {
         digest: digests.digest,
         diff_id: digests.diff_id,
@@ -278,6 +381,19 @@ fn build_layer(
         channel: owner.channel.clone(),
         sha256: owner.sha256.clone(),
         relocations,
+        packages: planned
+            .members
+            .iter()
+            .map(|m| LayerPackage {
+                kind: m.kind,
+                name: m.name.clone(),
+                version: m.version.clone(),
+                build: m.build.clone(),
+                subdir: m.subdir.clone(),
+                channel: m.channel.clone(),
+                sha256: m.sha256.clone(),
+            })
+            .collect(),
     };
     Ok((layer, digests))
 }
