@@ -246,6 +246,42 @@ fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
 }
 
 #[test]
+fn a_full_disk_during_a_pull_keeps_the_partial_blob_and_the_next_pull_resumes() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let user = Envoci::new();
+    let room = size / 2;
+    let mut cmd = user.cmd(&["pull", &remote, "--jobs", "1"]);
+    common::envoci::limit_file_size(&mut cmd, room);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write"),
+        "the error says what failed: {err}"
+    );
+    assert!(
+        user.json(&["ls"]).as_array().unwrap().is_empty(),
+        "nothing committed"
+    );
+    let partial = user
+        .home()
+        .join("ingest/partial")
+        .join(digest.trim_start_matches("sha256:"));
+    assert_eq!(
+        fs::metadata(&partial).unwrap().len(),
+        room,
+        "what arrived is kept"
+    );
+
+    let resumed = user.json(&["pull", &remote]);
+    assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
+    let moved = resumed["bytes_transferred"].as_u64().unwrap();
+    assert!(moved < size - room + 4096, "only the rest: {resumed}");
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
 fn a_download_cut_half_way_is_resumed_not_restarted() {
     let registry = TestRegistry::start();
     let (_builder, remote, digest, size) = pushed_big_env(&registry);

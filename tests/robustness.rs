@@ -335,8 +335,7 @@ fn a_failed_write_marks_the_space_dirty_and_the_next_restore_repairs_it() {
         "copy",
     ]);
     fs::remove_file(target.join("big.bin")).unwrap();
-    // The disk fills up: no file may grow beyond 128 KiB (RLIMIT_FSIZE, SIGXFSZ ignored,
-    // so writes fail with EFBIG like they would with ENOSPC).
+    // The disk fills up: no file may grow beyond 128 KiB.
     let mut cmd = t.cmd(&[
         "restore",
         "e",
@@ -345,20 +344,7 @@ fn a_failed_write_marks_the_space_dirty_and_the_next_restore_repairs_it() {
         "--link",
         "copy",
     ]);
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 128 * 1024,
-                rlim_max: 128 * 1024,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::envoci::limit_file_size(&mut cmd, 128 * 1024);
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -111,3 +111,24 @@ impl Envoci {
         self.json(&["inspect", reference])["catalog"].clone()
     }
 }
+
+/// Makes `cmd` run as if the disk filled up after `bytes` in any one file: no file may
+/// grow beyond that (RLIMIT_FSIZE, SIGXFSZ ignored, so writes fail with EFBIG the way
+/// they would with ENOSPC).
+pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls async-signal-safe libc functions.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
