@@ -704,3 +704,15 @@ fn copy_within_one_registry_mounts_blobs_instead_of_uploading_them() {
     user.ok(&["restore", &dst, "--target", target.to_str().unwrap()]);
     assert!(target.join("conda-meta").is_dir());
 }
+
+#[test]
+fn a_registry_refusing_pushes_gets_its_error_summarised_with_a_hint() {
+    let registry = TestRegistry::start_read_only();
+    let t = Envoci::new();
+    let prefix = t.dir().join("env");
+    install_env(&prefix, &["links"]);
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let err = t.fail(&["push", "x", &registry.reference("envs/x:1")]);
+    assert!(err.contains("405") && err.contains("read-only"), "{err}");
+    assert!(err.lines().count() <= 3, "one short message: {err}");
+}

@@ -223,10 +223,17 @@ impl Registry {
                 reason,
             };
         }
+        let hint = if lower.contains("code: 405") {
+            " (the registry does not accept this here: is it read-only, or a pull-through mirror?)"
+        } else if lower.contains("code: 413") {
+            " (the registry refuses a request this large: its proxy or its upload limit)"
+        } else {
+            ""
+        };
         Error::Registry {
             registry: self.host.clone(),
             what: what.into(),
-            reason: e.to_string(),
+            reason: format!("{}{hint}", reason.trim_end()),
         }
     }
 }

@@ -19,16 +19,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> TestRegistry {
-        Self::launch(None)
+        Self::launch(None, false)
+    }
+
+    /// Starts a registry in read-only maintenance mode (pulls work, pushes get 405).
+    pub fn start_read_only() -> TestRegistry {
+        Self::launch(None, true)
     }
 
     /// Starts a registry with htpasswd basic auth (one user) over TLS with a
     /// certificate generated for 127.0.0.1.
     pub fn start_secure(user: &str, password: &str) -> TestRegistry {
-        Self::launch(Some((user, password)))
+        Self::launch(Some((user, password)), false)
     }
 
-    fn launch(auth: Option<(&str, &str)>) -> TestRegistry {
+    fn launch(auth: Option<(&str, &str)>, read_only: bool) -> TestRegistry {
         let bin = which("docker-registry").expect(
             "docker-registry is not installed (apt-get install docker-registry; .ci/run does)",
         );
@@ -46,6 +51,12 @@ impl TestRegistry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
+        if read_only {
+            config = config.replace(
+                "  delete:\n    enabled: true\n",
+                "  maintenance:\n    readonly:\n      enabled: true\n",
+            );
+        }
         let mut ca_file = None;
         if let Some((user, password)) = auth {
             // A CA and a server certificate it signs (rustls refuses a CA certificate
