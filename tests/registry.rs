@@ -443,6 +443,36 @@ fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
     builder.ok(&["push", "x", &remote]);
     let again = Envoci::new().json(&["pull", &remote, "--platform", "linux-aarch64"]);
     assert_eq!(again["digest"].as_str(), Some(arm_digest.as_str()));
+
+    // The whole index copied to another registry: every platform, the same index.
+    let mirror = TestRegistry::start();
+    let copy = mirror.reference("mirror/multi:latest");
+    let copied = Envoci::new().json(&["copy", "--all-platforms", &remote, &copy]);
+    assert_eq!(copied.as_array().map(Vec::len), Some(2), "{copied}");
+    let raw = |reference: &str| {
+        let out = std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{reference}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    assert_eq!(
+        raw(&copy),
+        raw(&remote),
+        "the index is copied byte for byte"
+    );
+    let arm = Envoci::new().json(&["pull", &copy, "--platform", "linux-aarch64"]);
+    assert_eq!(arm["digest"].as_str(), Some(arm_digest.as_str()));
 }
 
 #[test]

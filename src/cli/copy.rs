@@ -16,6 +16,10 @@ pub struct Args {
     /// Destination: host/repository:tag, oci:DIR[:TAG], oci-archive:FILE[:TAG], or a
     /// new name in the store.
     destination: String,
+    /// Copy every platform of a multi-platform index (registry to registry); the
+    /// destination gets the same index.
+    #[arg(long, conflicts_with = "platform")]
+    all_platforms: bool,
     #[command(flatten)]
     transfer: TransferArgs,
 }
@@ -24,26 +28,49 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     let source = Location::parse(&args.source)?;
     let destination = Location::parse(&args.destination)?;
     let options = args.transfer.options();
-    let (fetched, sent) = super::runtime()?.block_on(transfer::copy(
-        store,
-        &source,
-        &destination,
-        &options,
-        args.transfer.platform.as_deref(),
-    ))?;
-    let json = serde_json::json!({ "source": fetched, "destination": sent });
+    let runtime = super::runtime()?;
+    let copies = if args.all_platforms {
+        runtime.block_on(transfer::copy_all_platforms(
+            store,
+            &source,
+            &destination,
+            &options,
+        ))?
+    } else {
+        vec![runtime.block_on(transfer::copy(
+            store,
+            &source,
+            &destination,
+            &options,
+            args.transfer.platform.as_deref(),
+        ))?]
+    };
+    let json: Vec<serde_json::Value> = copies
+        .iter()
+        .map(|(fetched, sent)| serde_json::json!({ "source": fetched, "destination": sent }))
+        .collect();
+    let json = match json.as_slice() {
+        [one] => one.clone(),
+        _ => serde_json::Value::Array(json),
+    };
     printer.print(&json, || {
-        format!(
-            "copied {} to {} ({}): {} blobs fetched ({}), {} sent ({}), {} already at the destination",
-            args.source,
-            args.destination,
-            fetched.digest,
-            fetched.blobs_transferred,
-            human_bytes(fetched.bytes_transferred),
-            sent.blobs_transferred,
-            human_bytes(sent.bytes_transferred),
-            sent.blobs_skipped
-        )
+        copies
+            .iter()
+            .map(|(fetched, sent)| {
+                format!(
+                    "copied {} to {} ({}): {} blobs fetched ({}), {} sent ({}), {} already at the destination",
+                    args.source,
+                    args.destination,
+                    fetched.digest,
+                    fetched.blobs_transferred,
+                    human_bytes(fetched.bytes_transferred),
+                    sent.blobs_transferred,
+                    human_bytes(sent.bytes_transferred),
+                    sent.blobs_skipped
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     });
     Ok(ExitCode::SUCCESS)
 }

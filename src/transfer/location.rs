@@ -188,6 +188,31 @@ pub async fn copy(
     Ok((fetched, sent))
 }
 
+/// Copies every platform of a registry index to another registry, one after the other;
+/// the destination's tag becomes an index of them all (the same index, digest included,
+/// when envoci made the source's). A single manifest is copied as [`copy`] does.
+pub async fn copy_all_platforms(
+    store: &Store,
+    source: &Location,
+    destination: &Location,
+    options: &RegistryOptions,
+) -> Result<Vec<(Report, Report)>, Error> {
+    let (Location::Registry(remote), Location::Registry(_)) = (source, destination) else {
+        return Err(Error::BadReference {
+            reference: format!("{source} → {destination}"),
+            reason: "copying every platform goes from a registry to a registry".into(),
+        });
+    };
+    let Some(platforms) = pull::platforms(remote, options).await? else {
+        return Ok(vec![copy(store, source, destination, options, None).await?]);
+    };
+    let mut reports = Vec::new();
+    for platform in platforms {
+        reports.push(copy(store, source, destination, options, Some(&platform)).await?);
+    }
+    Ok(reports)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,7 +17,7 @@ pub mod registry;
 
 use std::str::FromStr;
 
-pub use location::{copy, fetch, send, Location};
+pub use location::{copy, copy_all_platforms, fetch, send, Location};
 pub use pull::pull;
 pub use push::push;
 pub use registry::{Registry, RegistryOptions};

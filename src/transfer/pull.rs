@@ -133,6 +133,38 @@ pub async fn pull(
     Ok((report, local))
 }
 
+/// The platforms `remote` holds when it is a multi-platform index (in its order), or
+/// `None` for a single manifest.
+pub async fn platforms(
+    remote: &RemoteRef,
+    options: &RegistryOptions,
+) -> Result<Option<Vec<String>>, Error> {
+    let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
+    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
+    let (bytes, _) = registry
+        .retry(|| {
+            registry
+                .client
+                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        })
+        .await
+        .map_err(|e| not_found_or(&registry, remote, e))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
+    if !is_index(&value) {
+        return Ok(None);
+    }
+    Ok(Some(
+        value["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["annotations"][store::ANNOTATION_PLATFORM].as_str())
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
 /// Whether a manifest document is an image index (several platforms).
 pub(super) fn is_index(value: &serde_json::Value) -> bool {
     value.get("mediaType").and_then(|m| m.as_str()) == Some(OCI_INDEX)
