@@ -746,3 +746,70 @@ fn a_registry_refusing_pushes_gets_its_error_summarised_with_a_hint() {
     assert!(err.contains("405") && err.contains("read-only"), "{err}");
     assert!(err.lines().count() <= 3, "one short message: {err}");
 }
+
+#[test]
+fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
+    let registry = TestRegistry::start_token("robot", "s3cret");
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-bin", "links"]);
+    let snap = builder.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/token:x");
+    let with_password = |t: &Envoci, args: &[&str], password: &str| {
+        t.cmd(args)
+            .env("ENVOCI_REGISTRY_USER", "robot")
+            .env("ENVOCI_REGISTRY_PASSWORD", password)
+            .env("DOCKER_CONFIG", t.dir().join("no-docker-config"))
+            .output()
+            .unwrap()
+    };
+    let push = with_password(&builder, &["--json", "push", "x", &remote], "s3cret");
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let tokens = registry.token.as_ref().unwrap();
+    assert!(
+        tokens.issued() >= 1,
+        "the push went through the token server"
+    );
+
+    let user = Envoci::new();
+    let anonymous = user
+        .cmd(&["pull", &remote])
+        .env("DOCKER_CONFIG", user.dir().join("no-docker-config"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(
+        !anonymous.status.success()
+            && err.contains("refused access")
+            && err.contains("envoci login"),
+        "{err}"
+    );
+    let wrong = with_password(&user, &["pull", &remote], "nope");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("refused access"),
+        "{err}"
+    );
+    assert!(user.json(&["ls"]).as_array().unwrap().is_empty());
+
+    let target = user.dir().join("space");
+    let restore = with_password(
+        &user,
+        &["restore", &remote, "--target", target.to_str().unwrap()],
+        "s3cret",
+    );
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    assert_eq!(
+        run_stdout(&target.join("bin/whereami")),
+        target.to_str().unwrap()
+    );
+    assert_eq!(user.json(&["ls"])[0]["digest"], snap["digest"]);
+}

@@ -8,5 +8,6 @@ pub mod envoci;
 pub mod oci;
 pub mod proxy;
 pub mod registry;
+pub mod token;
 
 pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};

@@ -13,27 +13,45 @@ pub struct TestRegistry {
     pub addr: String,
     /// The CA certificate (the registry's self-signed one) when it speaks TLS.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The token server, for a registry with `auth: token`.
+    pub token: Option<super::token::TokenServer>,
     _dir: tempfile::TempDir,
+}
+
+/// How a test registry is set up.
+enum Mode<'a> {
+    Open,
+    ReadOnly,
+    /// htpasswd basic auth over TLS.
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from a token server of the tests' own.
+    Token(&'a str, &'a str),
 }
 
 impl TestRegistry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> TestRegistry {
-        Self::launch(None, false)
+        Self::launch(Mode::Open)
     }
 
     /// Starts a registry in read-only maintenance mode (pulls work, pushes get 405).
     pub fn start_read_only() -> TestRegistry {
-        Self::launch(None, true)
+        Self::launch(Mode::ReadOnly)
+    }
+
+    /// Starts a registry that wants Bearer tokens (`auth: token`), from a token server
+    /// that knows one user.
+    pub fn start_token(user: &str, password: &str) -> TestRegistry {
+        Self::launch(Mode::Token(user, password))
     }
 
     /// Starts a registry with htpasswd basic auth (one user) over TLS with a
     /// certificate generated for 127.0.0.1.
     pub fn start_secure(user: &str, password: &str) -> TestRegistry {
-        Self::launch(Some((user, password)), false)
+        Self::launch(Mode::Basic(user, password))
     }
 
-    fn launch(auth: Option<(&str, &str)>, read_only: bool) -> TestRegistry {
+    fn launch(mode: Mode<'_>) -> TestRegistry {
         let bin = which("docker-registry").expect(
             "docker-registry is not installed (apt-get install docker-registry; .ci/run does)",
         );
@@ -51,14 +69,26 @@ impl TestRegistry {
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
-        if read_only {
+        let mut token = None;
+        if let Mode::Token(user, password) = mode {
+            let server = super::token::TokenServer::start(dir.path(), user, password);
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                server.addr,
+                super::token::SERVICE,
+                super::token::ISSUER,
+                server.cert.display()
+            ));
+            token = Some(server);
+        }
+        if matches!(mode, Mode::ReadOnly) {
             config = config.replace(
                 "  delete:\n    enabled: true\n",
                 "  maintenance:\n    readonly:\n      enabled: true\n",
             );
         }
         let mut ca_file = None;
-        if let Some((user, password)) = auth {
+        if let Mode::Basic(user, password) = mode {
             // A CA and a server certificate it signs (rustls refuses a CA certificate
             // used as the server's own).
             let d = dir.path();
@@ -147,6 +177,7 @@ impl TestRegistry {
             child,
             addr,
             ca_file,
+            token,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -154,7 +185,7 @@ impl TestRegistry {
             let ready = if tls {
                 TcpStream::connect(&registry.addr).is_ok()
             } else {
-                registry.get_status("/v2/") == Some(200)
+                registry.get_status("/v2/").is_some()
             };
             if ready {
                 return registry;

@@ -1,0 +1,177 @@
+//! A Docker token server of the tests' own, for a real CNCF distribution configured with
+//! `auth: token`: it checks Basic credentials and answers with an RS256 JWT (signed by
+//! the real `openssl` CLI, certificate in the `x5c` header) granting the scopes asked
+//! for. Anonymous requests get a token with no access, as real token servers do.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+/// The `service` the registry and the tokens name.
+pub const SERVICE: &str = "envoci-test";
+/// The tokens' issuer.
+pub const ISSUER: &str = "envoci-test-issuer";
+
+/// A running token server.
+pub struct TokenServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The certificate the registry trusts (`rootcertbundle`).
+    pub cert: PathBuf,
+    issued: Arc<AtomicUsize>,
+}
+
+impl TokenServer {
+    /// Makes a signing key and certificate in `dir` and serves tokens for `user`.
+    pub fn start(dir: &Path, user: &str, password: &str) -> TokenServer {
+        let (key, cert) = (dir.join("token.key"), dir.join("token.pem"));
+        let status = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=envoci token issuer", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl signs the test tokens");
+        assert!(status.success());
+        let pem = std::fs::read_to_string(&cert).unwrap();
+        let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let issued = Arc::new(AtomicUsize::new(0));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let (count, user) = (issued.clone(), user.to_string());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve(stream, &expected, &user, &der_b64, &key, &count);
+            }
+        });
+        TokenServer { addr, cert, issued }
+    }
+
+    /// Tokens granting some access issued so far.
+    pub fn issued(&self) -> usize {
+        self.issued.load(Ordering::SeqCst)
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    expected: &str,
+    user: &str,
+    x5c: &str,
+    key: &Path,
+    issued: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split_whitespace().nth(1).unwrap_or("/");
+    let authorization = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_string())
+    });
+    let respond = |stream: &mut TcpStream, status: &str, body: &str| {
+        write!(
+            stream,
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let access = match authorization.as_deref() {
+        None => Vec::new(), // anonymous: a token that grants nothing
+        Some(a) if a == expected => scopes(target),
+        Some(_) => {
+            return respond(
+                &mut stream,
+                "401 Unauthorized",
+                r#"{"details":"bad credentials"}"#,
+            )
+        }
+    };
+    if !access.is_empty() {
+        issued.fetch_add(1, Ordering::SeqCst);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({ "alg": "RS256", "typ": "JWT", "x5c": [x5c] });
+    let claims = serde_json::json!({
+        "iss": ISSUER,
+        "sub": if authorization.is_some() { user } else { "" },
+        "aud": SERVICE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now - 10,
+        "jti": format!("{now}-{}", issued.load(Ordering::SeqCst)),
+        "access": access,
+    });
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut openssl = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    openssl
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(signing_input.as_bytes())?;
+    let signature = openssl.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64(&signature));
+    let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 });
+    respond(&mut stream, "200 OK", &body.to_string())
+}
+
+/// The `access` claim for every `scope=repository:NAME:ACTIONS` of the request.
+fn scopes(target: &str) -> Vec<serde_json::Value> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    query
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("scope="))
+        .flat_map(|scope| {
+            let scope = scope
+                .replace("%3A", ":")
+                .replace("%2F", "/")
+                .replace("%2C", ",");
+            scope
+                .split(' ')
+                .filter_map(|s| {
+                    let mut parts = s.splitn(3, ':');
+                    let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some(serde_json::json!({
+                        "type": kind,
+                        "name": name,
+                        "actions": actions.split(',').collect::<Vec<_>>(),
+                    }))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
