@@ -813,3 +813,54 @@ fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
     );
     assert_eq!(user.json(&["ls"])[0]["digest"], snap["digest"]);
 }
+
+#[test]
+fn an_identity_token_from_docker_login_is_exchanged_for_access() {
+    let registry = TestRegistry::start_token("robot", "s3cret");
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["links"]);
+    let snap = builder.json(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/idtoken:x");
+    // What `docker login` writes for registries that hand out identity tokens (ACR).
+    let with_identity = |t: &Envoci, token: &str, args: &[&str]| {
+        let config = t.dir().join(format!("docker-{token}"));
+        fs::create_dir_all(&config).unwrap();
+        fs::write(
+            config.join("config.json"),
+            serde_json::json!({ "auths": { &registry.addr: { "auth": "", "identitytoken": token } } })
+                .to_string(),
+        )
+        .unwrap();
+        t.cmd(args).env("DOCKER_CONFIG", &config).output().unwrap()
+    };
+    let push = with_identity(
+        &builder,
+        common::token::IDENTITY_TOKEN,
+        &["push", "x", &remote],
+    );
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let user = Envoci::new();
+    let stale = with_identity(&user, "expired-token", &["pull", &remote]);
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        !stale.status.success() && err.contains("refused the stored identity token"),
+        "{err}"
+    );
+    let pull = with_identity(
+        &user,
+        common::token::IDENTITY_TOKEN,
+        &["--json", "pull", &remote],
+    );
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    let pulled: serde_json::Value = serde_json::from_slice(&pull.stdout).unwrap();
+    assert_eq!(pulled["digest"], snap["digest"]);
+}

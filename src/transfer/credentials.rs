@@ -40,23 +40,27 @@ fn read_config() -> Result<Value, Error> {
     }
 }
 
+/// What the credential sources hold for a registry.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// Credentials oci-client uses as they are (anonymous, or user and password).
+    Auth(RegistryAuth),
+    /// An identity (OAuth2 refresh) token, as `docker login` stores for some registries
+    /// (ACR, for one): exchanged for an access token by [`super::token::exchange`].
+    IdentityToken(String),
+}
+
 /// The credentials to use for `host`. Blocking (may run a credential helper).
-pub fn resolve(host: &str) -> Result<RegistryAuth, Error> {
+pub fn resolve(host: &str) -> Result<Credential, Error> {
     if let (Ok(user), Ok(password)) = (
         std::env::var("ENVOCI_REGISTRY_USER"),
         std::env::var("ENVOCI_REGISTRY_PASSWORD"),
     ) {
         if !user.is_empty() {
-            return Ok(RegistryAuth::Basic(user, password));
+            return Ok(Credential::Auth(RegistryAuth::Basic(user, password)));
         }
     }
     let config = read_config()?;
-    let refuse_token = || {
-        Error::Credentials {
-        host: host.into(),
-        reason: "the stored login is an identity token, which envoci cannot exchange; log in with a password or an access token (envoci login)".into(),
-    }
-    };
     for key in [
         host.to_string(),
         format!("https://{host}"),
@@ -65,12 +69,12 @@ pub fn resolve(host: &str) -> Result<RegistryAuth, Error> {
         let Some(entry) = config["auths"].get(&key) else {
             continue;
         };
-        if entry
+        if let Some(token) = entry
             .get("identitytoken")
             .and_then(Value::as_str)
-            .is_some_and(|t| !t.is_empty())
+            .filter(|t| !t.is_empty())
         {
-            return Err(refuse_token());
+            return Ok(Credential::IdentityToken(token.into()));
         }
         if let Some(encoded) = entry
             .get("auth")
@@ -89,14 +93,20 @@ pub fn resolve(host: &str) -> Result<RegistryAuth, Error> {
                     ),
                 })?;
             if let Some((user, password)) = decoded.split_once(':') {
-                return Ok(RegistryAuth::Basic(user.into(), password.into()));
+                return Ok(Credential::Auth(RegistryAuth::Basic(
+                    user.into(),
+                    password.into(),
+                )));
             }
         }
         if let (Some(user), Some(password)) = (
             entry.get("username").and_then(Value::as_str),
             entry.get("password").and_then(Value::as_str),
         ) {
-            return Ok(RegistryAuth::Basic(user.into(), password.into()));
+            return Ok(Credential::Auth(RegistryAuth::Basic(
+                user.into(),
+                password.into(),
+            )));
         }
     }
     let helper = config["credHelpers"]
@@ -104,16 +114,12 @@ pub fn resolve(host: &str) -> Result<RegistryAuth, Error> {
         .or_else(|| config.get("credsStore"))
         .and_then(Value::as_str);
     if let Some(helper) = helper {
-        return from_helper(helper, host, refuse_token);
+        return from_helper(helper, host);
     }
-    Ok(RegistryAuth::Anonymous)
+    Ok(Credential::Auth(RegistryAuth::Anonymous))
 }
 
-fn from_helper(
-    helper: &str,
-    host: &str,
-    refuse_token: impl Fn() -> Error,
-) -> Result<RegistryAuth, Error> {
+fn from_helper(helper: &str, host: &str) -> Result<Credential, Error> {
     let program = format!("docker-credential-{helper}");
     let fail = |reason: String| Error::Credentials {
         host: host.into(),
@@ -135,7 +141,7 @@ fn from_helper(
     if !out.status.success() {
         let message = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if message.contains("not found") {
-            return Ok(RegistryAuth::Anonymous);
+            return Ok(Credential::Auth(RegistryAuth::Anonymous));
         }
         return Err(fail(message));
     }
@@ -144,9 +150,12 @@ fn from_helper(
     let user = value["Username"].as_str().unwrap_or_default();
     let secret = value["Secret"].as_str().unwrap_or_default();
     if user == "<token>" {
-        return Err(refuse_token());
+        return Ok(Credential::IdentityToken(secret.into()));
     }
-    Ok(RegistryAuth::Basic(user.into(), secret.into()))
+    Ok(Credential::Auth(RegistryAuth::Basic(
+        user.into(),
+        secret.into(),
+    )))
 }
 
 /// Stores a login for `host` in Docker's config file (mode 0600), keeping everything

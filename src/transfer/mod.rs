@@ -14,6 +14,7 @@ pub mod location;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod token;
 
 use std::str::FromStr;
 

@@ -10,6 +10,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 use tokio::sync::Semaphore;
 
+use super::credentials::Credential;
 use super::{Error, RemoteRef};
 
 /// How to talk to registries.
@@ -109,11 +110,13 @@ impl Registry {
             ClientProtocol::Https
         };
         let mut extra_root_certificates = Vec::new();
+        let mut ca_pem = None;
         if let Some(ca) = &options.ca_file {
             let data = std::fs::read(ca).map_err(|e| Error::Credentials {
                 host: host.clone(),
                 reason: format!("cannot read CA file {}: {e}", ca.display()),
             })?;
+            ca_pem = Some(data.clone());
             extra_root_certificates.push(Certificate {
                 encoding: CertificateEncoding::Pem,
                 data,
@@ -135,12 +138,26 @@ impl Registry {
             Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
             None => {
                 let lookup = host.clone();
-                tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
-                    .await
-                    .map_err(|e| Error::Credentials {
-                        host: host.clone(),
-                        reason: e.to_string(),
-                    })??
+                let credential =
+                    tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
+                        .await
+                        .map_err(|e| Error::Credentials {
+                            host: host.clone(),
+                            reason: e.to_string(),
+                        })??;
+                match credential {
+                    Credential::Auth(auth) => auth,
+                    Credential::IdentityToken(token) => {
+                        let endpoint = super::token::Endpoint {
+                            scheme: if plain { "http" } else { "https" },
+                            ca_pem: ca_pem.as_deref(),
+                            timeout: options.timeout,
+                        };
+                        let access =
+                            super::token::exchange(reference, &endpoint, &token, operation).await?;
+                        RegistryAuth::Bearer(access)
+                    }
+                }
             }
         };
         let registry = Registry {

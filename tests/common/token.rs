@@ -16,6 +16,8 @@ use base64::Engine as _;
 pub const SERVICE: &str = "envoci-test";
 /// The tokens' issuer.
 pub const ISSUER: &str = "envoci-test-issuer";
+/// The identity (refresh) token the server accepts in its OAuth2 form (`POST`).
+pub const IDENTITY_TOKEN: &str = "envoci-test-identity-token";
 
 /// A running token server.
 pub struct TokenServer {
@@ -97,15 +99,39 @@ fn serve(
             body.len()
         )
     };
-    let access = match authorization.as_deref() {
-        None => Vec::new(), // anonymous: a token that grants nothing
-        Some(a) if a == expected => scopes(target),
-        Some(_) => {
-            return respond(
-                &mut stream,
-                "401 Unauthorized",
-                r#"{"details":"bad credentials"}"#,
-            )
+    let refused = r#"{"details":"bad credentials"}"#;
+    let access = if head.starts_with("POST ") {
+        // OAuth2: grant_type=refresh_token&refresh_token=…&scope=… in the body.
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body)?;
+        let form = String::from_utf8_lossy(&body).into_owned();
+        let field = |name: &str| {
+            form.split('&')
+                .find_map(|p| p.strip_prefix(&format!("{name}=")))
+                .map(decode)
+        };
+        if field("grant_type").as_deref() != Some("refresh_token")
+            || field("refresh_token").as_deref() != Some(IDENTITY_TOKEN)
+        {
+            return respond(&mut stream, "401 Unauthorized", refused);
+        }
+        scopes(&format!(
+            "/token?scope={}",
+            field("scope").unwrap_or_default()
+        ))
+    } else {
+        match authorization.as_deref() {
+            None => Vec::new(), // anonymous: a token that grants nothing
+            Some(a) if a == expected => scopes(target),
+            Some(_) => return respond(&mut stream, "401 Unauthorized", refused),
         }
     };
     if !access.is_empty() {
@@ -149,6 +175,31 @@ fn serve(
     respond(&mut stream, "200 OK", &body.to_string())
 }
 
+/// Percent-decoding of a form or query value.
+fn decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The `access` claim for every `scope=repository:NAME:ACTIONS` of the request.
 fn scopes(target: &str) -> Vec<serde_json::Value> {
     let query = target.split_once('?').map_or("", |(_, q)| q);
@@ -156,10 +207,7 @@ fn scopes(target: &str) -> Vec<serde_json::Value> {
         .split('&')
         .filter_map(|pair| pair.strip_prefix("scope="))
         .flat_map(|scope| {
-            let scope = scope
-                .replace("%3A", ":")
-                .replace("%2F", "/")
-                .replace("%2C", ",");
+            let scope = decode(scope);
             scope
                 .split(' ')
                 .filter_map(|s| {

@@ -1,0 +1,163 @@
+//! Identity-token exchange (the Docker token protocol's OAuth2 form): a registry's
+//! `WWW-Authenticate: Bearer realm=…,service=…` challenge is read from `/v2/`, and the
+//! identity token `docker login` stored (a refresh token) is posted to the realm with
+//! the scope one operation needs; the access token that comes back is used as a Bearer
+//! token for that operation.
+
+use std::time::Duration;
+
+use oci_client::RegistryOperation;
+
+use super::{Error, RemoteRef};
+
+/// How to reach the registry for the exchange (the same choices the client makes).
+pub struct Endpoint<'a> {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// A PEM file of CA certificates to trust, if any.
+    pub ca_pem: Option<&'a [u8]>,
+    /// Connect and read timeout.
+    pub timeout: Duration,
+}
+
+/// Exchanges `refresh_token` for an access token for `operation` on `reference`'s
+/// repository.
+pub async fn exchange(
+    reference: &RemoteRef,
+    endpoint: &Endpoint<'_>,
+    refresh_token: &str,
+    operation: RegistryOperation,
+) -> Result<String, Error> {
+    let host = reference.registry().to_string();
+    let fail = |reason: String| Error::Credentials {
+        host: host.clone(),
+        reason: format!("exchanging the stored identity token: {reason}"),
+    };
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(endpoint.timeout)
+        .read_timeout(endpoint.timeout);
+    if let Some(pem) = endpoint.ca_pem {
+        let certificate = reqwest::Certificate::from_pem(pem).map_err(|e| fail(e.to_string()))?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    let client = builder.build().map_err(|e| fail(e.to_string()))?;
+    let challenge = client
+        .get(format!("{}://{host}/v2/", endpoint.scheme))
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let header = challenge
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| fail("the registry asks for no Bearer token".into()))?;
+    let params =
+        bearer_params(header).ok_or_else(|| fail(format!("unexpected challenge `{header}`")))?;
+    let realm = params
+        .iter()
+        .find(|(k, _)| k == "realm")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| fail(format!("no realm in `{header}`")))?;
+    let actions = match operation {
+        RegistryOperation::Pull => "pull",
+        RegistryOperation::Push => "pull,push",
+    };
+    let scope = format!("repository:{}:{actions}", reference.0.repository());
+    let mut form = vec![
+        ("grant_type", "refresh_token".to_string()),
+        ("client_id", "envoci".to_string()),
+        ("refresh_token", refresh_token.to_string()),
+        ("scope", scope),
+    ];
+    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+        form.push(("service", service.clone()));
+    }
+    let response = client
+        .post(&realm)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(form_encode(&form))
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+    if !status.is_success() {
+        return Err(Error::Unauthorized {
+            registry: host.clone(),
+            anonymous: false,
+            reason: format!(
+                "the token service at {realm} refused the stored identity token ({status}); log in again"
+            ),
+        });
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
+    value["access_token"]
+        .as_str()
+        .or_else(|| value["token"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| fail("the answer holds no access_token".into()))
+}
+
+/// The `key="value"` pairs of a `Bearer …` challenge.
+fn bearer_params(header: &str) -> Option<Vec<(String, String)>> {
+    let rest = header.trim().strip_prefix("Bearer ")?;
+    let mut params = Vec::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let after = after.trim_start();
+        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], &quoted[end + 1..])
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        params.push((key.trim().to_string(), value.to_string()));
+        rest = tail.trim_start_matches([',', ' ']);
+    }
+    Some(params)
+}
+
+/// `application/x-www-form-urlencoded` of `pairs`.
+fn form_encode(pairs: &[(&str, String)]) -> String {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn challenges_parse() {
+        let p = super::bearer_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        )
+        .unwrap();
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2].1, "repository:a/b:pull");
+        assert!(super::bearer_params("Basic realm=\"x\"").is_none());
+    }
+
+    #[test]
+    fn forms_encode() {
+        let body = super::form_encode(&[("scope", "repository:a/b:pull,push".into())]);
+        assert_eq!(body, "scope=repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+}
