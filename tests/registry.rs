@@ -473,6 +473,22 @@ fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
     );
     let arm = Envoci::new().json(&["pull", &copy, "--platform", "linux-aarch64"]);
     assert_eq!(arm["digest"].as_str(), Some(arm_digest.as_str()));
+
+    // And into a layout directory: one index under the tag, readable by skopeo.
+    let site = Envoci::new();
+    let usb = site.dir().join("usb");
+    let layout = format!("oci:{}:multi", usb.display());
+    site.ok(&["copy", "--all-platforms", &remote, &layout]);
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", &layout])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, raw(&remote), "the same index in the layout");
+    let other = Envoci::new();
+    let arm = other.json(&["pull", &layout, "--platform", "linux-aarch64"]);
+    assert_eq!(arm["digest"].as_str(), Some(arm_digest.as_str()));
+    let host = other.json(&["pull", &layout]);
+    assert_eq!(host["digest"], linux["digest"]);
 }
 
 #[test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::pull::{check_envoci, choose_platform, is_index};
-use super::push::MANIFEST_MEDIA_TYPE;
+use super::push::{index_document, IndexEntry, MANIFEST_MEDIA_TYPE};
 use super::Report;
 use crate::catalog::{self, CATALOG_MEDIA_TYPE};
 use crate::digest::{Digest, HashingWriter};
@@ -657,7 +657,8 @@ pub fn export(
     form: Form,
 ) -> Result<Report, super::Error> {
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
-    let mut entries = Vec::new();
+    // Per tag, in the order given: each platform's manifest.
+    let mut tags: Vec<(String, Vec<IndexEntry>)> = Vec::new();
     for item in artifacts {
         store::validate_tag(&item.name).map_err(|e| Error::BadIndex {
             location: dest.display().to_string(),
@@ -669,15 +670,55 @@ pub fn export(
         for (digest, size) in artifact_blobs(&artifact) {
             blobs.insert(digest, size);
         }
+        let entry = IndexEntry {
+            digest: artifact.digest,
+            size: manifest.len() as u64,
+            platform: artifact.catalog.platform.clone(),
+        };
+        match tags.iter_mut().find(|(name, _)| *name == item.name) {
+            Some((_, platforms)) if platforms.iter().any(|p| p.platform == entry.platform) => {
+                return Err(Error::BadIndex {
+                    location: dest.display().to_string(),
+                    reason: format!(
+                        "two {} environments would share the tag `{}`",
+                        entry.platform, item.name
+                    ),
+                }
+                .into())
+            }
+            Some((_, platforms)) => platforms.push(entry),
+            None => tags.push((item.name.clone(), vec![entry])),
+        }
+    }
+    let mut entries = Vec::new();
+    for (name, platforms) in tags {
+        if let [only] = platforms.as_slice() {
+            entries.push(serde_json::json!({
+                "mediaType": MANIFEST_MEDIA_TYPE,
+                "artifactType": catalog::ARTIFACT_TYPE,
+                "digest": only.digest.oci(),
+                "size": only.size,
+                "annotations": {
+                    ANNOTATION_REF_NAME: name,
+                    ANNOTATION_PLATFORM: only.platform,
+                },
+            }));
+            continue;
+        }
+        // Several platforms under one tag: an image index, kept in the store as a blob
+        // like the manifests it names.
+        let bytes = index_document(platforms).map_err(|e| Error::BadIndex {
+            location: dest.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (digest, size) = store.put_blob(&store.scratch()?, &bytes)?;
+        blobs.insert(digest, size);
         entries.push(serde_json::json!({
-            "mediaType": MANIFEST_MEDIA_TYPE,
+            "mediaType": super::push::INDEX_MEDIA_TYPE,
             "artifactType": catalog::ARTIFACT_TYPE,
-            "digest": artifact.digest.oci(),
-            "size": manifest.len(),
-            "annotations": {
-                ANNOTATION_REF_NAME: item.name,
-                ANNOTATION_PLATFORM: artifact.catalog.platform,
-            },
+            "digest": digest.oci(),
+            "size": size,
+            "annotations": { ANNOTATION_REF_NAME: name },
         }));
     }
     let mut report = Report {

@@ -188,29 +188,55 @@ pub async fn copy(
     Ok((fetched, sent))
 }
 
-/// Copies every platform of a registry index to another registry, one after the other;
-/// the destination's tag becomes an index of them all (the same index, digest included,
-/// when envoci made the source's). A single manifest is copied as [`copy`] does.
+/// Copies every platform of a registry index: to another registry one after the other
+/// (the destination's tag becomes an index of them all — the same index, digest
+/// included, when envoci made the source's), or to a layout or archive as one index
+/// under the tag. A single manifest is copied as [`copy`] does.
 pub async fn copy_all_platforms(
     store: &Store,
     source: &Location,
     destination: &Location,
     options: &RegistryOptions,
 ) -> Result<Vec<(Report, Report)>, Error> {
-    let (Location::Registry(remote), Location::Registry(_)) = (source, destination) else {
+    let Location::Registry(remote) = source else {
         return Err(Error::BadReference {
-            reference: format!("{source} → {destination}"),
-            reason: "copying every platform goes from a registry to a registry".into(),
+            reference: source.to_string(),
+            reason: "copying every platform starts from a registry index".into(),
         });
     };
     let Some(platforms) = pull::platforms(remote, options).await? else {
         return Ok(vec![copy(store, source, destination, options, None).await?]);
     };
-    let mut reports = Vec::new();
+    let (path, tag, form) = match destination {
+        Location::Registry(_) | Location::Store(_) => {
+            let mut reports = Vec::new();
+            for platform in platforms {
+                reports.push(copy(store, source, destination, options, Some(&platform)).await?);
+            }
+            return Ok(reports);
+        }
+        Location::Layout { path, tag } => (path, tag, Form::Dir),
+        Location::Archive { path, tag } => (path, tag, Form::Archive),
+    };
+    let name = match tag {
+        Some(t) => t.clone(),
+        None => default_tag(&remote.to_string()).ok_or_else(|| Error::BadReference {
+            reference: destination.to_string(),
+            reason: "name a tag: …:TAG".into(),
+        })?,
+    };
+    let mut fetched = Vec::new();
+    let mut items = Vec::new();
     for platform in platforms {
-        reports.push(copy(store, source, destination, options, Some(&platform)).await?);
+        let (report, _) = fetch(store, source, options, Some(&platform)).await?;
+        items.push(Export {
+            local: report.digest.clone(),
+            name: name.clone(),
+        });
+        fetched.push(report);
     }
-    Ok(reports)
+    let sent = layout::export(store, &items, None, path, form)?;
+    Ok(fetched.into_iter().map(|f| (f, sent.clone())).collect())
 }
 
 #[cfg(test)]

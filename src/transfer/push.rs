@@ -122,10 +122,10 @@ pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// One platform's manifest in an index.
 #[derive(Clone, Debug, PartialEq)]
-struct IndexEntry {
-    digest: Digest,
-    size: u64,
-    platform: String,
+pub(super) struct IndexEntry {
+    pub(super) digest: Digest,
+    pub(super) size: u64,
+    pub(super) platform: String,
 }
 
 async fn put_manifest(
@@ -198,6 +198,14 @@ async fn merged_index(
         return Ok(None);
     }
     entries.push(ours.clone());
+    Ok(Some(
+        index_document(entries).map_err(|e| registry.error("writing the index", e))?,
+    ))
+}
+
+/// The canonical OCI image index of envoci manifests for several platforms (sorted by
+/// platform, so the same set gives the same digest wherever it is made).
+pub(super) fn index_document(mut entries: Vec<IndexEntry>) -> serde_json::Result<Vec<u8>> {
     entries.sort_by(|a, b| a.platform.cmp(&b.platform));
     let manifests: Vec<serde_json::Value> = entries
         .iter()
@@ -219,10 +227,7 @@ async fn merged_index(
         "artifactType": crate::catalog::ARTIFACT_TYPE,
         "manifests": manifests,
     });
-    Ok(Some(
-        crate::json::to_canonical_vec(&index)
-            .map_err(|e| registry.error("writing the index", e))?,
-    ))
+    crate::json::to_canonical_vec(&index)
 }
 
 /// OCI `os`/`architecture` of a conda platform.
