@@ -222,6 +222,18 @@ impl Catalog {
     }
 }
 
+/// The descriptor by which the store's `index.json` names an envoci manifest of `size`
+/// bytes with `digest` (its artifact type set, so tools can tell what it is).
+pub fn manifest_descriptor(digest: &Digest, size: u64) -> Descriptor {
+    let mut descriptor = Descriptor::new(
+        MediaType::ImageManifest,
+        size,
+        crate::store::oci_digest(digest),
+    );
+    descriptor.set_artifact_type(Some(MediaType::Other(ARTIFACT_TYPE.into())));
+    descriptor
+}
+
 /// Builds the manifest for a catalog blob and its layers (in catalog order).
 pub fn build_manifest(
     catalog: &Catalog,

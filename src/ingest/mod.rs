@@ -247,14 +247,7 @@ pub fn commit_catalog(
     let (catalog_digest, catalog_size, _) = store.put_json_blob(scratch, catalog)?;
     let manifest = catalog::build_manifest(catalog, (catalog_digest, catalog_size), layers);
     let (digest, size, _) = store.put_json_blob(scratch, &manifest)?;
-    let mut descriptor = oci_spec::image::Descriptor::new(
-        oci_spec::image::MediaType::ImageManifest,
-        size,
-        store::oci_digest(&digest),
-    );
-    descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(
-        catalog::ARTIFACT_TYPE.into(),
-    )));
+    let mut descriptor = catalog::manifest_descriptor(&digest, size);
     descriptor.set_annotations(Some(HashMap::from([(
         store::ANNOTATION_PLATFORM.to_string(),
         catalog.platform.clone(),

@@ -552,14 +552,7 @@ pub fn import(
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
-        let mut descriptor = oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageManifest,
-            size,
-            store::oci_digest(&digest),
-        );
-        descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(
-            catalog::ARTIFACT_TYPE.into(),
-        )));
+        let descriptor = catalog::manifest_descriptor(&digest, size);
         store.set_ref(&name, &descriptor)?;
         report.digest = digest.oci();
         imported.push(Imported {
@@ -743,11 +736,23 @@ pub fn export(
     if let Some(last) = entries.last() {
         report.digest = last["digest"].as_str().unwrap_or_default().to_string();
     }
+    let contents = Contents {
+        blobs,
+        entries,
+        annotations,
+    };
     match form {
-        Form::Archive => write_archive(store, dest, &blobs, entries, annotations, &mut report)?,
-        Form::Dir => write_dir(store, dest, &blobs, entries, annotations, &mut report)?,
+        Form::Archive => write_archive(store, dest, contents, &mut report)?,
+        Form::Dir => write_dir(store, dest, contents, &mut report)?,
     }
     Ok(report)
+}
+
+/// What an export writes: blobs from the store, `index.json` entries and annotations.
+struct Contents {
+    blobs: BTreeMap<Digest, u64>,
+    entries: Vec<serde_json::Value>,
+    annotations: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Config and layer blobs of an artifact with their sizes.
@@ -780,11 +785,14 @@ fn index_json(
 fn write_archive(
     store: &Store,
     dest: &Path,
-    blobs: &BTreeMap<Digest, u64>,
-    entries: Vec<serde_json::Value>,
-    annotations: serde_json::Map<String, serde_json::Value>,
+    contents: Contents,
     report: &mut Report,
 ) -> Result<(), super::Error> {
+    let Contents {
+        blobs,
+        entries,
+        annotations,
+    } = contents;
     let dir = crate::fsutil::parent_of(dest);
     let tmp = tempfile::Builder::new()
         .prefix(".envoci-export-")
@@ -812,7 +820,7 @@ fn write_archive(
             let mut h = header(0, 0o755, tar::EntryType::Directory);
             tar.append_data(&mut h, name, io::empty())?;
         }
-        for (digest, size) in blobs {
+        for (digest, size) in &blobs {
             let file = store.open_blob(digest).map_err(io::Error::other)?;
             let mut h = header(*size, 0o644, tar::EntryType::Regular);
             tar.append_data(&mut h, Layout::blob_name(digest), file.take(*size))?;
@@ -839,11 +847,14 @@ fn write_archive(
 fn write_dir(
     store: &Store,
     dest: &Path,
-    blobs: &BTreeMap<Digest, u64>,
-    entries: Vec<serde_json::Value>,
-    annotations: serde_json::Map<String, serde_json::Value>,
+    contents: Contents,
     report: &mut Report,
 ) -> Result<(), super::Error> {
+    let Contents {
+        blobs,
+        entries,
+        annotations,
+    } = contents;
     let location = dest.display().to_string();
     let existing = match fs::read_dir(dest) {
         Ok(mut d) => d.next().is_some(),

@@ -31,15 +31,7 @@ pub async fn pull(
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
     let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
-    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
-    let (mut bytes, _) = registry
-        .retry(|| {
-            registry
-                .client
-                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
-        })
-        .await
-        .map_err(|e| not_found_or(&registry, remote, e))?;
+    let mut bytes = fetch_manifest(&registry, remote).await?;
     let mut digest = Digest::of(&bytes);
     if let Some(want) = remote.0.digest() {
         if want != digest.oci() {
@@ -55,16 +47,7 @@ pub async fn pull(
         serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
     if is_index(&value) {
         let chosen = choose_platform(&value, platform, &remote.to_string())?;
-        let by_digest = remote.with_digest(&chosen);
-        let (b, _) = registry
-            .retry(|| {
-                registry
-                    .client
-                    .pull_manifest_raw(&by_digest.0, &registry.auth, &accepted)
-            })
-            .await
-            .map_err(|e| registry.error(format!("pulling manifest {chosen}"), e))?;
-        bytes = b;
+        bytes = fetch_manifest(&registry, &remote.with_digest(&chosen)).await?;
         digest = Digest::of(&bytes);
         if digest.oci() != chosen {
             return Err(Error::DigestMismatch {
@@ -121,14 +104,7 @@ pub async fn pull(
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
-    let mut descriptor = oci_spec::image::Descriptor::new(
-        oci_spec::image::MediaType::ImageManifest,
-        bytes.len() as u64,
-        store::oci_digest(&digest),
-    );
-    descriptor.set_artifact_type(Some(oci_spec::image::MediaType::Other(
-        catalog::ARTIFACT_TYPE.into(),
-    )));
+    let descriptor = catalog::manifest_descriptor(&digest, bytes.len() as u64);
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
 }
@@ -140,15 +116,7 @@ pub async fn platforms(
     options: &RegistryOptions,
 ) -> Result<Option<Vec<String>>, Error> {
     let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
-    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
-    let (bytes, _) = registry
-        .retry(|| {
-            registry
-                .client
-                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
-        })
-        .await
-        .map_err(|e| not_found_or(&registry, remote, e))?;
+    let bytes = fetch_manifest(&registry, remote).await?;
     let value: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
     if !is_index(&value) {
@@ -221,6 +189,20 @@ pub(super) fn check_envoci(
         reference: reference.to_string(),
         what,
     })
+}
+
+/// The raw manifest or index `remote` names (retried; "not found" says so).
+async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes::Bytes, Error> {
+    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
+    let (bytes, _) = registry
+        .retry(|| {
+            registry
+                .client
+                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
+        })
+        .await
+        .map_err(|e| not_found_or(registry, remote, e))?;
+    Ok(bytes)
 }
 
 fn not_found_or(
