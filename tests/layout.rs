@@ -11,26 +11,7 @@ use std::process::Command;
 use common::envoci::{Envoci, Json};
 use common::oci::{container_image_layout, skopeo};
 use common::registry::TestRegistry;
-use common::{install_env, run_stdout};
-
-const ENV_ONE: &[&str] = &[
-    "reloc-bin",
-    "reloc-text",
-    "links",
-    "shared-dep",
-    "app-one",
-    "pad-1",
-    "pad-2",
-];
-const ENV_TWO: &[&str] = &[
-    "reloc-bin",
-    "reloc-text",
-    "links",
-    "shared-dep",
-    "app-two",
-    "pad-1",
-    "pad-3",
-];
+use common::{install_env, run_stdout, ENV_ONE, ENV_TWO};
 
 /// A store holding `one` (and `two`, sharing most packages), snapshotted from real
 /// installs of the fixture channel.

@@ -7,28 +7,7 @@ use std::fs;
 use common::envoci::Envoci;
 use common::oci::{container_image_layout, skopeo};
 use common::registry::TestRegistry;
-use common::{install_env, run_stdout};
-
-const ENV_ONE: &[&str] = &[
-    "reloc-bin",
-    "reloc-text",
-    "links",
-    "shared-dep",
-    "app-one",
-    "pad-1",
-    "pad-2",
-    "pad-3",
-];
-const ENV_TWO: &[&str] = &[
-    "reloc-bin",
-    "reloc-text",
-    "links",
-    "shared-dep",
-    "app-two",
-    "pad-1",
-    "pad-2",
-    "pad-4",
-];
+use common::{install_env, run_stdout, ENV_ONE, ENV_TWO};
 
 #[test]
 fn push_then_pull_into_a_fresh_store_restores_a_working_environment() {

@@ -11,3 +11,26 @@ pub mod registry;
 pub mod token;
 
 pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};
+
+/// Two environments of the fixture channel sharing most packages (`app-one` and
+/// `pad-3` against `app-two` and `pad-4`).
+pub const ENV_ONE: &[&str] = &[
+    "reloc-bin",
+    "reloc-text",
+    "links",
+    "shared-dep",
+    "app-one",
+    "pad-1",
+    "pad-2",
+    "pad-3",
+];
+pub const ENV_TWO: &[&str] = &[
+    "reloc-bin",
+    "reloc-text",
+    "links",
+    "shared-dep",
+    "app-two",
+    "pad-1",
+    "pad-2",
+    "pad-4",
+];
