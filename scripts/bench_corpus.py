@@ -11,8 +11,9 @@ markers evaluated for this Python on linux x86_64, extras dropped) become conda
 dependencies. Two specs use the channel: the second pins older versions of about a
 tenth of the packages, so it shares ~90% of its packages with the first.
 
-Everything is cached under target/bench-corpus/ (wheels per corpus kind, the channel
-with a stamp naming what it was made from), so a rerun costs nothing.
+Everything is cached under target/bench-corpus/ (or $ENVOCI_BENCH_CORPUS): wheels per
+corpus kind, the channel with a stamp naming what it was made from, so a rerun costs
+nothing.
 
 The synthetic corpus (N generated files) lives in scripts/bench itself.
 """
@@ -31,7 +32,7 @@ import time
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.path.join(ROOT, "target", "bench-corpus")
+CACHE = os.environ.get("ENVOCI_BENCH_CORPUS") or os.path.join(ROOT, "target", "bench-corpus")
 FORMAT = 3  # bump when the conversion changes, to rebuild cached channels
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
 EPOCH = 946684800
@@ -109,7 +110,9 @@ def pip_download(args, dest):
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "-d", dest] + args
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        raise CorpusError(f"pip download failed ({' '.join(cmd[3:8])} ...):\n{proc.stdout.decode(errors='replace')[-1500:]}")
+        text = proc.stdout.decode(errors="replace").strip()
+        last = text.splitlines()[-1] if text else f"exit status {proc.returncode}"
+        raise CorpusError(f"pip download from PyPI failed: {last}\n{text[-1500:]}")
 
 
 def download(kind, pyver):
