@@ -425,3 +425,56 @@ fn a_killed_build_leaves_no_catalog_and_the_next_one_starts_clean() {
     assert!(left.is_empty(), "{left:?}");
     t.ok(&["check"]);
 }
+
+#[test]
+fn conda_pack_packs_a_restored_environment() {
+    let t = Envoci::new();
+    let spec = spec(
+        &t,
+        "conda.yaml",
+        "channels: [CHANNEL]\ndependencies: [python, greet]\n",
+    );
+    let target = t.dir().join("env");
+    t.ok(&[
+        "restore",
+        spec.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--link",
+        "copy",
+    ]);
+    // The records keep conda's `link` object, with the building store's path emptied.
+    for entry in fs::read_dir(target.join("conda-meta")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let record: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            assert_eq!(record["link"]["source"], "", "{}", path.display());
+            assert!(record["link"]["type"].is_number(), "{}", path.display());
+        }
+    }
+    let packed = t.dir().join("env.tar.gz");
+    let out = Command::new("python3")
+        .args(["-c", "import sys; from conda_pack.cli import main; sys.exit(main())"])
+        .args(["--ignore-missing-files", "-p"])
+        .arg(&target)
+        .arg("-o")
+        .arg(&packed)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "conda-pack (pip install conda-pack; .ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = Command::new("tar")
+        .arg("-tzf")
+        .arg(&packed)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l == "bin/greet"),
+        "the entry point is packed"
+    );
+}

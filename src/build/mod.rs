@@ -322,9 +322,13 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
 
 /// Fields of `conda-meta/*.json` that name places on the building machine (the store's
 /// package cache); removed so the environment layer is the same whichever store built it.
-const MACHINE_FIELDS: &[&str] = &["extracted_package_dir", "package_tarball_full_path", "link"];
+/// `link.source` (the package cache directory) is emptied rather than dropped: tools
+/// such as conda-pack require the `link` object, and treat an empty source as a package
+/// whose cache is gone (conda-pack writes the same itself).
+const MACHINE_FIELDS: &[&str] = &["extracted_package_dir", "package_tarball_full_path"];
 
-/// Drops [`MACHINE_FIELDS`] from every prefix record of the build.
+/// Drops [`MACHINE_FIELDS`] from every prefix record of the build and empties
+/// `link.source`.
 fn scrub_prefix_records(prefix: &Path) -> Result<(), Error> {
     let dir = prefix.join("conda-meta");
     let entries =
@@ -342,6 +346,9 @@ fn scrub_prefix_records(prefix: &Path) -> Result<(), Error> {
         if let Some(map) = value.as_object_mut() {
             for field in MACHINE_FIELDS {
                 map.remove(*field);
+            }
+            if let Some(link) = map.get_mut("link").and_then(|l| l.as_object_mut()) {
+                link.insert("source".into(), "".into());
             }
         }
         // Entry-point scripts are generated with the build prefix in their shebang: their
