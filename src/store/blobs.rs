@@ -155,19 +155,35 @@ impl Store {
         dest: &std::path::Path,
         mode: u32,
     ) -> Result<()> {
-        if dest.exists() {
-            return Ok(());
-        }
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+        // fchmod on the open file, then one rename that refuses to replace: no stat
+        // of the destination and no mkdir unless its directory is missing (hot paths:
+        // every file a layer extraction adds goes through here).
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
             .map_err(Error::io("set permissions on", tmp.path()))?;
+        let committed = |e: tempfile::PersistError| -> Result<Option<tempfile::NamedTempFile>> {
+            match e.error.kind() {
+                io::ErrorKind::AlreadyExists => Ok(None), // same name, same content
+                io::ErrorKind::NotFound => Ok(Some(e.file)),
+                _ => Err(Error::Io {
+                    action: "commit",
+                    path: dest.to_path_buf(),
+                    source: e.error,
+                }),
+            }
+        };
+        let Some(tmp) = (match tmp.persist_noclobber(dest) {
+            Ok(_) => return Ok(()),
+            Err(e) => committed(e)?,
+        }) else {
+            return Ok(());
+        };
         let dir = parent_of(dest);
         fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-        tmp.persist(dest).map_err(|e| Error::Io {
-            action: "commit",
-            path: dest.to_path_buf(),
-            source: e.error,
-        })?;
-        Ok(())
+        match tmp.persist_noclobber(dest) {
+            Ok(_) => Ok(()),
+            Err(e) => committed(e).map(|_| ()),
+        }
     }
 
     /// Flushes everything written to the store's filesystem, so that what a tag or a

@@ -99,7 +99,9 @@ impl Store {
     }
 
     fn cas_commit(&self, tmp: tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
-        prepare(&tmp, key)?;
+        let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
+        filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
+            .map_err(Error::io("set mtime on", tmp.path()))?;
         self.commit_temp(tmp, &self.cas_path(key), key.mode())
     }
 
@@ -150,6 +152,7 @@ fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
     let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
     filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
         .map_err(Error::io("set mtime on", tmp.path()))?;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(key.mode()))
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(key.mode()))
         .map_err(Error::io("set permissions on", tmp.path()))
 }
