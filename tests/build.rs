@@ -455,7 +455,10 @@ fn conda_pack_packs_a_restored_environment() {
     }
     let packed = t.dir().join("env.tar.gz");
     let out = Command::new("python3")
-        .args(["-c", "import sys; from conda_pack.cli import main; sys.exit(main())"])
+        .args([
+            "-c",
+            "import sys; from conda_pack.cli import main; sys.exit(main())",
+        ])
         .args(["--ignore-missing-files", "-p"])
         .arg(&target)
         .arg("-o")

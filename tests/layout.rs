@@ -85,7 +85,7 @@ fn store_blobs(t: &Envoci) -> usize {
 }
 
 fn assert_nothing_committed(t: &Envoci) {
-    assert!(t.json(&["ls"]).as_array().unwrap().is_empty(), "no tags");
+    assert!(t.has_no_environments(), "no tags");
     assert_eq!(store_blobs(t), 0, "no blobs");
 }
 

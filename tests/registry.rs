@@ -212,10 +212,7 @@ fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
         err.contains("interrupted") && err.contains("kept to resume"),
         "{err}"
     );
-    assert!(
-        user.json(&["ls"]).as_array().unwrap().is_empty(),
-        "nothing committed"
-    );
+    assert!(user.has_no_environments(), "nothing committed");
     let resumed = user.json(&["pull", &remote]);
     assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
     assert!(
@@ -239,10 +236,7 @@ fn a_full_disk_during_a_pull_keeps_the_partial_blob_and_the_next_pull_resumes() 
         err.contains("cannot write"),
         "the error says what failed: {err}"
     );
-    assert!(
-        user.json(&["ls"]).as_array().unwrap().is_empty(),
-        "nothing committed"
-    );
+    assert!(user.has_no_environments(), "nothing committed");
     let partial = user
         .home()
         .join("ingest/partial")
@@ -276,10 +270,7 @@ fn a_download_cut_half_way_is_resumed_not_restarted() {
             || err.contains(&digest),
         "{err}"
     );
-    assert!(
-        user.json(&["ls"]).as_array().unwrap().is_empty(),
-        "nothing committed"
-    );
+    assert!(user.has_no_environments(), "nothing committed");
 
     let resumed = user.json(&["pull", &remote]);
     assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
@@ -333,10 +324,7 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
         err.contains("does not match its digest") && err.contains(&digest),
         "{err}"
     );
-    assert!(
-        user.json(&["ls"]).as_array().unwrap().is_empty(),
-        "nothing committed"
-    );
+    assert!(user.has_no_environments(), "nothing committed");
     let blob = user
         .home()
         .join("blobs/sha256")
@@ -671,7 +659,7 @@ fn pulling_a_container_image_says_what_it_is() {
         err.contains("is not an envoci environment") && err.contains("container image"),
         "{err}"
     );
-    assert!(t.json(&["ls"]).as_array().unwrap().is_empty());
+    assert!(t.has_no_environments());
 }
 
 #[test]
@@ -789,7 +777,7 @@ fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
         !wrong.status.success() && err.contains("refused access"),
         "{err}"
     );
-    assert!(user.json(&["ls"]).as_array().unwrap().is_empty());
+    assert!(user.has_no_environments());
 
     let target = user.dir().join("space");
     let restore = with_password(

@@ -785,14 +785,13 @@ fn index_json(
 fn write_archive(
     store: &Store,
     dest: &Path,
-    contents: Contents,
-    report: &mut Report,
-) -> Result<(), super::Error> {
-    let Contents {
+    Contents {
         blobs,
         entries,
         annotations,
-    } = contents;
+    }: Contents,
+    report: &mut Report,
+) -> Result<(), super::Error> {
     let dir = crate::fsutil::parent_of(dest);
     let tmp = tempfile::Builder::new()
         .prefix(".envoci-export-")
@@ -847,14 +846,13 @@ fn write_archive(
 fn write_dir(
     store: &Store,
     dest: &Path,
-    contents: Contents,
-    report: &mut Report,
-) -> Result<(), super::Error> {
-    let Contents {
+    Contents {
         blobs,
         entries,
         annotations,
-    } = contents;
+    }: Contents,
+    report: &mut Report,
+) -> Result<(), super::Error> {
     let location = dest.display().to_string();
     let existing = match fs::read_dir(dest) {
         Ok(mut d) => d.next().is_some(),

@@ -54,6 +54,11 @@ impl Envoci {
         self.cmd(args).output().expect("run envoci")
     }
 
+    /// Whether the store holds no environment (`envoci ls` lists nothing).
+    pub fn has_no_environments(&self) -> bool {
+        self.json(&["ls"]).as_array().is_some_and(|a| a.is_empty())
+    }
+
     /// Runs `envoci ARGS` and asserts it succeeded.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);

@@ -51,7 +51,8 @@ impl Proxy {
     }
 }
 
-fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+/// Reads an HTTP request or response head (through the blank line).
+pub fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

@@ -77,14 +77,7 @@ fn serve(
     key: &Path,
     issued: &AtomicUsize,
 ) -> std::io::Result<()> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            break;
-        }
-        head.push(byte[0]);
-    }
+    let head = super::proxy::read_head(&mut stream)?;
     let head = String::from_utf8_lossy(&head).into_owned();
     let target = head.split_whitespace().nth(1).unwrap_or("/");
     let authorization = head.lines().find_map(|l| {
