@@ -452,6 +452,11 @@ pub fn import(
             }
             found
         }
+        Select::All | Select::One(None) if tagged.is_empty() => {
+            return Err(
+                bad_index(format!("it names no tagged artifact ({untagged} untagged)")).into(),
+            )
+        }
         Select::One(None) if tagged.len() == 1 => tagged.clone(),
         Select::One(None) => {
             return Err(Error::Ambiguous {
@@ -459,11 +464,6 @@ pub fn import(
                 present: present(),
             }
             .into())
-        }
-        Select::All if tagged.is_empty() => {
-            return Err(
-                bad_index(format!("it names no tagged artifact ({untagged} untagged)")).into(),
-            )
         }
         Select::All => tagged.clone(),
     };
