@@ -239,7 +239,7 @@ fn export_stores_shared_blobs_once_and_a_since_bundle_holds_exactly_the_new_blob
     let site = Envoci::new();
     let base = site.dir().join("base.tar");
     builder.ok(&["export", "one", "-o", s(&base)]);
-    let first = site.json(&["import", s(&base)]);
+    let first = site.json(&["import", &format!("oci-archive:{}", base.display())]);
     assert_eq!(first["imported"][0]["name"], "one");
     let second = site.json(&["import", s(&delta)]);
     assert_eq!(

@@ -27,7 +27,8 @@ pub struct ExportArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct ImportArgs {
-    /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote.
+    /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote
+    /// (`oci-archive:FILE` and `oci:DIR` work too).
     input: PathBuf,
     /// Skip checking each blob's content against its digest (faster; only for
     /// archives you trust).
@@ -77,7 +78,13 @@ pub fn export(store: &Store, args: ExportArgs, printer: &Printer) -> anyhow::Res
 }
 
 pub fn import(store: &Store, args: ImportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let source = if args.input.is_dir() {
+    // `oci:DIR` and `oci-archive:FILE` are taken too, as everywhere else.
+    let text = args.input.to_string_lossy();
+    let source = if let Some(dir) = text.strip_prefix("oci:") {
+        Layout::open_dir(std::path::Path::new(dir))?
+    } else if let Some(file) = text.strip_prefix("oci-archive:") {
+        Layout::open_archive(std::path::Path::new(file))?
+    } else if args.input.is_dir() {
         Layout::open_dir(&args.input)?
     } else {
         Layout::open_archive(&args.input)?
