@@ -146,11 +146,12 @@ pub struct CatalogLayer {
     pub packages: Vec<LayerPackage>,
 }
 
-/// A package inside a group layer.
+/// What owns a layer's files: a conda package, a pip distribution, or the environment
+/// (and in a group layer, each of its packages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerPackage {
-    /// `conda` or `pypi`.
+    /// `conda`, `pypi` (or `env`/`group` for an owner that is no package).
     pub kind: LayerKind,
     /// Package name.
     pub name: String,
@@ -330,6 +331,19 @@ pub struct Artifact {
 }
 
 impl Artifact {
+    /// Every blob the manifest names but itself — layers in order, then the catalog —
+    /// each once, with its size.
+    pub fn blobs(&self) -> Vec<(Digest, u64)> {
+        let mut seen = std::collections::HashSet::new();
+        self.manifest
+            .layers()
+            .iter()
+            .chain(std::iter::once(self.manifest.config()))
+            .filter_map(|d| Some((crate::store::from_oci_digest(d.digest())?, d.size())))
+            .filter(|(d, _)| seen.insert(*d))
+            .collect()
+    }
+
     /// The layer descriptors paired with their blob digests, in order.
     pub fn layer_blobs(&self) -> impl Iterator<Item = (Digest, &Descriptor)> + '_ {
         self.catalog

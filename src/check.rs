@@ -67,7 +67,7 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
                 continue;
             }
             Err(e) => {
-                problems.push(problem("tag", tag.name.clone(), error_chain(&e)));
+                problems.push(problem("tag", tag.name.clone(), crate::error_chain(&e)));
                 continue;
             }
         };
@@ -100,7 +100,10 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
                 Err(e) => problems.push(problem(
                     "index",
                     digest.oci(),
-                    format!("{}; it is rebuilt by the next restore", error_chain(&e)),
+                    format!(
+                        "{}; it is rebuilt by the next restore",
+                        crate::error_chain(&e)
+                    ),
                 )),
             }
         }
@@ -196,21 +199,9 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
                     format!("not pristine ({}); restore repairs it", parts.join("; ")),
                 ));
             }
-            Err(e) => problems.push(problem("space", subject, error_chain(&e))),
+            Err(e) => problems.push(problem("space", subject, crate::error_chain(&e))),
         }
     }
     report.problems = problems;
     Ok(report)
-}
-
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -15,7 +15,8 @@
 //!   locks and an ingest area.
 //! * [`space`] restores a catalog into a directory and keeps it pristine incrementally.
 //! * [`relocate`] holds the pure prefix-rewriting functions both sides share.
-//! * [`transfer`] pushes to and pulls from OCI registries, only missing blobs.
+//! * [`transfer`] moves artifacts between the store, OCI registries and OCI layouts
+//!   (directories and archives), only the blobs the other side lacks.
 //! * [`check`] verifies the store and the spaces.
 
 pub mod build;
@@ -36,3 +37,19 @@ pub mod transfer;
 
 /// The version of envoci recorded in the catalogs it writes.
 pub const TOOL_VERSION: &str = concat!("envoci ", env!("CARGO_PKG_VERSION"));
+
+/// An error and its causes on one line, a cause left out when the text before already
+/// says it (libraries often repeat their source in their own message).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

@@ -61,7 +61,7 @@ async fn fetch(
     let failed = |e: rattler::package_cache::PackageCacheError| Error::Fetch {
         package: record.identifier.to_string(),
         url: record.url.to_string(),
-        reason: super::solve::error_chain(&e),
+        reason: crate::error_chain(&e),
     };
     if record.url.scheme() == "file" {
         let path = record.url.to_file_path().map_err(|()| Error::Fetch {
@@ -104,6 +104,6 @@ pub async fn install(
         .with_requested_specs(requested)
         .install(prefix, records)
         .await
-        .map_err(|e| Error::Install(super::solve::error_chain(&e)))?;
+        .map_err(|e| Error::Install(crate::error_chain(&e)))?;
     Ok(())
 }

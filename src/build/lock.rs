@@ -57,7 +57,7 @@ pub fn read(path: &Path, platform: Subdir) -> Result<Vec<RepoDataRecord>, Error>
         path: path.to_path_buf(),
         reason,
     };
-    let lock = LockFile::from_path(path).map_err(|e| lock_error(super::solve::error_chain(&e)))?;
+    let lock = LockFile::from_path(path).map_err(|e| lock_error(crate::error_chain(&e)))?;
     let env = lock
         .environment(ENVIRONMENT)
         .or_else(|| lock.environments().next().map(|(_, e)| e))

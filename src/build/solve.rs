@@ -69,7 +69,7 @@ pub async fn solve(
         .await
         .map_err(|e| Error::Channel {
             channel: spec.channels.join(", "),
-            reason: error_chain(&e),
+            reason: crate::error_chain(&e),
         })?;
     let repodata = output.repodata;
     let task = SolverTask {
@@ -93,19 +93,4 @@ fn shorten_solve_error(err: &rattler_solve::SolveError) -> String {
             .join("\n"),
         other => other.to_string(),
     }
-}
-
-/// An error and its causes on one line.
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use envoci::inspect::human_bytes;
 use envoci::store::Store;
 use envoci::transfer::layout::{self, Export, Form, ImportOptions, Layout, Select};
+use envoci::transfer::Location;
 
 use super::Printer;
 
@@ -30,8 +31,8 @@ pub struct ImportArgs {
     /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote
     /// (`oci-archive:FILE` and `oci:DIR` work too).
     input: PathBuf,
-    /// Skip checking each blob's content against its digest (faster; only for
-    /// archives you trust).
+    /// Skip hashing the catalog blob as it is copied (faster only by that; layers are
+    /// always checked, as unpacking them hashes them).
     #[arg(long)]
     trust: bool,
     /// Conda platform to take from multi-platform indexes [default: this machine's].
@@ -79,18 +80,14 @@ pub fn export(store: &Store, args: ExportArgs, printer: &Printer) -> anyhow::Res
 
 pub fn import(store: &Store, args: ImportArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     // `oci:DIR` and `oci-archive:FILE` are taken too, as everywhere else.
-    let text = args.input.to_string_lossy();
-    let source = if let Some(dir) = text.strip_prefix("oci:") {
-        Layout::open_dir(std::path::Path::new(dir))?
-    } else if let Some(file) = text.strip_prefix("oci-archive:") {
-        Layout::open_archive(std::path::Path::new(file))?
-    } else if args.input.is_dir() {
-        Layout::open_dir(&args.input)?
-    } else {
-        Layout::open_archive(&args.input)?
+    let location = Location::parse(&args.input.to_string_lossy()).ok();
+    let source = match location.as_ref().and_then(Location::layout) {
+        Some((path, _, form)) => Layout::open(path, form)?,
+        None if args.input.is_dir() => Layout::open_dir(&args.input)?,
+        None => Layout::open_archive(&args.input)?,
     };
     if args.trust {
-        eprintln!("--trust: blob contents are not checked against their digests");
+        eprintln!("--trust: the catalog blob is not checked against its digest (layers are, as they are unpacked)");
     }
     let options = ImportOptions {
         verify: !args.trust,

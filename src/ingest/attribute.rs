@@ -15,24 +15,9 @@ use super::Error;
 use crate::catalog::{LayerKind, Record};
 use crate::relocate::FileMode;
 
-/// Something that owns files: a future layer.
-#[derive(Clone, Debug)]
-pub struct Owner {
-    /// Kind of layer.
-    pub kind: LayerKind,
-    /// Package or distribution name.
-    pub name: String,
-    /// Version.
-    pub version: Option<String>,
-    /// Build string (conda).
-    pub build: Option<String>,
-    /// Subdir (conda).
-    pub subdir: Option<String>,
-    /// Channel (conda).
-    pub channel: Option<String>,
-    /// Upstream archive sha256 (conda).
-    pub sha256: Option<String>,
-}
+/// Something that owns files (a conda package, a pip distribution, the environment):
+/// a future layer, or a member of a group layer — the catalog's own description of one.
+pub type Owner = crate::catalog::LayerPackage;
 
 /// What a conda package's metadata says about one installed file's placeholder.
 #[derive(Clone, Debug)]

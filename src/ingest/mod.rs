@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 pub use attribute::{attribute, Attribution, Owner};
 
-use crate::catalog::{self, Catalog, CatalogLayer, Environment, LayerKind, LayerPackage};
+use crate::catalog::{self, Catalog, CatalogLayer, Environment, LayerKind};
 use crate::digest::Digest;
 use crate::layer::{Compression, LayerDigests};
 use crate::relocate::PLACEHOLDER;
@@ -290,19 +290,22 @@ fn plan_layers<'a>(
     let env = owners.len() - 1;
     let shared = (limit / 8).max(1);
     let keep = limit - 1 - shared;
-    let size = |entries: &[&Walked]| -> u64 {
-        entries
-            .iter()
-            .map(|w| match w.kind {
-                WalkedKind::File { size, .. } => size,
-                _ => 0,
-            })
-            .sum()
-    };
+    let sizes: Vec<u64> = groups
+        .iter()
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|w| match w.kind {
+                    WalkedKind::File { size, .. } => size,
+                    _ => 0,
+                })
+                .sum()
+        })
+        .collect();
     let mut by_size: Vec<usize> = (0..env).collect();
     by_size.sort_by(|&a, &b| {
-        size(&groups[b])
-            .cmp(&size(&groups[a]))
+        sizes[b]
+            .cmp(&sizes[a])
             .then_with(|| owners[a].name.cmp(&owners[b].name))
     });
     let kept: std::collections::HashSet<usize> = by_size.into_iter().take(keep).collect();
@@ -374,19 +377,7 @@ fn build_layer(
         channel: owner.channel.clone(),
         sha256: owner.sha256.clone(),
         relocations,
-        packages: planned
-            .members
-            .iter()
-            .map(|m| LayerPackage {
-                kind: m.kind,
-                name: m.name.clone(),
-                version: m.version.clone(),
-                build: m.build.clone(),
-                subdir: m.subdir.clone(),
-                channel: m.channel.clone(),
-                sha256: m.sha256.clone(),
-            })
-            .collect(),
+        packages: planned.members.clone(),
     };
     Ok((layer, digests))
 }

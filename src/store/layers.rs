@@ -143,8 +143,21 @@ impl Store {
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
+        self.extract_layer_from(scratch, self.open_blob(digest)?, digest, media_type, repair)
+    }
+
+    /// Like [`Store::extract_layer`], reading layer `digest` from `file` — a blob not
+    /// committed yet, so that the one pass that unpacks it is also the one that checks
+    /// its digest before it is committed.
+    pub fn extract_layer_from(
+        &self,
+        scratch: &Scratch,
+        file: fs::File,
+        digest: &Digest,
+        media_type: &str,
+        repair: bool,
+    ) -> Result<LayerIndex> {
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
-        let file = self.open_blob(digest)?;
         let (entries, actual, _size) = layer::read_layer(
             BufReader::with_capacity(256 * 1024, file),
             compression,

@@ -25,6 +25,7 @@ use super::Report;
 use crate::catalog::{self, CATALOG_MEDIA_TYPE};
 use crate::digest::{Digest, HashingWriter};
 use crate::fsutil::write_atomic;
+use crate::store::Error as StoreError;
 use crate::store::{self, Store, ANNOTATION_PLATFORM, ANNOTATION_REF_NAME};
 
 /// Annotation of an incremental bundle's `index.json`: the base it leaves out
@@ -61,6 +62,14 @@ pub enum Error {
         tag: String,
         /// The tags it has.
         present: String,
+    },
+    /// No tag given for an artifact to write, and it has none of its own.
+    #[error("{location}: `{local}` has no tag to take along; name one as `…:TAG`")]
+    NoTag {
+        /// The layout's location.
+        location: String,
+        /// The artifact (a digest, or a name that is no valid tag).
+        local: String,
     },
     /// No tag given, and the layout holds several artifacts.
     #[error("{location} holds several environments ({present}): name one as `…:TAG`")]
@@ -115,25 +124,8 @@ pub enum Error {
         reason: String,
     },
     /// A file operation failed.
-    #[error("cannot {action} {}", path.display())]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
-    let path = path.into();
-    move |source| Error::Io {
-        action,
-        path,
-        source,
-    }
+    #[error(transparent)]
+    Store(#[from] store::Error),
 }
 
 /// A layout entry being read.
@@ -164,6 +156,14 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// Opens a layout of either form.
+    pub fn open(path: &Path, form: Form) -> Result<Self, Error> {
+        match form {
+            Form::Dir => Self::open_dir(path),
+            Form::Archive => Self::open_archive(path),
+        }
+    }
+
     /// Opens a layout directory; it must have `oci-layout` and `index.json`.
     pub fn open_dir(root: &Path) -> Result<Self, Error> {
         let meta = fs::metadata(root).map_err(|e| Error::NotLayout {
@@ -192,7 +192,7 @@ impl Layout {
             location: location.clone(),
             reason: e.to_string(),
         })?;
-        let len = file.metadata().map_err(io_err("read", path))?.len();
+        let len = file.metadata().map_err(StoreError::io("read", path))?.len();
         let mut archive = tar::Archive::new(file);
         let damaged = |e: io::Error| Error::Truncated {
             location: location.clone(),
@@ -272,7 +272,7 @@ impl Layout {
         if value["imageLayoutVersion"].as_str().is_none() {
             return Err(not_layout("`oci-layout` has no imageLayoutVersion".into()));
         }
-        if self.read_file("index.json")?.is_none() {
+        if !self.has("index.json") {
             return Err(not_layout("it has no `index.json`".into()));
         }
         Ok(())
@@ -280,14 +280,14 @@ impl Layout {
 
     /// Opens entry `name` (a path inside the layout); `None` if it is not there. In a
     /// directory, a link is refused rather than followed.
-    fn open(&self, name: &str) -> Result<Option<(Entry, u64)>, Error> {
+    fn open_entry(&self, name: &str) -> Result<Option<(Entry, u64)>, Error> {
         match self {
             Layout::Dir { root } => {
                 let path = root.join(name);
                 let meta = match fs::symlink_metadata(&path) {
                     Ok(m) => m,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(io_err("read", path)(e)),
+                    Err(e) => return Err(StoreError::io("read", path)(e).into()),
                 };
                 if !meta.is_file() {
                     return Err(Error::UnsafeEntry {
@@ -296,29 +296,29 @@ impl Layout {
                         reason: "not a plain file (links are not followed)",
                     });
                 }
-                let file = File::open(&path).map_err(io_err("open", &path))?;
+                let file = File::open(&path).map_err(StoreError::io("open", &path))?;
                 Ok(Some((Box::new(file), meta.len())))
             }
             Layout::Archive { path, entries } => {
                 let Some(span) = entries.get(name) else {
                     return Ok(None);
                 };
-                let mut file = File::open(path).map_err(io_err("open", path))?;
+                let mut file = File::open(path).map_err(StoreError::io("open", path))?;
                 file.seek(SeekFrom::Start(span.offset))
-                    .map_err(io_err("read", path))?;
+                    .map_err(StoreError::io("read", path))?;
                 Ok(Some((Box::new(file.take(span.size)), span.size)))
             }
         }
     }
 
     fn read_file(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        let Some((mut reader, size)) = self.open(name)? else {
+        let Some((mut reader, size)) = self.open_entry(name)? else {
             return Ok(None);
         };
         let mut bytes = Vec::with_capacity(size.min(1 << 22) as usize);
         reader
             .read_to_end(&mut bytes)
-            .map_err(io_err("read", self.location()))?;
+            .map_err(StoreError::io("read", self.location()))?;
         Ok(Some(bytes))
     }
 
@@ -326,12 +326,19 @@ impl Layout {
         format!("blobs/sha256/{}", digest.hex())
     }
 
+    /// Whether the layout has entry `name` (a plain file).
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Layout::Dir { root } => {
+                fs::symlink_metadata(root.join(name)).is_ok_and(|m| m.is_file())
+            }
+            Layout::Archive { entries, .. } => entries.contains_key(name),
+        }
+    }
+
     /// Whether the layout has blob `digest`.
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        match self {
-            Layout::Dir { root } => root.join(Self::blob_name(digest)).is_file(),
-            Layout::Archive { entries, .. } => entries.contains_key(&Self::blob_name(digest)),
-        }
+        self.has(&Self::blob_name(digest))
     }
 
     /// Reads a small blob (a manifest) and checks it against its name.
@@ -394,7 +401,8 @@ pub struct Imported {
 /// How an import treats the layout's blobs.
 #[derive(Clone, Copy, Debug)]
 pub struct ImportOptions<'a> {
-    /// Check every blob's content against its name (off only for a trusted source).
+    /// Hash the catalog blob as it is copied (off only for a trusted source); layers
+    /// are checked regardless, by the extraction that reads them.
     pub verify: bool,
     /// The platform to take from a multi-platform index [default: this machine's].
     pub platform: Option<&'a str>,
@@ -516,38 +524,29 @@ pub fn import(
         }
     }
 
-    // Stage every missing blob (verified), then commit them all.
+    // Stage every missing blob, then commit them all. The catalog is hashed as it is
+    // copied (unless the source is trusted); a layer is unpacked into the file CAS from
+    // its staged copy, and that one pass hashes it too — so a layer is checked whatever
+    // the option, before anything is committed.
     let scratch = store.scratch()?;
-    let staged: Vec<(Digest, String, tempfile::TempPath)> = missing
+    let staged: Vec<(Digest, u64, tempfile::TempPath)> = missing
         .par_iter()
         .map(|(digest, size, media)| {
-            let path = stage_blob(&scratch, layout, digest, *size, options.verify)?;
-            Ok((*digest, media.clone(), path))
+            let layer = media != CATALOG_MEDIA_TYPE;
+            let path = stage_blob(&scratch, layout, digest, *size, options.verify && !layer)?;
+            if layer {
+                let file = File::open(&path).map_err(StoreError::io("read", &*path))?;
+                if let Err(e) = store.extract_layer_from(&scratch, file, digest, media, false) {
+                    return Err(mismatch_or(e, layout, digest, &path));
+                }
+            }
+            Ok((*digest, *size, path))
         })
         .collect::<Result<_, super::Error>>()?;
-    for (digest, _, path) in &staged {
+    for (digest, size, path) in &staged {
         store.commit_file(path, digest)?;
         report.blobs_transferred += 1;
-        report.bytes_transferred += missing
-            .iter()
-            .find(|(d, _, _)| d == digest)
-            .map_or(0, |(_, s, _)| *s);
-    }
-    let extracted = staged
-        .par_iter()
-        .filter(|(_, media, _)| media != CATALOG_MEDIA_TYPE)
-        .try_for_each(|(digest, media, _)| {
-            store
-                .extract_layer(&scratch, digest, media, false)
-                .map(|_| ())
-        });
-    if let Err(e) = extracted {
-        // A layer that cannot be extracted (with `--trust`, possibly one that does not
-        // match its name): none of what this import added may stay under its name.
-        for (digest, _, _) in &staged {
-            let _ = fs::remove_file(store.blob_path(digest));
-        }
-        return Err(e.into());
+        report.bytes_transferred += size;
     }
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
@@ -573,30 +572,30 @@ fn stage_blob(
     verify: bool,
 ) -> Result<tempfile::TempPath, super::Error> {
     let location = layout.location();
-    let (mut reader, _) =
-        layout
-            .open(&Layout::blob_name(digest))?
-            .ok_or_else(|| Error::MissingBlob {
-                location: location.clone(),
-                digest: digest.oci(),
-                base: None,
-            })?;
+    let (mut reader, _) = layout
+        .open_entry(&Layout::blob_name(digest))?
+        .ok_or_else(|| Error::MissingBlob {
+            location: location.clone(),
+            digest: digest.oci(),
+            base: None,
+        })?;
     let tmp = scratch.temp_file()?;
     let (file, path) = tmp.into_parts();
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     let (actual, copied) = if verify {
         let mut hashing = HashingWriter::new(&mut writer);
-        io::copy(&mut reader, &mut hashing).map_err(io_err("copy a blob from", &location))?;
+        io::copy(&mut reader, &mut hashing)
+            .map_err(StoreError::io("copy a blob from", &location))?;
         let (actual, copied, _) = hashing.finish();
         (Some(actual), copied)
     } else {
-        let copied =
-            io::copy(&mut reader, &mut writer).map_err(io_err("copy a blob from", &location))?;
+        let copied = io::copy(&mut reader, &mut writer)
+            .map_err(StoreError::io("copy a blob from", &location))?;
         (None, copied)
     };
     writer
         .into_inner()
-        .map_err(|e| io_err("write", scratch.dir())(e.into_error()))?;
+        .map_err(|e| StoreError::io("write", scratch.dir())(e.into_error()))?;
     if copied != size || actual.is_some_and(|a| a != *digest) {
         return Err(Error::Mismatch {
             location,
@@ -607,6 +606,21 @@ fn stage_blob(
         .into());
     }
     Ok(path)
+}
+
+/// The error for a staged layer that could not be unpacked: that its content does not
+/// match its name when it does not (the usual cause: a damaged copy), else `error`.
+fn mismatch_or(error: StoreError, layout: &Layout, digest: &Digest, staged: &Path) -> super::Error {
+    match File::open(staged).and_then(Digest::of_reader) {
+        Ok((actual, size)) if actual != *digest => Error::Mismatch {
+            location: layout.location(),
+            digest: digest.oci(),
+            actual: actual.oci(),
+            size,
+        }
+        .into(),
+        _ => error.into(),
+    }
 }
 
 /// The form of a layout to write.
@@ -658,14 +672,16 @@ pub fn export(
             reason: e.to_string(),
         })?;
         let artifact = catalog::load(store, &item.local)?;
-        let manifest = store.read_blob(&artifact.digest)?;
-        blobs.insert(artifact.digest, manifest.len() as u64);
-        for (digest, size) in artifact_blobs(&artifact) {
-            blobs.insert(digest, size);
-        }
+        // `load` has read and checked the manifest: only its size is wanted here.
+        let path = store.blob_path(&artifact.digest);
+        let manifest_size = fs::metadata(&path)
+            .map_err(StoreError::io("read", &path))?
+            .len();
+        blobs.insert(artifact.digest, manifest_size);
+        blobs.extend(artifact.blobs());
         let entry = IndexEntry {
             digest: artifact.digest,
-            size: manifest.len() as u64,
+            size: manifest_size,
             platform: artifact.catalog.platform.clone(),
         };
         match tags.iter_mut().find(|(name, _)| *name == item.name) {
@@ -722,7 +738,7 @@ pub fn export(
     if let Some(base) = since {
         let artifact = catalog::load(store, base)?;
         blobs.remove(&artifact.digest);
-        for (digest, size) in artifact_blobs(&artifact) {
+        for (digest, size) in artifact.blobs() {
             if blobs.remove(&digest).is_some() {
                 report.blobs_skipped += 1;
                 report.bytes_skipped += size;
@@ -753,15 +769,6 @@ struct Contents {
     blobs: BTreeMap<Digest, u64>,
     entries: Vec<serde_json::Value>,
     annotations: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Config and layer blobs of an artifact with their sizes.
-fn artifact_blobs(artifact: &catalog::Artifact) -> Vec<(Digest, u64)> {
-    let manifest = &artifact.manifest;
-    std::iter::once(manifest.config())
-        .chain(manifest.layers())
-        .filter_map(|d| Some((store::from_oci_digest(d.digest())?, d.size())))
-        .collect()
 }
 
 fn index_json(
@@ -796,8 +803,8 @@ fn write_archive(
     let tmp = tempfile::Builder::new()
         .prefix(".envoci-export-")
         .tempfile_in(dir)
-        .map_err(io_err("create a file in", dir))?;
-    let failed = io_err("write", tmp.path().to_path_buf());
+        .map_err(StoreError::io("create a file in", dir))?;
+    let failed = StoreError::io("write", tmp.path().to_path_buf());
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, tmp));
     let header = |size: u64, mode: u32, kind: tar::EntryType| {
         let mut h = tar::Header::new_ustar();
@@ -828,18 +835,20 @@ fn write_archive(
         }
         Ok(())
     })();
-    result.map_err(io_err("write", dest))?;
+    result.map_err(StoreError::io("write", dest))?;
     let tmp = tar
         .into_inner()
-        .map_err(io_err("write", dest))?
+        .map_err(StoreError::io("write", dest))?
         .into_inner()
         .map_err(|e| failed(e.into_error()))?;
     tmp.as_file()
         .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(io_err("set permissions on", dest))?;
-    tmp.as_file().sync_all().map_err(io_err("sync", dest))?;
+        .map_err(StoreError::io("set permissions on", dest))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(StoreError::io("sync", dest))?;
     tmp.persist(dest)
-        .map_err(|e| io_err("write", dest)(e.error))?;
+        .map_err(|e| StoreError::io("write", dest)(e.error))?;
     Ok(())
 }
 
@@ -879,10 +888,10 @@ fn write_dir(
         });
     }
     let blob_dir = dest.join("blobs").join("sha256");
-    fs::create_dir_all(&blob_dir).map_err(io_err("create directory", &blob_dir))?;
+    fs::create_dir_all(&blob_dir).map_err(StoreError::io("create directory", &blob_dir))?;
     let marker = dest.join("oci-layout");
     if !marker.exists() {
-        write_atomic(&marker, OCI_LAYOUT).map_err(io_err("write", &marker))?;
+        write_atomic(&marker, OCI_LAYOUT).map_err(StoreError::io("write", &marker))?;
     }
     let outcomes: Vec<Option<u64>> = blobs
         .par_iter()
@@ -897,11 +906,11 @@ fn write_dir(
                 .and_then(|_| fs::rename(&tmp, &target));
             if let Err(e) = copied {
                 let _ = fs::remove_file(&tmp);
-                return Err(io_err("write", target)(e));
+                return Err(StoreError::io("write", target)(e));
             }
             Ok(Some(*size))
         })
-        .collect::<Result<_, Error>>()?;
+        .collect::<Result<_, StoreError>>()?;
     for outcome in outcomes {
         match outcome {
             Some(size) => {
@@ -914,17 +923,6 @@ fn write_dir(
     manifests.extend(entries);
     let index = index_json(manifests, annotations)?;
     let path = dest.join("index.json");
-    write_atomic(&path, &index).map_err(io_err("write", &path))?;
+    write_atomic(&path, &index).map_err(StoreError::io("write", &path))?;
     Ok(())
-}
-
-/// The tags a layout's `index.json` names, in its order.
-pub fn tags(layout: &Layout) -> Result<Vec<String>, Error> {
-    Ok(layout.index()?["manifests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["annotations"][ANNOTATION_REF_NAME].as_str())
-        .map(str::to_string)
-        .collect())
 }

@@ -3,7 +3,7 @@
 //! or the local store (a tag or digest). Every transfer is a [`fetch`] into the store
 //! and a [`send`] out of it, so any two of these can be copied between.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::layout::{self, Export, Form, ImportOptions, Layout, Select};
 use super::{pull, push, Error, RegistryOptions, RemoteRef, Report};
@@ -58,6 +58,15 @@ impl Location {
     pub fn is_remote(&self) -> bool {
         !matches!(self, Location::Store(_))
     }
+
+    /// For an `oci:` or `oci-archive:` location: its path, its tag and its form.
+    pub fn layout(&self) -> Option<(&Path, Option<&str>, Form)> {
+        match self {
+            Location::Layout { path, tag } => Some((path, tag.as_deref(), Form::Dir)),
+            Location::Archive { path, tag } => Some((path, tag.as_deref(), Form::Archive)),
+            _ => None,
+        }
+    }
 }
 
 /// `PATH:TAG` → (PATH, TAG) when the part after the last `:` could be a tag (no `/`);
@@ -94,32 +103,31 @@ pub async fn fetch(
     options: &RegistryOptions,
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
-    let from_layout = |layout: Layout, tag: &Option<String>| {
+    if let Some((path, tag, form)) = source.layout() {
         let options = ImportOptions {
             verify: true,
             platform,
         };
-        let (report, imported) =
-            layout::import(store, &layout, Select::One(tag.as_deref()), options)?;
+        let layout = Layout::open(path, form)?;
+        let (report, imported) = layout::import(store, &layout, Select::One(tag), options)?;
         let name = imported
             .into_iter()
             .next()
             .map(|i| i.name)
             .unwrap_or_default();
-        Ok((report, name))
-    };
+        return Ok((report, name));
+    }
     match source {
         Location::Registry(remote) => pull::pull(store, remote, options, platform).await,
-        Location::Layout { path, tag } => from_layout(Layout::open_dir(path)?, tag),
-        Location::Archive { path, tag } => from_layout(Layout::open_archive(path)?, tag),
-        Location::Store(name) => {
-            let artifact = crate::catalog::load(store, name)?;
+        _ => {
+            let name = source.to_string();
+            let artifact = crate::catalog::load(store, &name)?;
             let report = Report {
                 reference: name.clone(),
                 digest: artifact.digest.oci(),
                 ..Report::default()
             };
-            Ok((report, name.clone()))
+            Ok((report, name))
         }
     }
 }
@@ -132,33 +140,39 @@ pub async fn send(
     destination: &Location,
     options: &RegistryOptions,
 ) -> Result<Report, Error> {
-    let export = |path: &PathBuf, tag: &Option<String>, form| {
-        let name = match tag {
-            Some(t) => t.clone(),
-            None => default_tag(local).ok_or_else(|| layout::Error::BadIndex {
-                location: destination.to_string(),
-                reason: format!("`{local}` is not a tag; name one as `…:TAG`"),
-            })?,
-        };
+    if let Some((path, tag, form)) = destination.layout() {
         let item = Export {
             local: local.to_string(),
-            name,
+            name: layout_tag(tag, local, destination)?,
         };
-        layout::export(store, &[item], None, path, form)
-    };
+        return layout::export(store, &[item], None, path, form);
+    }
     match destination {
         Location::Registry(remote) => push::push(store, local, remote, options).await,
-        Location::Layout { path, tag } => export(path, tag, Form::Dir),
-        Location::Archive { path, tag } => export(path, tag, Form::Archive),
-        Location::Store(name) => {
+        _ => {
+            let name = destination.to_string();
             let descriptor = store.resolve(local)?;
-            store.set_tag(name, &descriptor)?;
+            store.set_tag(&name, &descriptor)?;
             Ok(Report {
-                reference: name.clone(),
+                reference: name,
                 digest: descriptor.digest().to_string(),
                 ..Report::default()
             })
         }
+    }
+}
+
+/// The tag an artifact `local` gets in a layout: the one given, else [`default_tag`].
+fn layout_tag(tag: Option<&str>, local: &str, destination: &Location) -> Result<String, Error> {
+    match tag {
+        Some(t) => Ok(t.to_string()),
+        None => default_tag(local).ok_or_else(|| {
+            layout::Error::NoTag {
+                location: destination.to_string(),
+                local: local.to_string(),
+            }
+            .into()
+        }),
     }
 }
 
@@ -207,24 +221,14 @@ pub async fn copy_all_platforms(
     let Some(platforms) = pull::platforms(remote, options).await? else {
         return Ok(vec![copy(store, source, destination, options, None).await?]);
     };
-    let (path, tag, form) = match destination {
-        Location::Registry(_) | Location::Store(_) => {
-            let mut reports = Vec::new();
-            for platform in platforms {
-                reports.push(copy(store, source, destination, options, Some(&platform)).await?);
-            }
-            return Ok(reports);
+    let Some((path, tag, form)) = destination.layout() else {
+        let mut reports = Vec::new();
+        for platform in platforms {
+            reports.push(copy(store, source, destination, options, Some(&platform)).await?);
         }
-        Location::Layout { path, tag } => (path, tag, Form::Dir),
-        Location::Archive { path, tag } => (path, tag, Form::Archive),
+        return Ok(reports);
     };
-    let name = match tag {
-        Some(t) => t.clone(),
-        None => default_tag(&remote.to_string()).ok_or_else(|| Error::BadReference {
-            reference: destination.to_string(),
-            reason: "name a tag: …:TAG".into(),
-        })?,
-    };
+    let name = layout_tag(tag, &remote.to_string(), destination)?;
     let mut fetched = Vec::new();
     let mut items = Vec::new();
     for platform in platforms {

@@ -26,25 +26,8 @@ pub async fn push(
     let manifest = store.read_blob(&artifact.digest)?;
     let registry = Registry::connect(remote, options, RegistryOperation::Push).await?;
 
-    let config = (
-        crate::store::from_oci_digest(artifact.manifest.config().digest()),
-        artifact.manifest.config().size(),
-    );
-    let mut blobs: Vec<(Digest, u64)> = artifact
-        .manifest
-        .layers()
-        .iter()
-        .map(|d| (crate::store::from_oci_digest(d.digest()), d.size()))
-        .filter_map(|(d, s)| d.map(|d| (d, s)))
-        .collect();
-    // Layers first, config next; a blob shared by two layers is sent once.
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|(d, _)| seen.insert(*d));
-    if let (Some(d), s) = config {
-        if seen.insert(d) {
-            blobs.push((d, s));
-        }
-    }
+    // Layers first, the catalog next; a blob shared by two layers is sent once.
+    let mut blobs = artifact.blobs();
 
     let mut report = Report {
         reference: remote.to_string(),
@@ -65,7 +48,11 @@ pub async fn push(
         report.bytes_skipped = blobs.iter().map(|(_, s)| s).sum();
         blobs.clear();
     }
-    let sources = mount_sources(store, remote);
+    let sources = if blobs.is_empty() {
+        Default::default()
+    } else {
+        mount_sources(store, remote)
+    };
     let results: Vec<(Sent, u64)> = stream::iter(blobs)
         .map(|(digest, size)| {
             let source = sources.get(&digest);
@@ -301,11 +288,8 @@ fn mount_sources(
         let Ok(artifact) = catalog::load(store, &tag.name) else {
             continue;
         };
-        let manifest = &artifact.manifest;
-        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
-            if let Some(digest) = crate::store::from_oci_digest(d.digest()) {
-                sources.entry(digest).or_insert_with(|| source.clone());
-            }
+        for (digest, _) in artifact.blobs() {
+            sources.entry(digest).or_insert_with(|| source.clone());
         }
     }
     sources

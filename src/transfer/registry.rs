@@ -175,7 +175,7 @@ impl Registry {
                     .auth(&reference.0, &registry.auth, operation)
             })
             .await
-            .map_err(|e| registry.error("authentication", crate::check::error_chain(&e)))?;
+            .map_err(|e| registry.error("authentication", crate::error_chain(&e)))?;
         Ok(registry)
     }
 
