@@ -7,7 +7,7 @@
 //! conda.yaml ──build──▶ prefix ──ingest──▶ store (OCI layout + file CAS + layer indexes) ──restore──▶ space
 //! ```
 //!
-//! * [`spec`] reads `conda.yaml` and computes its blueprint; [`build`] solves, installs
+//! * [`spec`] reads `conda.yaml` and computes its blueprint; [`builder`] solves, installs
 //!   and ingests it (rattler, then pip and a bytecode pass).
 //! * [`ingest`] walks an installed environment, attributes files to packages and writes
 //!   one deterministic [`layer`] per package plus a [`catalog`].
@@ -19,7 +19,7 @@
 //!   (directories and archives), only the blobs the other side lacks.
 //! * [`check`] verifies the store and the spaces.
 
-pub mod build;
+pub mod builder;
 pub mod catalog;
 pub mod check;
 pub mod digest;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use envoci::build::{self, Report};
+use envoci::builder::{self, Report};
 use envoci::layer::Compression;
 use envoci::spec::Spec;
 use envoci::store::Store;
@@ -29,8 +29,8 @@ impl BuildArgs {
         tag: Option<String>,
         platform: Option<String>,
         jobs: usize,
-    ) -> build::Options {
-        build::Options {
+    ) -> builder::Options {
+        builder::Options {
             platform,
             lock: self.lock.clone(),
             tag,
@@ -68,7 +68,7 @@ pub fn read_spec(path: &Path) -> anyhow::Result<Spec> {
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
-    let report = build::build(
+    let report = builder::build(
         store,
         &spec,
         &args.build.options(args.tag, args.platform, args.jobs),
@@ -133,10 +133,10 @@ pub struct LockArgs {
 
 pub fn lock(store: &Store, args: LockArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
-    let platform = build::platform(args.platform.as_deref())?;
-    let records = build::solve_spec(store, &spec, platform)?;
+    let platform = builder::platform(args.platform.as_deref())?;
+    let records = builder::solve_spec(store, &spec, platform)?;
     let output = args.output.unwrap_or_else(|| spec.dir.join("envoci.lock"));
-    build::lock::write(&output, &spec, platform, &records)?;
+    builder::lock::write(&output, &spec, platform, &records)?;
     let json = serde_json::json!({
         "lock": output,
         "platform": platform.to_string(),
@@ -163,7 +163,7 @@ pub struct BlueprintArgs {
 
 pub fn blueprint(args: BlueprintArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
-    let platform = build::platform(args.platform.as_deref())?.to_string();
+    let platform = builder::platform(args.platform.as_deref())?.to_string();
     let blueprint = spec.blueprint(&platform);
     let tag = Spec::blueprint_tag(&blueprint, &platform);
     let json = serde_json::json!({ "blueprint": blueprint, "platform": platform, "tag": tag });

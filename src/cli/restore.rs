@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use envoci::build;
+use envoci::builder;
 use envoci::space::{self, LinkMode, Options};
 use envoci::spec::{looks_like_spec, Spec};
 use envoci::store::Store;
@@ -105,9 +105,9 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
 /// `--from` (pulled), else built (unless `--no-build`) and, with `--push`, pushed.
 fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
     let spec = super::build::read_spec(std::path::Path::new(&args.reference))?;
-    let platform = build::platform(args.transfer.platform.as_deref())?.to_string();
+    let platform = builder::platform(args.transfer.platform.as_deref())?.to_string();
     let blueprint = spec.blueprint(&platform);
-    if let Some(digest) = build::find_built(store, &blueprint, &platform) {
+    if let Some(digest) = builder::find_built(store, &blueprint, &platform) {
         return Ok(digest);
     }
     let transfer = args.transfer.options();
@@ -134,7 +134,7 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
     let options = args
         .build
         .options(None, Some(platform.clone()), args.transfer.jobs);
-    let report = build::build(store, &spec, &options)?;
+    let report = builder::build(store, &spec, &options)?;
     if args.build.timings {
         eprintln!("{}", super::build::timings_line(&report));
     }
