@@ -11,7 +11,7 @@ use std::fs;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::catalog;
+use crate::artifact;
 use crate::digest::Digest;
 use crate::space;
 use crate::store::{self, CasKey, CasState, Store};
@@ -60,9 +60,9 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
 
     for tag in store.tags()? {
         report.tags += 1;
-        let artifact = match catalog::load(store, &tag.name) {
+        let artifact = match artifact::load(store, &tag.name) {
             Ok(a) => a,
-            Err(catalog::LoadError::NotEnvoci { .. }) => {
+            Err(artifact::LoadError::NotEnvoci { .. }) => {
                 report.foreign.push(tag.name.clone());
                 continue;
             }

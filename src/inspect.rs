@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::catalog::{self, Artifact, LoadError};
+use crate::artifact::{self, Artifact, LoadError};
 use crate::store::{self, Store};
 
 /// One row of `envoci ls`.
@@ -30,7 +30,7 @@ pub struct Listing {
 pub fn list(store: &Store) -> Result<Vec<Listing>, store::Error> {
     let mut out = Vec::new();
     for tag in store.tags()? {
-        match catalog::load(store, &tag.name) {
+        match artifact::load(store, &tag.name) {
             Ok(a) => out.push(listing(&tag.name, &a)),
             Err(LoadError::Store(e)) => return Err(e),
             Err(_) => continue,

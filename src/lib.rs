@@ -11,6 +11,10 @@
 //!   and ingests it (rattler, then pip and a bytecode pass).
 //! * [`ingest`] walks an installed environment, attributes files to packages and writes
 //!   one deterministic [`layer`] per package plus a [`catalog`].
+//! * [`artifact`] is the OCI format: media types, annotations, manifests and indexes,
+//!   platform choice, loading an artifact from the store.
+//! * [`provide`] gives the environment for a `conda.yaml`: from the store, a registry
+//!   (by blueprint tag) or a build — the CI builder pattern.
 //! * [`store`] is the local store: an OCI image layout, a file CAS, per-layer indexes,
 //!   locks and an ingest area.
 //! * [`space`] restores a catalog into a directory and keeps it pristine incrementally.
@@ -19,15 +23,18 @@
 //!   (directories and archives), only the blobs the other side lacks.
 //! * [`check`] verifies the store and the spaces.
 
+pub mod artifact;
 pub mod builder;
 pub mod catalog;
 pub mod check;
 pub mod digest;
+pub mod error;
 pub mod fsutil;
 pub mod ingest;
 pub mod inspect;
 pub mod json;
 pub mod layer;
+pub mod provide;
 pub mod relocate;
 pub mod run;
 pub mod space;
@@ -35,8 +42,18 @@ pub mod spec;
 pub mod store;
 pub mod transfer;
 
+pub use error::ErrorKind;
+
 /// The version of envoci recorded in the catalogs it writes.
 pub const TOOL_VERSION: &str = concat!("envoci ", env!("CARGO_PKG_VERSION"));
+
+/// The async runtime every registry operation and build runs on (one kind, made in
+/// one place).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
 
 /// An error and its causes on one line, a cause left out when the text before already
 /// says it (libraries often repeat their source in their own message).

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::envoci::Envoci;
+use common::envoci::{exit, Envoci};
 
 /// Writes a spec beside a copy-free reference to the fixture channel; returns its path.
 fn spec(t: &Envoci, name: &str, body: &str) -> PathBuf {
@@ -305,13 +305,16 @@ fn no_build_fails_clearly_when_the_blueprint_is_missing() {
         "channels: [CHANNEL]\ndependencies: [python]\n",
     );
     let target = t.dir().join("env");
-    let err = t.fail(&[
-        "restore",
-        spec.to_str().unwrap(),
-        "--target",
-        target.to_str().unwrap(),
-        "--no-build",
-    ]);
+    let err = t.fail_as(
+        exit::NOT_FOUND,
+        &[
+            "restore",
+            spec.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+            "--no-build",
+        ],
+    );
     assert!(
         err.contains("not built") && err.contains("--no-build"),
         "{err}"

@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::envoci::{Envoci, Json};
+use common::envoci::{exit, Envoci, Json};
 use common::oci::{container_image_layout, skopeo};
 use common::registry::TestRegistry;
 use common::{install_env, run_stdout, ENV_ONE, ENV_TWO};
@@ -228,7 +228,7 @@ fn export_stores_shared_blobs_once_and_a_since_bundle_holds_exactly_the_new_blob
 
     // A site without the base: refused, naming it, nothing committed.
     let bare = Envoci::new();
-    let err = bare.fail(&["import", s(&delta)]);
+    let err = bare.fail_as(exit::NOT_FOUND, &["import", s(&delta)]);
     assert!(
         err.contains("incremental bundle") && err.contains("`one@sha256:"),
         "{err}"
@@ -259,22 +259,28 @@ fn restoring_straight_from_an_archive_copies_only_what_the_store_lacks() {
     let archive = builder.dir().join("envs.tar");
     builder.ok(&["export", "one", "two", "-o", s(&archive)]);
     let site = Envoci::new();
-    let err = site.fail(&[
-        "restore",
-        &format!("oci-archive:{}", archive.display()),
-        "--target",
-        "x",
-    ]);
+    let err = site.fail_as(
+        exit::USAGE,
+        &[
+            "restore",
+            &format!("oci-archive:{}", archive.display()),
+            "--target",
+            "x",
+        ],
+    );
     assert!(
         err.contains("several environments") && err.contains("one, two"),
         "{err}"
     );
-    let err = site.fail(&[
-        "restore",
-        &format!("oci-archive:{}:three", archive.display()),
-        "--target",
-        "x",
-    ]);
+    let err = site.fail_as(
+        exit::NOT_FOUND,
+        &[
+            "restore",
+            &format!("oci-archive:{}:three", archive.display()),
+            "--target",
+            "x",
+        ],
+    );
     assert!(
         err.contains("has no `three`") && err.contains("one, two"),
         "{err}"
@@ -371,7 +377,7 @@ fn import_of_a_corrupted_blob_fails_naming_it_and_commits_nothing() {
 
     for input in [dir.clone(), archive] {
         let site = Envoci::new();
-        let err = site.fail(&["import", s(&input)]);
+        let err = site.fail_as(exit::INTEGRITY, &["import", s(&input)]);
         assert!(
             err.contains(&format!("sha256:{victim}")) && err.contains("does not match"),
             "{err}"

@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::envoci::Envoci;
+use common::envoci::{exit, Envoci};
 use common::oci::{container_image_layout, skopeo};
 use common::registry::TestRegistry;
 use common::{install_env, run_stdout, ENV_ONE, ENV_TWO};
@@ -141,14 +141,17 @@ fn unknown_references_and_malformed_ones_fail_clearly() {
     let registry = TestRegistry::start();
     let t = Envoci::new();
     let missing = registry.reference("envs/nothing:here");
-    let err = t.fail(&["pull", &missing]);
+    let err = t.fail_as(exit::NOT_FOUND, &["pull", &missing]);
     assert!(
         err.contains("not found") && err.contains("envs/nothing:here"),
         "{err}"
     );
-    let err = t.fail(&["pull", "no-registry-host"]);
+    let err = t.fail_as(exit::USAGE, &["pull", "no-registry-host"]);
     assert!(err.contains("not a registry reference"), "{err}");
-    let err = t.fail(&["push", "not-in-store", &registry.reference("envs/x:y")]);
+    let err = t.fail_as(
+        exit::NOT_FOUND,
+        &["push", "not-in-store", &registry.reference("envs/x:y")],
+    );
     assert!(err.contains("`not-in-store` is not in the store"), "{err}");
 }
 
@@ -193,17 +196,21 @@ fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
     let via_proxy = remote.replace(&registry.addr, &proxy.addr);
     let user = Envoci::new();
     let started = std::time::Instant::now();
-    let err = user.fail(&[
-        "pull",
-        &via_proxy,
-        "--jobs",
-        "1",
-        "--retries",
-        "0",
-        "--timeout",
-        "2",
-    ]);
+    let err = user.fail_as(
+        exit::NETWORK,
+        &[
+            "pull",
+            &via_proxy,
+            "--jobs",
+            "1",
+            "--retries",
+            "0",
+            "--timeout",
+            "2",
+        ],
+    );
     assert!(proxy.fired(), "the stall happened");
+    assert!(err.contains("timed out") && err.contains("2 s"), "{err}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),
         "a silent registry does not hang the pull"
@@ -263,8 +270,12 @@ fn a_download_cut_half_way_is_resumed_not_restarted() {
         common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::CutAfter(cut), &digest);
     let via_proxy = remote.replace(&registry.addr, &proxy.addr);
     let user = Envoci::new();
-    let err = user.fail(&["pull", &via_proxy, "--jobs", "1", "--retries", "0"]);
+    let err = user.fail_as(
+        exit::NETWORK,
+        &["pull", &via_proxy, "--jobs", "1", "--retries", "0"],
+    );
     assert!(proxy.fired(), "the cut happened");
+    assert!(err.contains("broke off"), "{err}");
     assert!(
         err.contains(digest.trim_start_matches("sha256:").get(..12).unwrap())
             || err.contains(&digest),
@@ -318,7 +329,7 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
     );
     let via_proxy = remote.replace(&registry.addr, &proxy.addr);
     let user = Envoci::new();
-    let err = user.fail(&["pull", &via_proxy]);
+    let err = user.fail_as(exit::INTEGRITY, &["pull", &via_proxy]);
     assert!(proxy.fired());
     assert!(
         err.contains("does not match its digest") && err.contains(&digest),
@@ -341,7 +352,7 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
 
 #[test]
 fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
-    use envoci::catalog;
+    use envoci::artifact;
     use envoci::layer::{Compression, LayerDigests};
 
     let registry = TestRegistry::start();
@@ -353,7 +364,7 @@ fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
     let arm_digest = {
         let store = envoci::store::Store::open(builder.home()).unwrap();
         let scratch = store.scratch().unwrap();
-        let artifact = catalog::load(&store, "x").unwrap();
+        let artifact = artifact::load(&store, "x").unwrap();
         let mut twin = artifact.catalog.clone();
         twin.platform = "linux-aarch64".into();
         let layers: Vec<(LayerDigests, &'static str)> = twin
@@ -491,7 +502,7 @@ fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong()
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&anonymous.stderr);
-    assert_eq!(anonymous.status.code(), Some(1));
+    assert_eq!(anonymous.status.code(), Some(exit::AUTH));
     assert!(
         err.contains("refused access")
             && err.contains("no credentials were given")
@@ -506,7 +517,7 @@ fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong()
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&wrong.stderr);
-    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(wrong.status.code(), Some(exit::AUTH));
     assert!(
         err.contains("refused access") && err.contains("check the user name and password"),
         "{err}"
@@ -519,10 +530,15 @@ fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong()
         .env("ENVOCI_REGISTRY_PASSWORD", "s3cret")
         .output()
         .unwrap();
+    let err = String::from_utf8_lossy(&untrusted.stderr);
     assert_eq!(
         untrusted.status.code(),
-        Some(1),
-        "plain HTTP to a TLS registry or an untrusted certificate fails"
+        Some(exit::OTHER),
+        "plain HTTP to a TLS registry is not a registry: {err}"
+    );
+    assert!(
+        err.contains("not an OCI registry") && err.contains("--ca-file"),
+        "{err}"
     );
 
     // A wrong password is not saved; the right one is, in Docker's format, and used.
@@ -569,7 +585,7 @@ fn an_authenticated_tls_registry_takes_passwords_logins_and_says_what_is_wrong()
     );
     assert_eq!(
         bad.status.code(),
-        Some(1),
+        Some(exit::AUTH),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
@@ -766,7 +782,7 @@ fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
         .unwrap();
     let err = String::from_utf8_lossy(&anonymous.stderr);
     assert!(
-        !anonymous.status.success()
+        anonymous.status.code() == Some(exit::AUTH)
             && err.contains("refused access")
             && err.contains("envoci login"),
         "{err}"
@@ -774,7 +790,7 @@ fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
     let wrong = with_password(&user, &["pull", &remote], "nope");
     let err = String::from_utf8_lossy(&wrong.stderr);
     assert!(
-        !wrong.status.success() && err.contains("refused access"),
+        wrong.status.code() == Some(exit::AUTH) && err.contains("refused access"),
         "{err}"
     );
     assert!(user.has_no_environments());
@@ -831,7 +847,8 @@ fn an_identity_token_from_docker_login_is_exchanged_for_access() {
     let stale = with_identity(&user, "expired-token", &["pull", &remote]);
     let err = String::from_utf8_lossy(&stale.stderr);
     assert!(
-        !stale.status.success() && err.contains("refused the stored identity token"),
+        stale.status.code() == Some(exit::AUTH)
+            && err.contains("refused the stored identity token"),
         "{err}"
     );
     let pull = with_identity(

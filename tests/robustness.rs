@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::envoci::Envoci;
+use common::envoci::{exit, Envoci};
 use common::install_env;
 
 const ENV: &[&str] = &[
@@ -81,7 +81,8 @@ fn sigkill_during_snapshot_leaves_the_store_consistent() {
     kill_midway(&t, &["snapshot", root.to_str().unwrap(), "--tag", "big"]);
     t.ok(&["check"]);
     assert!(
-        t.fail(&["inspect", "big"]).contains("not in the store"),
+        t.fail_as(exit::NOT_FOUND, &["inspect", "big"])
+            .contains("not in the store"),
         "no tag for an interrupted snapshot"
     );
     t.ok(&["snapshot", root.to_str().unwrap(), "--tag", "big"]);
@@ -263,12 +264,15 @@ fn unknown_tags_and_foreign_targets_are_refused() {
     let t = Envoci::new();
     let prefix = env(&t);
     t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "e"]);
-    let err = t.fail(&[
-        "restore",
-        "nope",
-        "--target",
-        t.dir().join("x").to_str().unwrap(),
-    ]);
+    let err = t.fail_as(
+        exit::NOT_FOUND,
+        &[
+            "restore",
+            "nope",
+            "--target",
+            t.dir().join("x").to_str().unwrap(),
+        ],
+    );
     assert!(err.contains("`nope` is not in the store"), "{err}");
     assert!(!t.dir().join("x").exists());
 

@@ -5,9 +5,8 @@
 use std::fs;
 use std::path::Path;
 
-use envoci::catalog::{
-    Catalog, CatalogLayer, Environment, LayerKind, CATALOG_MEDIA_TYPE, SCHEMA_VERSION,
-};
+use envoci::artifact::CATALOG_MEDIA_TYPE;
+use envoci::catalog::{Catalog, CatalogLayer, Environment, LayerKind, SCHEMA_VERSION};
 use envoci::digest::Digest;
 use envoci::ingest::commit_catalog;
 use envoci::layer::{Compression, LayerDigests};
@@ -15,7 +14,7 @@ use envoci::relocate::PLACEHOLDER;
 use envoci::store::Store;
 
 mod common;
-use common::envoci::Envoci;
+use common::envoci::{exit, Envoci};
 
 enum Raw<'a> {
     File(&'a [u8], &'a [u8]),
@@ -125,7 +124,10 @@ fn layers_with_escaping_paths_are_refused_and_nothing_is_written() {
     for (tag, tar, why) in cases {
         tag_layer(t.home(), tag, &tar, 2);
         let target = t.dir().join(format!("space-{tag}"));
-        let err = t.fail(&["restore", tag, "--target", target.to_str().unwrap()]);
+        let err = t.fail_as(
+            exit::INTEGRITY,
+            &["restore", tag, "--target", target.to_str().unwrap()],
+        );
         assert!(err.contains(why), "{tag}: {err}");
         assert!(!target.exists(), "{tag}: nothing written");
     }

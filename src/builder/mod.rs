@@ -165,7 +165,7 @@ pub struct Report {
 
 /// The platform to build for: `requested` or this machine's.
 pub fn platform(requested: Option<&str>) -> Result<Subdir, Error> {
-    let name = requested.unwrap_or(crate::catalog::host_platform());
+    let name = requested.unwrap_or(crate::artifact::host_platform());
     Subdir::from_str(name).map_err(|_| Error::Platform(name.to_string()))
 }
 
@@ -189,7 +189,7 @@ pub fn solve_spec(
 
 /// Finds the manifest digest of `blueprint`'s build in the store, if there is one.
 pub fn find_built(store: &Store, blueprint: &str, platform: &str) -> Option<String> {
-    let tag = Spec::blueprint_tag(blueprint, platform);
+    let tag = crate::artifact::blueprint_tag(blueprint, platform);
     store.resolve(&tag).ok().map(|d| d.digest().to_string())
 }
 
@@ -199,7 +199,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let subdir = platform(options.platform.as_deref())?;
     let platform_name = subdir.to_string();
     let blueprint = spec.blueprint(&platform_name);
-    let bp_tag = Spec::blueprint_tag(&blueprint, &platform_name);
+    let bp_tag = crate::artifact::blueprint_tag(&blueprint, &platform_name);
     if let Some(tag) = &options.tag {
         store::validate_tag(tag).map_err(ingest::Error::from)?;
     }
@@ -216,7 +216,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         if let Some(tag) = &options.tag {
             store.set_tag(tag, &descriptor)?;
         }
-        let catalog = crate::catalog::load(store, &bp_tag).ok();
+        let catalog = crate::artifact::load(store, &bp_tag).ok();
         timings.total = start.elapsed().as_secs_f64();
         return Ok(Report {
             blueprint,
@@ -388,10 +388,7 @@ fn write_variables(prefix: &Path, spec: &Spec) -> Result<(), Error> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Io("start the async runtime".into(), e))
+    crate::runtime().map_err(|e| Error::Io("start the async runtime".into(), e))
 }
 
 /// The build prefix of one blueprint: `build-v1/<bp-tag>` padded with `_` to exactly the

@@ -165,7 +165,7 @@ pub fn blueprint(args: BlueprintArgs, printer: &Printer) -> anyhow::Result<ExitC
     let spec = read_spec(&args.spec)?;
     let platform = builder::platform(args.platform.as_deref())?.to_string();
     let blueprint = spec.blueprint(&platform);
-    let tag = Spec::blueprint_tag(&blueprint, &platform);
+    let tag = envoci::artifact::blueprint_tag(&blueprint, &platform);
     let json = serde_json::json!({ "blueprint": blueprint, "platform": platform, "tag": tag });
     printer.print(&json, || blueprint.clone());
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use envoci::catalog;
+use envoci::artifact;
 use envoci::inspect::{human_bytes, listing};
 use envoci::store::Store;
 
@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
-    let artifact = catalog::load(store, &args.reference)?;
+    let artifact = artifact::load(store, &args.reference)?;
     let summary = listing(&args.reference, &artifact);
     let json = serde_json::json!({ "summary": summary, "manifest": artifact.manifest, "catalog": artifact.catalog });
     printer.print(&json, || {

@@ -1,5 +1,6 @@
 //! `envoci login HOST` and `envoci logout HOST`
 
+use envoci::error::UsageError;
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -34,14 +35,19 @@ pub fn login(args: LoginArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
         .or_else(|| std::env::var("ENVOCI_REGISTRY_USER").ok())
     {
         Some(u) if !u.is_empty() => u,
-        _ => anyhow::bail!("give a user name with --username (or ENVOCI_REGISTRY_USER)"),
+        _ => {
+            return Err(UsageError(
+                "give a user name with --username (or ENVOCI_REGISTRY_USER)".into(),
+            )
+            .into())
+        }
     };
     let password = if args.password_stdin {
         let mut p = String::new();
         std::io::stdin().read_to_string(&mut p)?;
         p.trim_end_matches(['\n', '\r']).to_string()
     } else {
-        std::env::var("ENVOCI_REGISTRY_PASSWORD").map_err(|_| anyhow::anyhow!("give the password on standard input with --password-stdin (or ENVOCI_REGISTRY_PASSWORD)"))?
+        std::env::var("ENVOCI_REGISTRY_PASSWORD").map_err(|_| UsageError("give the password on standard input with --password-stdin (or ENVOCI_REGISTRY_PASSWORD)".into()))?
     };
     // Check the credentials against the registry before keeping them.
     let probe = RemoteRef::parse(&format!("{}/envoci/login-check:latest", args.host))?;

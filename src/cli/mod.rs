@@ -18,12 +18,26 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use envoci::store::Store;
 
+/// The exit codes, shown by `--help` (and in the README).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  any other failure
+  2  usage: a malformed command line, reference or option
+  3  not found: no such environment, tag, repository or digest
+  4  authentication: credentials missing, wrong, or not allowed
+  5  network: the registry is unreachable or timed out
+  6  integrity: content does not match its digest or size
+`envoci run` exits with the command's own code. With --json, an error is printed to
+stderr as an object with `error`, `kind`, `exitCode` and `causes`.";
+
 /// envoci: build conda environments once, restore them anywhere in seconds.
 #[derive(Parser, Debug)]
-#[command(name = "envoci", version, about, propagate_version = true)]
+#[command(name = "envoci", version, about, propagate_version = true, after_help = EXIT_CODES)]
 struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -118,9 +132,7 @@ impl TransferArgs {
 
 /// The async runtime registry commands run on.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    envoci::runtime().context("cannot start the async runtime")
 }
 
 /// Prints results as text or JSON.
@@ -149,8 +161,9 @@ pub fn main() -> ExitCode {
     match run(cli, &printer) {
         Ok(code) => code,
         Err(err) => {
-            report_error(&err, printer.json);
-            ExitCode::FAILURE
+            let kind = envoci::error::kind_of(err.as_ref());
+            report_error(&err, kind, printer.json);
+            ExitCode::from(kind.exit_code())
         }
     }
 }
@@ -180,10 +193,25 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn report_error(err: &anyhow::Error, json: bool) {
-    let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+/// Prints an error once, with its causes (a cause whose text the line above already
+/// holds is left out), and as JSON with its kind under `--json`.
+fn report_error(err: &anyhow::Error, kind: envoci::ErrorKind, json: bool) {
+    let mut shown = err.to_string();
+    let mut causes = Vec::new();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            shown.push_str(&text);
+            causes.push(text);
+        }
+    }
     if json {
-        let value = serde_json::json!({ "error": err.to_string(), "causes": causes });
+        let value = serde_json::json!({
+            "error": err.to_string(),
+            "kind": kind.as_str(),
+            "exitCode": kind.exit_code(),
+            "causes": causes,
+        });
         eprintln!("{value}");
         return;
     }

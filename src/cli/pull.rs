@@ -1,5 +1,6 @@
 //! `envoci pull REF` (registry, OCI layout or archive → store)
 
+use envoci::error::UsageError;
 use std::process::ExitCode;
 
 use envoci::inspect::human_bytes;
@@ -20,7 +21,7 @@ pub struct Args {
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let source = Location::parse(&args.reference)?;
     if !source.is_remote() {
-        anyhow::bail!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference);
+        return Err(UsageError(format!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference)).into());
     }
     let options = args.transfer.options();
     let (report, local) = super::runtime()?.block_on(transfer::fetch(

@@ -1,5 +1,6 @@
 //! `envoci push LOCAL DEST` (store → registry, OCI layout or archive)
 
+use envoci::error::UsageError;
 use std::process::ExitCode;
 
 use envoci::inspect::human_bytes;
@@ -21,7 +22,7 @@ pub struct Args {
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let destination = Location::parse(&args.reference)?;
     if !destination.is_remote() {
-        anyhow::bail!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference);
+        return Err(UsageError(format!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference)).into());
     }
     let options = args.transfer.options();
     let report =

@@ -1,11 +1,13 @@
 //! `envoci restore REF (--target DIR | --space NAME)`
 
+use envoci::error::UsageError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use envoci::builder;
+use envoci::provide;
 use envoci::space::{self, LinkMode, Options};
-use envoci::spec::{looks_like_spec, Spec};
+use envoci::spec::looks_like_spec;
 use envoci::store::Store;
 use envoci::transfer::{self, Location, RemoteRef};
 
@@ -55,7 +57,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     let target = match (&args.target, &args.space) {
         (Some(t), _) => t.clone(),
         (None, Some(name)) => space::managed_space(store, name)?,
-        (None, None) => anyhow::bail!("give --target DIR or --space NAME"),
+        (None, None) => return Err(UsageError("give --target DIR or --space NAME".into()).into()),
     };
     let options = Options {
         link: args.link,
@@ -101,46 +103,31 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// The manifest digest for a spec: its blueprint in the store, else its `bp-` tag in
-/// `--from` (pulled), else built (unless `--no-build`) and, with `--push`, pushed.
+/// The manifest digest for a spec: from the store, `--from`, or built (see
+/// [`envoci::provide`]).
 fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
     let spec = super::build::read_spec(std::path::Path::new(&args.reference))?;
     let platform = builder::platform(args.transfer.platform.as_deref())?.to_string();
-    let blueprint = spec.blueprint(&platform);
-    if let Some(digest) = builder::find_built(store, &blueprint, &platform) {
-        return Ok(digest);
-    }
-    let transfer = args.transfer.options();
-    if let Some(repo) = &args.from {
-        let remote = RemoteRef::parse(repo)?.with_tag(&Spec::blueprint_tag(&blueprint, &platform));
-        match super::runtime()?.block_on(transfer::pull(store, &remote, &transfer, Some(&platform)))
-        {
-            Ok((pulled, _)) => return Ok(pulled.digest),
-            Err(transfer::Error::NotFound { .. }) => {
-                eprintln!("{remote} is not in the registry: building");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if args.no_build {
-        anyhow::bail!(
-            "{} (blueprint {}) is not built for {platform} in the store{}; run `envoci build {}` or drop --no-build",
-            args.reference,
-            &blueprint[..16],
-            args.from.as_ref().map(|r| format!(" nor in {r}")).unwrap_or_default(),
-            args.reference
-        );
-    }
-    let options = args
+    let from = args.from.as_deref().map(RemoteRef::parse).transpose()?;
+    let push = args.push.as_deref().map(RemoteRef::parse).transpose()?;
+    let build = args
         .build
         .options(None, Some(platform.clone()), args.transfer.jobs);
-    let report = builder::build(store, &spec, &options)?;
-    if args.build.timings {
-        eprintln!("{}", super::build::timings_line(&report));
+    let request = provide::Request {
+        spec: &spec,
+        spec_name: &args.reference,
+        platform: &platform,
+        from: from.as_ref(),
+        build: (!args.no_build).then_some(&build),
+        push: push.as_ref(),
+        transfer: &args.transfer.options(),
+        notice: &|text| eprintln!("{text}"),
+    };
+    let provided = provide::from_spec(store, &request)?;
+    if let provide::Source::Built { report, .. } = &provided.source {
+        if args.build.timings {
+            eprintln!("{}", super::build::timings_line(report));
+        }
     }
-    if let Some(target) = &args.push {
-        let remote = RemoteRef::parse(target)?;
-        super::runtime()?.block_on(transfer::push(store, &report.digest, &remote, &transfer))?;
-    }
-    Ok(report.digest)
+    Ok(provided.digest)
 }

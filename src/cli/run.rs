@@ -1,5 +1,6 @@
 //! `envoci run (--target DIR | --space NAME) -- CMD ARGS...`
 
+use envoci::error::UsageError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ pub fn run(store: &Store, args: Args) -> anyhow::Result<ExitCode> {
     let prefix = match (&args.target, &args.space) {
         (Some(t), _) => t.clone(),
         (None, Some(name)) => envoci::space::managed_space(store, name)?,
-        (None, None) => anyhow::bail!("give --target DIR or --space NAME"),
+        (None, None) => return Err(UsageError("give --target DIR or --space NAME".into()).into()),
     };
     let status = envoci::run::run(&prefix, &args.command)?;
     // The command's own exit code; a signal becomes 128 + its number, as shells report it.

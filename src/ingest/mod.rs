@@ -20,6 +20,7 @@ use rayon::prelude::*;
 
 pub use attribute::{attribute, Attribution, Owner};
 
+use crate::artifact;
 use crate::catalog::{self, Catalog, CatalogLayer, Environment, LayerKind};
 use crate::digest::Digest;
 use crate::layer::{Compression, LayerDigests};
@@ -208,10 +209,10 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         .platform
         .clone()
         .or_else(|| attribution.platform.clone())
-        .unwrap_or_else(|| catalog::host_platform().to_string());
+        .unwrap_or_else(|| artifact::host_platform().to_string());
     let catalog = Catalog {
         schema_version: catalog::SCHEMA_VERSION,
-        media_type: catalog::CATALOG_MEDIA_TYPE.into(),
+        media_type: artifact::CATALOG_MEDIA_TYPE.into(),
         tool: crate::TOOL_VERSION.into(),
         platform,
         blueprint: options.blueprint.clone(),
@@ -245,9 +246,9 @@ pub fn commit_catalog(
     tag: &str,
 ) -> Result<(Digest, u64), Error> {
     let (catalog_digest, catalog_size, _) = store.put_json_blob(scratch, catalog)?;
-    let manifest = catalog::build_manifest(catalog, (catalog_digest, catalog_size), layers);
+    let manifest = artifact::build_manifest(catalog, (catalog_digest, catalog_size), layers);
     let (digest, size, _) = store.put_json_blob(scratch, &manifest)?;
-    let mut descriptor = catalog::manifest_descriptor(&digest, size);
+    let mut descriptor = artifact::manifest_descriptor(&digest, size);
     descriptor.set_annotations(Some(HashMap::from([(
         store::ANNOTATION_PLATFORM.to_string(),
         catalog.platform.clone(),

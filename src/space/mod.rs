@@ -23,7 +23,7 @@ pub use link::{LinkMode, Linker};
 pub use plan::{Plan, PlanError, Want};
 pub use state::{Actual, Method, PathRecord, SpaceState};
 
-use crate::catalog::{self, Artifact};
+use crate::artifact::{self, Artifact};
 use crate::digest::Digest;
 use crate::fsutil::{remove_any, FileLock};
 use crate::relocate;
@@ -37,7 +37,7 @@ pub enum Error {
     Store(#[from] store::Error),
     /// The reference is not a usable envoci artifact.
     #[error(transparent)]
-    Load(#[from] catalog::LoadError),
+    Load(#[from] artifact::LoadError),
     /// The catalog cannot be restored (here).
     #[error(transparent)]
     Plan(#[from] PlanError),
@@ -171,7 +171,7 @@ pub fn restore(
     target: &Path,
     options: &Options,
 ) -> Result<Report, Error> {
-    let artifact = catalog::load(store, reference)?;
+    let artifact = artifact::load(store, reference)?;
     let target = absolute_target(target)?;
     let target_str = target.to_str().ok_or_else(|| Error::BadTarget {
         path: target.clone(),

@@ -121,7 +121,7 @@ pub async fn fetch(
         Location::Registry(remote) => pull::pull(store, remote, options, platform).await,
         _ => {
             let name = source.to_string();
-            let artifact = crate::catalog::load(store, &name)?;
+            let artifact = crate::artifact::load(store, &name)?;
             let report = Report {
                 reference: name.clone(),
                 digest: artifact.digest.oci(),

@@ -9,6 +9,7 @@
 //! whole, and verified against their digest before they are committed to the store.
 
 pub mod credentials;
+pub mod error;
 pub mod layout;
 pub mod location;
 pub mod pull;
@@ -18,86 +19,11 @@ pub mod token;
 
 use std::str::FromStr;
 
+pub use error::{Error, ErrorKind, Failure};
 pub use location::{copy, copy_all_platforms, fetch, send, Location};
 pub use pull::pull;
 pub use push::push;
 pub use registry::{Registry, RegistryOptions};
-
-/// Why a transfer failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The reference does not parse.
-    #[error("`{reference}` is not a registry reference (expected host/repository:tag or host/repository@sha256:...): {reason}")]
-    BadReference {
-        /// The reference.
-        reference: String,
-        /// The parser's complaint.
-        reason: String,
-    },
-    /// The registry answered with an error (or could not be reached).
-    #[error("registry {registry}: {what} failed: {reason}")]
-    Registry {
-        /// Registry host.
-        registry: String,
-        /// What was attempted.
-        what: String,
-        /// The registry's or the transport's message.
-        reason: String,
-    },
-    /// Credentials cannot be found or used.
-    #[error("credentials for {host}: {reason}")]
-    Credentials {
-        /// Registry host (or the config file).
-        host: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The registry refused the credentials, or wants some.
-    #[error("registry {registry} refused access{}: {reason}", if *anonymous { " (no credentials were given: run `envoci login HOST` or set ENVOCI_REGISTRY_USER and ENVOCI_REGISTRY_PASSWORD)" } else { " (check the user name and password)" })]
-    Unauthorized {
-        /// Registry host.
-        registry: String,
-        /// Whether the request was anonymous.
-        anonymous: bool,
-        /// The registry's message.
-        reason: String,
-    },
-    /// The registry has no such repository or tag.
-    #[error("`{reference}` not found: the registry has no such repository, tag or digest")]
-    NotFound {
-        /// The reference.
-        reference: String,
-    },
-    /// A blob whose content does not match its digest.
-    #[error("{what} {digest} from {registry} does not match its digest (got {actual}); nothing was committed")]
-    DigestMismatch {
-        /// Registry host.
-        registry: String,
-        /// Config, layer, manifest.
-        what: &'static str,
-        /// Expected digest.
-        digest: String,
-        /// Actual digest.
-        actual: String,
-    },
-    /// The registry holds something that is not an envoci environment for this platform.
-    #[error("`{reference}` is not an envoci environment: {what}")]
-    NotEnvoci {
-        /// The reference.
-        reference: String,
-        /// What it is.
-        what: String,
-    },
-    /// An OCI layout or archive cannot be read or written.
-    #[error(transparent)]
-    Layout(#[from] layout::Error),
-    /// The local store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::Error),
-    /// The local artifact cannot be loaded.
-    #[error(transparent)]
-    Load(#[from] crate::catalog::LoadError),
-}
 
 /// A parsed registry reference (`host/repo:tag`, `host/repo@sha256:...`).
 #[derive(Clone, Debug)]

@@ -13,14 +13,12 @@ use oci_client::client::BlobResponse;
 use oci_client::RegistryOperation;
 use sha2::Digest as _;
 
-use super::registry::is_transient;
+use super::error::{classify_io, Failure};
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
-use crate::catalog::{self, CATALOG_MEDIA_TYPE};
+use crate::artifact::{self, CATALOG_MEDIA_TYPE};
 use crate::digest::Digest;
 use crate::fsutil::FileLock;
 use crate::store::{self, Store};
-
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Pulls `remote` into `store` (for `platform`, default this machine's). Returns the
 /// report and the local name the artifact got (the full reference).
@@ -43,24 +41,31 @@ pub async fn pull(
             });
         }
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
-    if is_index(&value) {
-        let chosen = choose_platform(&value, platform, &remote.to_string())?;
-        bytes = fetch_manifest(&registry, &remote.with_digest(&chosen)).await?;
+    let index = artifact::parse_index(&bytes)
+        .map_err(|e| registry.malformed("reading the manifest", &e))?;
+    if let Some(index) = index {
+        let want = platform.unwrap_or(artifact::host_platform());
+        let chosen = artifact::choose_platform(&index, want).map_err(|what| Error::NotEnvoci {
+            reference: remote.to_string(),
+            what,
+        })?;
+        bytes = fetch_manifest(&registry, &remote.with_digest(&chosen.digest.oci())).await?;
         digest = Digest::of(&bytes);
-        if digest.oci() != chosen {
+        if digest != chosen.digest {
             return Err(Error::DigestMismatch {
                 registry: registry.host.clone(),
                 what: "manifest",
-                digest: chosen,
+                digest: chosen.digest.oci(),
                 actual: digest.oci(),
             });
         }
     }
-    let manifest: oci_spec::image::ImageManifest =
-        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
-    check_envoci(&manifest, &remote.to_string())?;
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| registry.malformed("reading the manifest", &e))?;
+    artifact::check_envoci(&manifest).map_err(|what| Error::NotEnvoci {
+        reference: remote.to_string(),
+        what: format!("it is {what}"),
+    })?;
 
     let scratch = store.scratch()?;
     let mut report = Report {
@@ -83,7 +88,8 @@ pub async fn pull(
     blobs.retain(|(d, _, _)| seen.insert(d.clone()));
     let mut missing = Vec::new();
     for (d, size, media) in blobs {
-        let parsed = Digest::parse(&d).map_err(|e| registry.error("reading the manifest", e))?;
+        let parsed =
+            Digest::parse(&d).map_err(|e| registry.malformed("reading the manifest", &e))?;
         if store.has_blob(&parsed) {
             report.blobs_skipped += 1;
             report.bytes_skipped += size;
@@ -104,7 +110,7 @@ pub async fn pull(
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
-    let descriptor = catalog::manifest_descriptor(&digest, bytes.len() as u64);
+    let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
 }
@@ -117,83 +123,19 @@ pub async fn platforms(
 ) -> Result<Option<Vec<String>>, Error> {
     let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
     let bytes = fetch_manifest(&registry, remote).await?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| registry.error("reading the manifest", e))?;
-    if !is_index(&value) {
-        return Ok(None);
-    }
-    Ok(Some(
-        value["manifests"]
-            .as_array()
+    let index = artifact::parse_index(&bytes)
+        .map_err(|e| registry.malformed("reading the manifest", &e))?;
+    Ok(index.map(|index| {
+        artifact::envoci_entries(&index)
             .into_iter()
-            .flatten()
-            .filter_map(|m| m["annotations"][store::ANNOTATION_PLATFORM].as_str())
-            .map(str::to_string)
-            .collect(),
-    ))
+            .map(|e| e.platform)
+            .collect()
+    }))
 }
 
-/// Whether a manifest document is an image index (several platforms).
-pub(super) fn is_index(value: &serde_json::Value) -> bool {
-    value.get("mediaType").and_then(|m| m.as_str()) == Some(OCI_INDEX)
-        || value.get("manifests").is_some()
-}
-
-/// The digest of `platform`'s manifest (default this machine's) in an index, or an
-/// error listing the platforms it has.
-pub(super) fn choose_platform(
-    index: &serde_json::Value,
-    platform: Option<&str>,
-    reference: &str,
-) -> Result<String, Error> {
-    let want = platform.unwrap_or(catalog::host_platform());
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    let platform_of = |m: &serde_json::Value| {
-        m["annotations"][store::ANNOTATION_PLATFORM]
-            .as_str()
-            .map(str::to_string)
-    };
-    entries
-        .iter()
-        .find(|m| platform_of(m).as_deref() == Some(want))
-        .and_then(|m| m["digest"].as_str())
-        .map(str::to_string)
-        .ok_or_else(|| Error::NotEnvoci {
-            reference: reference.to_string(),
-            what: format!(
-                "it has no {want} environment (platforms present: {})",
-                entries
-                    .iter()
-                    .filter_map(platform_of)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        })
-}
-
-/// Refuses a manifest whose config is not an envoci catalog, saying what it is.
-pub(super) fn check_envoci(
-    manifest: &oci_spec::image::ImageManifest,
-    reference: &str,
-) -> Result<(), Error> {
-    let config_type = manifest.config().media_type().to_string();
-    if config_type == CATALOG_MEDIA_TYPE {
-        return Ok(());
-    }
-    let what = if config_type.contains("image.config") || config_type.contains("container.image") {
-        "it is a container image".to_string()
-    } else {
-        format!("its config is {config_type}")
-    };
-    Err(Error::NotEnvoci {
-        reference: reference.to_string(),
-        what,
-    })
-}
-
-/// The raw manifest or index `remote` names (retried; "not found" says so).
+/// The raw manifest or index `remote` names (retried).
 async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes::Bytes, Error> {
-    let accepted = [super::push::MANIFEST_MEDIA_TYPE, OCI_INDEX];
+    let accepted = [artifact::MANIFEST_MEDIA_TYPE, artifact::INDEX_MEDIA_TYPE];
     let (bytes, _) = registry
         .retry(|| {
             registry
@@ -201,26 +143,8 @@ async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes
                 .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
         })
         .await
-        .map_err(|e| not_found_or(registry, remote, e))?;
+        .map_err(|e| registry.fail(format!("pulling the manifest of {remote}"), e))?;
     Ok(bytes)
-}
-
-fn not_found_or(
-    registry: &Registry,
-    remote: &RemoteRef,
-    e: oci_client::errors::OciDistributionError,
-) -> Error {
-    let text = e.to_string();
-    let lower = text.to_lowercase();
-    if ["manifest unknown", "name unknown", "not found", "404"]
-        .iter()
-        .any(|k| lower.contains(k))
-    {
-        return Error::NotFound {
-            reference: remote.to_string(),
-        };
-    }
-    registry.error(format!("pulling the manifest of {remote}"), e)
 }
 
 /// Downloads one blob into a partial file (continuing one a previous pull left), checks
@@ -235,11 +159,6 @@ async fn fetch_blob(
     size: u64,
     media: String,
 ) -> Result<(u64, bool), Error> {
-    let _permit = registry
-        .limit
-        .acquire()
-        .await
-        .map_err(|e| registry.error("scheduling", e))?;
     let partial = store.partial_path(&digest);
     if let Some(dir) = partial.parent() {
         std::fs::create_dir_all(dir).map_err(store::Error::io("create directory", dir))?;
@@ -247,11 +166,14 @@ async fn fetch_blob(
     let lock_path = store
         .locks_dir()
         .join(format!("partial-{}.lock", digest.hex()));
-    let _lock = tokio::task::spawn_blocking(move || {
-        FileLock::exclusive(&lock_path).map_err(store::Error::io("lock", lock_path))
-    })
-    .await
-    .map_err(|e| registry.error("locking", e))??;
+    let lock = {
+        let lock_path = lock_path.clone();
+        tokio::task::spawn_blocking(move || FileLock::exclusive(&lock_path)).await
+    };
+    let _lock = lock
+        .map_err(std::io::Error::other)
+        .and_then(|locked| locked)
+        .map_err(store::Error::io("lock", lock_path))?;
     if store.has_blob(&digest) {
         return Ok((0, false)); // another process fetched it meanwhile
     }
@@ -320,8 +242,8 @@ async fn download_once(
     let request_failed = |e: oci_client::errors::OciDistributionError| Interrupted {
         downloaded: 0,
         resumed: false,
-        transient: is_transient(&e),
-        error: registry.error(format!("downloading blob {digest}"), e),
+        transient: registry.is_transient(&e),
+        error: registry.fail(format!("downloading blob {digest}"), e),
     };
     // Hash what a previous attempt left, then continue after it.
     let mut hasher = sha2::Sha256::new();
@@ -394,30 +316,38 @@ async fn download_once(
         digest: digest.oci(),
         actual: actual.oci(),
     };
-    let interrupted = |offset: u64, reason: String| Interrupted {
+    let interrupted = |offset: u64, failure: Failure, source: Option<std::io::Error>| Interrupted {
         downloaded: offset - start,
         resumed,
-        transient: true,
+        transient: failure.is_transient(),
         error: registry.error(
             format!(
                 "downloading blob {digest} (interrupted; {offset} of {size} bytes kept to resume)"
             ),
-            reason,
+            failure,
+            source.map(|e| Box::new(e) as super::error::BoxError),
         ),
     };
     while let Some(chunk) = body.stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
-            Err(e) if e.to_string().to_lowercase().contains("digest") => {
-                // oci-client checked the complete blob: corrupt, so not resumable.
-                let actual = Digest(hasher.finalize().into());
-                return Err(discard(offset - start, resumed, mismatch(actual)));
+            Err(e) => {
+                let failure = classify_io(&e, &registry.context).unwrap_or(Failure::Interrupted {
+                    detail: String::new(),
+                });
+                if let Failure::Integrity { .. } = failure {
+                    // oci-client checked the complete blob: corrupt, so not resumable.
+                    let actual = Digest(hasher.finalize().into());
+                    return Err(discard(offset - start, resumed, mismatch(actual)));
+                }
+                return Err(interrupted(offset, failure, Some(e)));
             }
-            Err(e) => return Err(interrupted(offset, e.to_string())),
         };
         if offset + chunk.len() as u64 > size {
-            let what = format!("downloading blob {digest}");
-            let error = registry.error(what, "the registry sent more bytes than the manifest says");
+            let failure = Failure::Integrity {
+                detail: "the registry sent more bytes than the manifest says".into(),
+            };
+            let error = registry.error(format!("downloading blob {digest}"), failure, None);
             return Err(discard(offset - start, resumed, error));
         }
         file.write_all(&chunk)
@@ -428,7 +358,10 @@ async fn download_once(
     file.flush().map_err(store::Error::io("write", partial))?;
     drop(file);
     if offset != size {
-        return Err(interrupted(offset, "the connection ended early".into()));
+        let failure = Failure::Interrupted {
+            detail: "the connection ended early".into(),
+        };
+        return Err(interrupted(offset, failure, None));
     }
     let actual = Digest(hasher.finalize().into());
     if actual != digest {

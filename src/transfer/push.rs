@@ -8,12 +8,9 @@ use oci_client::RegistryOperation;
 use tokio::io::AsyncReadExt;
 
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
-use crate::catalog;
+use crate::artifact::{self, IndexEntry};
 use crate::digest::Digest;
 use crate::store::Store;
-
-/// OCI image manifest media type.
-pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Pushes the local artifact `local` (tag or digest) to `remote`.
 pub async fn push(
@@ -22,7 +19,7 @@ pub async fn push(
     remote: &RemoteRef,
     options: &RegistryOptions,
 ) -> Result<Report, Error> {
-    let artifact = catalog::load(store, local)?;
+    let artifact = artifact::load(store, local)?;
     let manifest = store.read_blob(&artifact.digest)?;
     let registry = Registry::connect(remote, options, RegistryOperation::Push).await?;
 
@@ -37,7 +34,7 @@ pub async fn push(
     // A registry accepts a manifest only once it has every blob it names: if this
     // manifest is there already, no blob needs asking for.
     let by_digest = remote.with_digest(&artifact.digest.oci());
-    let accepted = [MANIFEST_MEDIA_TYPE];
+    let accepted = [artifact::MANIFEST_MEDIA_TYPE];
     let complete = registry
         .client
         .pull_manifest_raw(&by_digest.0, &registry.auth, &accepted)
@@ -89,30 +86,33 @@ pub async fn push(
         &registry,
         &remote.with_digest(&artifact.digest.oci()),
         manifest.clone(),
-        MANIFEST_MEDIA_TYPE,
+        artifact::MANIFEST_MEDIA_TYPE,
     )
     .await?;
     // The tag: this manifest, or an index merging it with the other platforms there.
     match merged_index(&registry, remote, &ours).await? {
-        Some(index) => put_manifest(&registry, remote, index, INDEX_MEDIA_TYPE).await?,
-        None => put_manifest(&registry, remote, manifest.clone(), MANIFEST_MEDIA_TYPE).await?,
+        Some(index) => put_manifest(&registry, remote, index, artifact::INDEX_MEDIA_TYPE).await?,
+        None => {
+            put_manifest(
+                &registry,
+                remote,
+                manifest.clone(),
+                artifact::MANIFEST_MEDIA_TYPE,
+            )
+            .await?
+        }
     }
     if let Some(bp) = &artifact.catalog.blueprint {
-        let tag = remote.with_tag(&crate::spec::Spec::blueprint_tag(bp, &platform));
-        put_manifest(&registry, &tag, manifest.clone(), MANIFEST_MEDIA_TYPE).await?;
+        let tag = remote.with_tag(&crate::artifact::blueprint_tag(bp, &platform));
+        put_manifest(
+            &registry,
+            &tag,
+            manifest.clone(),
+            artifact::MANIFEST_MEDIA_TYPE,
+        )
+        .await?;
     }
     Ok(report)
-}
-
-/// OCI image index media type.
-pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-
-/// One platform's manifest in an index.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct IndexEntry {
-    pub(super) digest: Digest,
-    pub(super) size: u64,
-    pub(super) platform: String,
 }
 
 async fn put_manifest(
@@ -130,7 +130,7 @@ async fn put_manifest(
             )
         })
         .await
-        .map_err(|e| registry.error(format!("pushing the manifest to {target}"), e))?;
+        .map_err(|e| registry.fail(format!("pushing the manifest to {target}"), e))?;
     Ok(())
 }
 
@@ -142,7 +142,7 @@ async fn merged_index(
     remote: &RemoteRef,
     ours: &IndexEntry,
 ) -> Result<Option<Vec<u8>>, Error> {
-    let accepted = [MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE];
+    let accepted = [artifact::MANIFEST_MEDIA_TYPE, artifact::INDEX_MEDIA_TYPE];
     let Ok((bytes, _)) = registry
         .client
         .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
@@ -150,92 +150,39 @@ async fn merged_index(
     else {
         return Ok(None);
     };
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return Ok(None);
-    };
-    let platform_of = |v: &serde_json::Value| {
-        v["annotations"][crate::store::ANNOTATION_PLATFORM]
-            .as_str()
-            .map(str::to_string)
-    };
-    let mut entries: Vec<IndexEntry> = if let Some(list) = value["manifests"].as_array() {
-        list.iter()
-            .filter_map(|m| {
-                Some(IndexEntry {
-                    digest: Digest::parse(m["digest"].as_str()?).ok()?,
-                    size: m["size"].as_u64()?,
-                    platform: platform_of(m)?,
-                })
-            })
-            .collect()
-    } else if value["config"]["mediaType"] == crate::catalog::CATALOG_MEDIA_TYPE {
-        match platform_of(&value) {
-            Some(p) => vec![IndexEntry {
-                digest: Digest::of(&bytes),
-                size: bytes.len() as u64,
-                platform: p,
-            }],
+    let mut entries = match artifact::parse_index(&bytes) {
+        Ok(Some(index)) => artifact::envoci_entries(&index),
+        Ok(None) => match envoci_manifest_entry(&bytes) {
+            Some(entry) => vec![entry],
             None => return Ok(None),
-        }
-    } else {
-        return Ok(None);
+        },
+        Err(_) => return Ok(None),
     };
     entries.retain(|e| e.platform != ours.platform);
     if entries.is_empty() {
         return Ok(None);
     }
     entries.push(ours.clone());
-    Ok(Some(
-        index_document(entries).map_err(|e| registry.error("writing the index", e))?,
-    ))
+    Ok(Some(artifact::index_document(entries).map_err(|e| {
+        registry.malformed("writing the index", &e)
+    })?))
 }
 
-/// The canonical OCI image index of envoci manifests for several platforms (sorted by
-/// platform, so the same set gives the same digest wherever it is made).
-pub(super) fn index_document(mut entries: Vec<IndexEntry>) -> serde_json::Result<Vec<u8>> {
-    entries.sort_by(|a, b| a.platform.cmp(&b.platform));
-    let manifests: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|e| {
-            let (os, architecture) = oci_platform(&e.platform);
-            serde_json::json!({
-                "mediaType": MANIFEST_MEDIA_TYPE,
-                "artifactType": crate::catalog::ARTIFACT_TYPE,
-                "digest": e.digest.oci(),
-                "size": e.size,
-                "platform": { "os": os, "architecture": architecture },
-                "annotations": { crate::store::ANNOTATION_PLATFORM: e.platform },
-            })
-        })
-        .collect();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": INDEX_MEDIA_TYPE,
-        "artifactType": crate::catalog::ARTIFACT_TYPE,
-        "manifests": manifests,
-    });
-    crate::json::to_canonical_vec(&index)
-}
-
-/// OCI `os`/`architecture` of a conda platform.
-pub fn oci_platform(conda: &str) -> (&'static str, &'static str) {
-    let (os, arch) = conda.split_once('-').unwrap_or((conda, ""));
-    let os = match os {
-        "osx" => "darwin",
-        "win" => "windows",
-        "linux" => "linux",
-        _ => "unknown",
-    };
-    let arch = match arch {
-        "64" => "amd64",
-        "aarch64" | "arm64" => "arm64",
-        "ppc64le" => "ppc64le",
-        "s390x" => "s390x",
-        "32" => "386",
-        "armv7l" => "arm",
-        _ => "unknown",
-    };
-    (os, arch)
+/// The index entry of an envoci manifest already under a tag (its platform from its
+/// annotation), or `None` for anything else.
+fn envoci_manifest_entry(bytes: &[u8]) -> Option<IndexEntry> {
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(bytes).ok()?;
+    artifact::check_envoci(&manifest).ok()?;
+    let platform = manifest
+        .annotations()
+        .as_ref()?
+        .get(artifact::ANNOTATION_PLATFORM)?
+        .clone();
+    Some(IndexEntry {
+        digest: Digest::of(bytes),
+        size: bytes.len() as u64,
+        platform,
+    })
 }
 
 /// A file as a stream of 1 MiB chunks, for uploading without holding it in memory.
@@ -285,7 +232,7 @@ fn mount_sources(
         {
             continue;
         }
-        let Ok(artifact) = catalog::load(store, &tag.name) else {
+        let Ok(artifact) = artifact::load(store, &tag.name) else {
             continue;
         };
         for (digest, _) in artifact.blobs() {
@@ -305,16 +252,11 @@ async fn push_blob(
     digest: Digest,
     size: u64,
 ) -> Result<(Sent, u64), Error> {
-    let _permit = registry
-        .limit
-        .acquire()
-        .await
-        .map_err(|e| registry.error("scheduling", e))?;
     let name = digest.oci();
     let exists = registry
         .retry(|| registry.client.blob_exists(&remote.0, &name))
         .await
-        .map_err(|e| registry.error(format!("checking blob {digest}"), e))?;
+        .map_err(|e| registry.fail(format!("checking blob {digest}"), e))?;
     if exists {
         return Ok((Sent::Present, size));
     }
@@ -339,6 +281,6 @@ async fn push_blob(
                 .await
         })
         .await
-        .map_err(|e| registry.error(format!("uploading blob {digest}"), e))?;
+        .map_err(|e| registry.fail(format!("uploading blob {digest}"), e))?;
     Ok((Sent::Uploaded, size))
 }

@@ -1,16 +1,19 @@
-//! The registry client: oci-client plus protocol choice (plain HTTP for loopback or
-//! `--insecure`), credentials from the environment, and one semaphore bounding parallel
-//! transfers.
+//! The registry client: oci-client plus what envoci needs around it — protocol choice
+//! (plain HTTP for loopback or `--insecure`), credentials from where users keep them,
+//! a probe of `GET /v2/` that tells "not a registry" and "unreachable" apart from
+//! everything else, and retries of transient failures. Every failure leaves here as a
+//! typed [`Error`] (see [`super::error`]). Parallelism is not bounded here: pulls and
+//! pushes run their blobs through one bounded stream (`--jobs`).
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
-use tokio::sync::Semaphore;
 
 use super::credentials::Credential;
+use super::error::{classify, classify_request, summarize_body, BoxError, Context, Failure};
 use super::{Error, RemoteRef};
 
 /// How to talk to registries.
@@ -30,7 +33,7 @@ pub struct RegistryOptions {
     pub retries: u32,
     /// How long a connection may stay silent (connecting, or between two reads) before
     /// the request counts as failed (transient: retried, and a download resumed).
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -41,7 +44,7 @@ impl Default for RegistryOptions {
             ca_file: None,
             credentials: None,
             retries: 3,
-            timeout: std::time::Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
         }
     }
 }
@@ -52,40 +55,19 @@ pub struct Registry {
     pub client: Client,
     /// Credentials used for every request.
     pub auth: RegistryAuth,
-    /// Bounds parallel blob transfers.
-    pub limit: Arc<Semaphore>,
     /// The registry host, for messages.
     pub host: String,
     /// Retries of transient failures.
     pub retries: u32,
-}
-
-/// Whether a failure may go away by itself: the connection, a timeout, 429 or 5xx.
-pub fn is_transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::RequestError(r) => {
-            r.is_connect()
-                || r.is_timeout()
-                || r.is_body()
-                || r.is_request()
-                || r.status()
-                    .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
-        }
-        OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
-        OciDistributionError::IoError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let text = envelope.to_string().to_lowercase();
-            text.contains("toomanyrequests") || text.contains("unavailable")
-        }
-        _ => false,
-    }
+    /// How requests are made, for classifying their failures.
+    pub context: Context,
 }
 
 /// Delay before retry number `attempt` (0-based): 250 ms doubling, with ±25% jitter.
-pub fn backoff(attempt: u32) -> std::time::Duration {
+pub fn backoff(attempt: u32) -> Duration {
     let base = 250u64 << attempt.min(6);
     let jitter = crate::store::rand_u64() % (base / 2 + 1);
-    std::time::Duration::from_millis(base - base / 4 + jitter)
+    Duration::from_millis(base - base / 4 + jitter)
 }
 
 /// Loopback registries speak plain HTTP (as `docker` and `skopeo` assume too).
@@ -94,79 +76,115 @@ fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
 
+/// How to reach one registry: scheme, trusted CA, timeout.
+struct Endpoint {
+    host: String,
+    plain_http: bool,
+    ca_pem: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Endpoint {
+    fn new(host: &str, options: &RegistryOptions) -> Result<Endpoint, Error> {
+        // Plain HTTP for loopback (unless a CA file says it speaks TLS) or --insecure.
+        let plain_http = options.insecure || (is_loopback(host) && options.ca_file.is_none());
+        let ca_pem = match &options.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|source| Error::CaFile {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Ok(Endpoint {
+            host: host.to_string(),
+            plain_http,
+            ca_pem,
+            timeout: options.timeout,
+        })
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.plain_http {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    fn client_config(&self, jobs: usize) -> ClientConfig {
+        let protocol = if self.plain_http {
+            ClientProtocol::HttpsExcept(vec![self.host.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let extra_root_certificates = self
+            .ca_pem
+            .iter()
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
+        ClientConfig {
+            protocol,
+            use_monolithic_push: true,
+            max_concurrent_upload: jobs.max(1),
+            max_concurrent_download: jobs.max(1),
+            extra_root_certificates,
+            read_timeout: Some(self.timeout),
+            connect_timeout: Some(self.timeout),
+            ..Default::default()
+        }
+    }
+
+    /// A plain HTTP client with the same trust and timeouts, for the probe and the
+    /// token exchange.
+    fn http_client(&self) -> Result<reqwest::Client, BoxError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.timeout)
+            .read_timeout(self.timeout);
+        if let Some(pem) = &self.ca_pem {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem)?);
+        }
+        Ok(builder.build()?)
+    }
+}
+
 impl Registry {
-    /// A client for the registry of `reference`, authenticated for `operation`.
+    /// A client for the registry of `reference`, authenticated for `operation`: the
+    /// registry is probed first, so an address where no registry answers fails here,
+    /// saying what answers instead.
     pub async fn connect(
         reference: &RemoteRef,
         options: &RegistryOptions,
         operation: RegistryOperation,
     ) -> Result<Registry, Error> {
         let host = reference.registry().to_string();
-        // Plain HTTP for loopback (unless a CA file says it speaks TLS) or --insecure.
-        let plain = options.insecure || (is_loopback(&host) && options.ca_file.is_none());
-        let protocol = if plain {
-            ClientProtocol::HttpsExcept(vec![host.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        let mut extra_root_certificates = Vec::new();
-        let mut ca_pem = None;
-        if let Some(ca) = &options.ca_file {
-            let data = std::fs::read(ca).map_err(|e| Error::Credentials {
-                host: host.clone(),
-                reason: format!("cannot read CA file {}: {e}", ca.display()),
-            })?;
-            ca_pem = Some(data.clone());
-            extra_root_certificates.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        let config = ClientConfig {
-            protocol,
-            use_monolithic_push: true,
-            max_concurrent_upload: options.jobs.max(1),
-            max_concurrent_download: options.jobs.max(1),
-            extra_root_certificates,
-            read_timeout: Some(options.timeout),
-            connect_timeout: Some(options.timeout),
-            ..Default::default()
-        };
-        let client = Client::new(config);
-        // A credential helper is a program: run it off the async runtime.
-        let auth = match &options.credentials {
-            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
-            None => {
-                let lookup = host.clone();
-                let credential =
-                    tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
-                        .await
-                        .map_err(|e| Error::Credentials {
-                            host: host.clone(),
-                            reason: e.to_string(),
-                        })??;
-                match credential {
-                    Credential::Auth(auth) => auth,
-                    Credential::IdentityToken(token) => {
-                        let endpoint = super::token::Endpoint {
-                            scheme: if plain { "http" } else { "https" },
-                            ca_pem: ca_pem.as_deref(),
-                            timeout: options.timeout,
-                        };
-                        let access =
-                            super::token::exchange(reference, &endpoint, &token, operation).await?;
-                        RegistryAuth::Bearer(access)
-                    }
-                }
-            }
-        };
-        let registry = Registry {
-            client,
+        let endpoint = Endpoint::new(&host, options)?;
+        let http = endpoint.http_client().map_err(|e| Error::Registry {
+            registry: host.clone(),
+            what: "setting up the HTTP client".into(),
+            failure: Failure::Server {
+                status: None,
+                detail: String::new(),
+            },
+            source: Some(e),
+        })?;
+        let auth = credentials(reference, options, &endpoint, &http, operation).await?;
+        let mut registry = Registry {
+            client: Client::new(endpoint.client_config(options.jobs)),
             auth,
-            limit: Arc::new(Semaphore::new(options.jobs.max(1))),
             host,
             retries: options.retries,
+            context: Context {
+                anonymous: false,
+                plain_http: endpoint.plain_http,
+                loopback: is_loopback(reference.registry()),
+                timeout: options.timeout,
+            },
         };
+        registry.context.anonymous = matches!(registry.auth, RegistryAuth::Anonymous);
+        registry.probe(&http, &endpoint).await?;
         // Authenticate before any blob call, so parallel calls share one token.
         registry
             .retry(|| {
@@ -175,8 +193,39 @@ impl Registry {
                     .auth(&reference.0, &registry.auth, operation)
             })
             .await
-            .map_err(|e| registry.error("authentication", crate::error_chain(&e)))?;
+            .map_err(|e| registry.fail("authenticating", e))?;
         Ok(registry)
+    }
+
+    /// `GET /v2/`: a registry answers 200, or 401 when it wants credentials; anything
+    /// else is not one. Retried like every request.
+    async fn probe(&self, http: &reqwest::Client, endpoint: &Endpoint) -> Result<(), Error> {
+        let url = format!("{}://{}/v2/", endpoint.scheme(), self.host);
+        let mut attempt = 0;
+        let response = loop {
+            let failure = match http.get(&url).send().await {
+                Ok(response) => break response,
+                Err(e) => (classify_request(&e, &self.context), e),
+            };
+            if attempt < self.retries && failure.0.is_transient() {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            return Err(self.error("connecting", failure.0, Some(Box::new(failure.1))));
+        };
+        let status = response.status().as_u16();
+        if status == 200 || status == 401 {
+            return Ok(());
+        }
+        let body = read_capped(response, 4096).await;
+        let failure = Failure::NotRegistry {
+            status,
+            detail: summarize_body(&body),
+            plain_http: self.context.plain_http,
+            loopback: self.context.loopback,
+        };
+        Err(self.error("connecting", failure, None))
     }
 
     /// Checks credentials: connects and asks for a manifest that need not exist; only a
@@ -193,8 +242,8 @@ impl Registry {
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match registry.error("checking the login", e) {
-                err @ Error::Unauthorized { .. } => Err(err),
+            Err(e) => match registry.fail("checking the login", e) {
+                err if err.kind() == super::ErrorKind::Unauthorized => Err(err),
                 _ => Ok(()), // not found and the like: the credentials were accepted
             },
         }
@@ -210,7 +259,7 @@ impl Registry {
         let mut attempt = 0;
         loop {
             match op().await {
-                Err(e) if attempt < self.retries && is_transient(&e) => {
+                Err(e) if attempt < self.retries && self.is_transient(&e) => {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -219,38 +268,93 @@ impl Registry {
         }
     }
 
-    /// An error from the registry, with what was being done; refusals of access become
-    /// [`Error::Unauthorized`] with a hint.
-    pub fn error(&self, what: impl Into<String>, e: impl std::fmt::Display) -> Error {
-        let reason = e.to_string();
-        let lower = reason.to_lowercase();
-        if [
-            "unauthorized",
-            "not authorized",
-            "authentication failure",
-            "401",
-            "denied",
-        ]
-        .iter()
-        .any(|k| lower.contains(k))
-        {
-            return Error::Unauthorized {
-                registry: self.host.clone(),
-                anonymous: matches!(self.auth, RegistryAuth::Anonymous),
-                reason,
-            };
-        }
-        let hint = if lower.contains("code: 405") {
-            " (the registry does not accept this here: is it read-only, or a pull-through mirror?)"
-        } else if lower.contains("code: 413") {
-            " (the registry refuses a request this large: its proxy or its upload limit)"
-        } else {
-            ""
+    /// Whether an oci-client error may go away by itself.
+    pub fn is_transient(&self, e: &OciDistributionError) -> bool {
+        classify(e, &self.context).is_transient()
+    }
+
+    /// The error for an oci-client failure while doing `what`: classified, and with the
+    /// client's error as the cause unless it would only repeat a response body.
+    pub fn fail(&self, what: impl Into<String>, e: OciDistributionError) -> Error {
+        let failure = classify(&e, &self.context);
+        let source: Option<BoxError> = match e {
+            OciDistributionError::ServerError { .. }
+            | OciDistributionError::RegistryError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => None,
+            other => Some(Box::new(other)),
         };
+        self.error(what, failure, source)
+    }
+
+    /// The error for a document from the registry that is not what the protocol says.
+    pub fn malformed(&self, what: impl Into<String>, e: &dyn std::fmt::Display) -> Error {
+        let failure = Failure::Server {
+            status: None,
+            detail: summarize_body(&e.to_string()),
+        };
+        self.error(what, failure, None)
+    }
+
+    /// An error of this registry while doing `what`.
+    pub fn error(
+        &self,
+        what: impl Into<String>,
+        failure: Failure,
+        source: Option<BoxError>,
+    ) -> Error {
         Error::Registry {
             registry: self.host.clone(),
             what: what.into(),
-            reason: format!("{}{hint}", reason.trim_end()),
+            failure,
+            source,
         }
     }
+}
+
+/// The credentials for `reference`: given ones, else looked up (a credential helper is
+/// a program: run off the async runtime); a stored identity token is exchanged for an
+/// access token.
+async fn credentials(
+    reference: &RemoteRef,
+    options: &RegistryOptions,
+    endpoint: &Endpoint,
+    http: &reqwest::Client,
+    operation: RegistryOperation,
+) -> Result<RegistryAuth, Error> {
+    if let Some((user, password)) = &options.credentials {
+        return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+    }
+    let host = reference.registry().to_string();
+    let lookup = host.clone();
+    let credential = tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
+        .await
+        .map_err(|e| Error::Credentials {
+            host,
+            reason: e.to_string(),
+        })??;
+    match credential {
+        Credential::Auth(auth) => Ok(auth),
+        Credential::IdentityToken(token) => {
+            let token_endpoint = super::token::Endpoint {
+                scheme: endpoint.scheme(),
+                client: http,
+            };
+            let access =
+                super::token::exchange(reference, &token_endpoint, &token, operation).await?;
+            Ok(RegistryAuth::Bearer(access))
+        }
+    }
+}
+
+/// At most `cap` bytes of a response body, as text (a body that breaks off gives what
+/// arrived).
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }

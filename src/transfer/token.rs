@@ -4,21 +4,22 @@
 //! the scope one operation needs; the access token that comes back is used as a Bearer
 //! token for that operation.
 
-use std::time::Duration;
-
 use oci_client::RegistryOperation;
 
+use super::error::{classify_request, Context, Failure};
+use super::registry::read_capped;
 use super::{Error, RemoteRef};
 
 /// How to reach the registry for the exchange (the same choices the client makes).
 pub struct Endpoint<'a> {
     /// `http` or `https`.
     pub scheme: &'static str,
-    /// A PEM file of CA certificates to trust, if any.
-    pub ca_pem: Option<&'a [u8]>,
-    /// Connect and read timeout.
-    pub timeout: Duration,
+    /// An HTTP client with the registry's trust and timeouts.
+    pub client: &'a reqwest::Client,
 }
+
+/// The most of a token service's answer that is read.
+const TOKEN_ANSWER_CAP: usize = 1 << 16;
 
 /// Exchanges `refresh_token` for an access token for `operation` on `reference`'s
 /// repository.
@@ -29,23 +30,27 @@ pub async fn exchange(
     operation: RegistryOperation,
 ) -> Result<String, Error> {
     let host = reference.registry().to_string();
+    let what = "exchanging the stored identity token";
     let fail = |reason: String| Error::Credentials {
         host: host.clone(),
-        reason: format!("exchanging the stored identity token: {reason}"),
+        reason: format!("{what}: {reason}"),
     };
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(endpoint.timeout)
-        .read_timeout(endpoint.timeout);
-    if let Some(pem) = endpoint.ca_pem {
-        let certificate = reqwest::Certificate::from_pem(pem).map_err(|e| fail(e.to_string()))?;
-        builder = builder.add_root_certificate(certificate);
-    }
-    let client = builder.build().map_err(|e| fail(e.to_string()))?;
-    let challenge = client
+    let context = Context {
+        plain_http: endpoint.scheme == "http",
+        ..Context::default()
+    };
+    let request_failed = |e: reqwest::Error| Error::Registry {
+        registry: host.clone(),
+        what: what.into(),
+        failure: classify_request(&e, &context),
+        source: Some(Box::new(e)),
+    };
+    let challenge = endpoint
+        .client
         .get(format!("{}://{host}/v2/", endpoint.scheme))
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(request_failed)?;
     let header = challenge
         .headers()
         .get(reqwest::header::WWW_AUTHENTICATE)
@@ -72,7 +77,8 @@ pub async fn exchange(
     if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
         form.push(("service", service.clone()));
     }
-    let response = client
+    let response = endpoint
+        .client
         .post(&realm)
         .header(
             reqwest::header::CONTENT_TYPE,
@@ -81,20 +87,24 @@ pub async fn exchange(
         .body(form_encode(&form))
         .send()
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(request_failed)?;
     let status = response.status();
-    let body = response.bytes().await.map_err(|e| fail(e.to_string()))?;
+    let body = read_capped(response, TOKEN_ANSWER_CAP).await;
     if !status.is_success() {
-        return Err(Error::Unauthorized {
+        return Err(Error::Registry {
             registry: host.clone(),
-            anonymous: false,
-            reason: format!(
-                "the token service at {realm} refused the stored identity token ({status}); log in again"
-            ),
+            what: what.into(),
+            failure: Failure::Unauthorized {
+                anonymous: false,
+                detail: format!(
+                    "the token service at {realm} refused the stored identity token with {status}; log in again"
+                ),
+            },
+            source: None,
         });
     }
     let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
+        serde_json::from_str(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
     value["access_token"]
         .as_str()
         .or_else(|| value["token"].as_str())

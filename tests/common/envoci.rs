@@ -92,16 +92,26 @@ impl Envoci {
         String::from_utf8_lossy(&self.ok(args).stdout).into_owned()
     }
 
-    /// Runs `envoci ARGS`, asserts it failed with exit code 1 and one error message;
-    /// returns stderr.
+    /// Runs `envoci ARGS`, asserts it failed cleanly — a documented error exit code (1
+    /// to 6, never a crash or a signal) and one error message; returns stderr.
     pub fn fail(&self, args: &[&str]) -> String {
+        self.fail_with(args, |code| (exit::OTHER..=exit::INTEGRITY).contains(&code))
+    }
+
+    /// Runs `envoci ARGS`, asserts it failed with exit code `code` (see [`exit`]) and one
+    /// error message; returns stderr.
+    pub fn fail_as(&self, code: i32, args: &[&str]) -> String {
+        self.fail_with(args, |c| c == code)
+    }
+
+    fn fail_with(&self, args: &[&str], expected: impl Fn(i32) -> bool) -> String {
         let out = self.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "envoci {} should fail cleanly; stderr:\n{stderr}",
-            args.join(" ")
+        assert!(
+            out.status.code().is_some_and(&expected),
+            "envoci {} should fail cleanly with the right exit code, not {:?}; stderr:\n{stderr}",
+            args.join(" "),
+            out.status.code()
         );
         assert!(
             stderr.starts_with("error: "),
@@ -115,6 +125,22 @@ impl Envoci {
     pub fn catalog(&self, reference: &str) -> Json {
         self.json(&["inspect", reference])["catalog"].clone()
     }
+}
+
+/// The documented exit codes.
+pub mod exit {
+    /// Any other failure.
+    pub const OTHER: i32 = 1;
+    /// A malformed command line, reference or option.
+    pub const USAGE: i32 = 2;
+    /// No such environment, tag, repository or digest.
+    pub const NOT_FOUND: i32 = 3;
+    /// Credentials missing, wrong or not allowed.
+    pub const AUTH: i32 = 4;
+    /// The registry is unreachable or timed out.
+    pub const NETWORK: i32 = 5;
+    /// Content that does not match its digest or size.
+    pub const INTEGRITY: i32 = 6;
 }
 
 /// Makes `cmd` run as if the disk filled up after `bytes` in any one file: no file may

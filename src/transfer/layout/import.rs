@@ -1,0 +1,323 @@
+//! Import: the selected artifacts of a layout into the store, every blob checked
+//! before anything is committed, tags last.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::Path;
+
+use oci_spec::image::{ImageIndex, ImageManifest};
+use rayon::prelude::*;
+
+use super::{Error, Layout, ANNOTATION_SINCE};
+use crate::artifact::{self, CATALOG_MEDIA_TYPE};
+use crate::digest::{Digest, HashingWriter};
+use crate::store::Error as StoreError;
+use crate::store::{self, Store, ANNOTATION_REF_NAME};
+use crate::transfer::{Error as TransferError, Report};
+
+/// Which artifacts of a layout to take.
+#[derive(Clone, Copy, Debug)]
+pub enum Select<'a> {
+    /// The one with this tag, or the only one there is.
+    One(Option<&'a str>),
+    /// Every tagged artifact.
+    All,
+}
+
+/// An artifact taken from a layout into the store.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Imported {
+    /// Its tag, now a name in the store.
+    pub name: String,
+    /// Its manifest digest.
+    pub digest: String,
+}
+
+/// How an import treats the layout's blobs.
+#[derive(Clone, Copy, Debug)]
+pub struct ImportOptions<'a> {
+    /// Hash the catalog blob as it is copied (off only for a trusted source); layers
+    /// are checked regardless, by the extraction that reads them.
+    pub verify: bool,
+    /// The platform to take from a multi-platform index [default: this machine's].
+    pub platform: Option<&'a str>,
+}
+
+/// Copies the selected artifacts of `layout` into `store`: only blobs the store lacks,
+/// each verified while it streams into scratch; all are committed (and layers
+/// extracted into the file CAS) only once every one is in, then the tags are set.
+pub fn import(
+    store: &Store,
+    layout: &Layout,
+    select: Select<'_>,
+    options: ImportOptions<'_>,
+) -> Result<(Report, Vec<Imported>), TransferError> {
+    let index = layout.index()?;
+    let since = index
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SINCE))
+        .cloned();
+    let chosen = selected(layout, &index, select)?;
+    // Manifests first (small; always verified): what each artifact needs.
+    let manifests = chosen
+        .into_iter()
+        .map(|(name, digest)| read_manifest(layout, name, &digest, options.platform))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut report = Report {
+        reference: layout.location(),
+        ..Report::default()
+    };
+    let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
+    let scratch = store.scratch()?;
+    stage_and_commit(
+        store,
+        &scratch,
+        layout,
+        &missing,
+        options.verify,
+        &mut report,
+    )?;
+    let mut imported = Vec::new();
+    for (name, bytes, _) in manifests {
+        let (digest, size) = store.put_blob(&scratch, &bytes)?;
+        let descriptor = artifact::manifest_descriptor(&digest, size);
+        store.set_ref(&name, &descriptor)?;
+        report.digest = digest.oci();
+        imported.push(Imported {
+            name,
+            digest: digest.oci(),
+        });
+    }
+    Ok((report, imported))
+}
+
+/// The (tag, manifest digest) pairs `select` picks from the layout's index.
+fn selected(
+    layout: &Layout,
+    index: &ImageIndex,
+    select: Select<'_>,
+) -> Result<Vec<(String, Digest)>, Error> {
+    let location = layout.location();
+    let mut tagged = Vec::new();
+    let mut untagged = 0;
+    for entry in index.manifests() {
+        let digest = store::from_oci_digest(entry.digest()).ok_or_else(|| Error::BadIndex {
+            location: location.clone(),
+            reason: format!("an entry has no sha256 digest: {}", entry.digest()),
+        })?;
+        match entry
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REF_NAME))
+        {
+            Some(name) => tagged.push((name.clone(), digest)),
+            None => untagged += 1,
+        }
+    }
+    let present = || {
+        let names: Vec<&str> = tagged.iter().map(|(n, _)| n.as_str()).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    match select {
+        Select::One(Some(tag)) => {
+            let found: Vec<_> = tagged.iter().filter(|(n, _)| n == tag).cloned().collect();
+            if found.is_empty() {
+                return Err(Error::NoSuchTag {
+                    location,
+                    tag: tag.into(),
+                    present: present(),
+                });
+            }
+            Ok(found)
+        }
+        Select::All | Select::One(None) if tagged.is_empty() => Err(Error::BadIndex {
+            location,
+            reason: format!("it names no tagged artifact ({untagged} untagged)"),
+        }),
+        Select::One(None) if tagged.len() == 1 => Ok(tagged),
+        Select::One(None) => Err(Error::Ambiguous {
+            location,
+            present: present(),
+        }),
+        Select::All => Ok(tagged),
+    }
+}
+
+/// The manifest tag `name` names (through an index, for `platform`), checked against
+/// its digest and to be an envoci environment.
+fn read_manifest(
+    layout: &Layout,
+    name: String,
+    digest: &Digest,
+    platform: Option<&str>,
+) -> Result<(String, Vec<u8>, ImageManifest), TransferError> {
+    let location = layout.location();
+    let reference = format!("{location}:{name}");
+    let bad = |reason: String| Error::BadIndex {
+        location: location.clone(),
+        reason,
+    };
+    let mut bytes = layout.read_blob(digest)?;
+    let index = artifact::parse_index(&bytes)
+        .map_err(|e| bad(format!("manifest {digest} is not JSON: {e}")))?;
+    if let Some(index) = index {
+        let want = platform.unwrap_or(artifact::host_platform());
+        let chosen =
+            artifact::choose_platform(&index, want).map_err(|what| TransferError::NotEnvoci {
+                reference: reference.clone(),
+                what,
+            })?;
+        bytes = layout.read_blob(&chosen.digest)?;
+    }
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest of `{name}`: {e}")))?;
+    artifact::check_envoci(&manifest).map_err(|what| TransferError::NotEnvoci {
+        reference,
+        what: format!("it is {what}"),
+    })?;
+    Ok((name, bytes, manifest))
+}
+
+/// The blobs the manifests name that the store lacks (each once), with size and media
+/// type; those the store has are counted as skipped. A blob neither has is an error
+/// naming the base of an incremental bundle.
+fn missing_blobs(
+    store: &Store,
+    layout: &Layout,
+    manifests: &[(String, Vec<u8>, ImageManifest)],
+    since: Option<String>,
+    report: &mut Report,
+) -> Result<Vec<(Digest, u64, String)>, Error> {
+    let mut needed: BTreeMap<Digest, (u64, String)> = BTreeMap::new();
+    for (_, _, manifest) in manifests {
+        for d in std::iter::once(manifest.config()).chain(manifest.layers()) {
+            let digest = store::from_oci_digest(d.digest()).ok_or_else(|| Error::BadIndex {
+                location: layout.location(),
+                reason: format!("unsupported digest {}", d.digest()),
+            })?;
+            needed.insert(digest, (d.size(), d.media_type().to_string()));
+        }
+    }
+    let mut missing = Vec::new();
+    for (digest, (size, media)) in needed {
+        if store.has_blob(&digest) {
+            report.blobs_skipped += 1;
+            report.bytes_skipped += size;
+        } else if layout.has_blob(&digest) {
+            missing.push((digest, size, media));
+        } else {
+            return Err(Error::MissingBlob {
+                location: layout.location(),
+                digest: digest.oci(),
+                base: since,
+            });
+        }
+    }
+    Ok(missing)
+}
+
+/// Stages every missing blob, then commits them all. The catalog is hashed as it is
+/// copied (unless the source is trusted); a layer is unpacked into the file CAS from
+/// its staged copy, and that one pass hashes it too — so a layer is checked whatever
+/// the option, before anything is committed.
+fn stage_and_commit(
+    store: &Store,
+    scratch: &store::Scratch,
+    layout: &Layout,
+    missing: &[(Digest, u64, String)],
+    verify: bool,
+    report: &mut Report,
+) -> Result<(), TransferError> {
+    let staged: Vec<(Digest, u64, tempfile::TempPath)> = missing
+        .par_iter()
+        .map(|(digest, size, media)| {
+            let layer = media != CATALOG_MEDIA_TYPE;
+            let path = stage_blob(scratch, layout, digest, *size, verify && !layer)?;
+            if layer {
+                let file = File::open(&path).map_err(StoreError::io("read", &*path))?;
+                if let Err(e) = store.extract_layer_from(scratch, file, digest, media, false) {
+                    return Err(mismatch_or(e, layout, digest, &path));
+                }
+            }
+            Ok((*digest, *size, path))
+        })
+        .collect::<Result<_, TransferError>>()?;
+    for (digest, size, path) in &staged {
+        store.commit_file(path, digest)?;
+        report.blobs_transferred += 1;
+        report.bytes_transferred += size;
+    }
+    Ok(())
+}
+
+/// Copies one blob from the layout into a scratch file, hashing as it goes (unless
+/// `verify` is off); the file is deleted if anything is wrong or when dropped.
+fn stage_blob(
+    scratch: &store::Scratch,
+    layout: &Layout,
+    digest: &Digest,
+    size: u64,
+    verify: bool,
+) -> Result<tempfile::TempPath, TransferError> {
+    let location = layout.location();
+    let (mut reader, _) = layout
+        .open_entry(&Layout::blob_name(digest))?
+        .ok_or_else(|| Error::MissingBlob {
+            location: location.clone(),
+            digest: digest.oci(),
+            base: None,
+        })?;
+    let tmp = scratch.temp_file()?;
+    let (file, path) = tmp.into_parts();
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let (actual, copied) = if verify {
+        let mut hashing = HashingWriter::new(&mut writer);
+        io::copy(&mut reader, &mut hashing)
+            .map_err(StoreError::io("copy a blob from", &location))?;
+        let (actual, copied, _) = hashing.finish();
+        (Some(actual), copied)
+    } else {
+        let copied = io::copy(&mut reader, &mut writer)
+            .map_err(StoreError::io("copy a blob from", &location))?;
+        (None, copied)
+    };
+    writer
+        .into_inner()
+        .map_err(|e| StoreError::io("write", scratch.dir())(e.into_error()))?;
+    if copied != size || actual.is_some_and(|a| a != *digest) {
+        return Err(Error::Mismatch {
+            location,
+            digest: digest.oci(),
+            actual: actual.map_or_else(|| "unchecked".into(), |a| a.oci()),
+            size: copied,
+        }
+        .into());
+    }
+    Ok(path)
+}
+
+/// The error for a staged layer that could not be unpacked: that its content does not
+/// match its name when it does not (the usual cause: a damaged copy), else `error`.
+fn mismatch_or(
+    error: StoreError,
+    layout: &Layout,
+    digest: &Digest,
+    staged: &Path,
+) -> TransferError {
+    match File::open(staged).and_then(Digest::of_reader) {
+        Ok((actual, size)) if actual != *digest => Error::Mismatch {
+            location: layout.location(),
+            digest: digest.oci(),
+            actual: actual.oci(),
+            size,
+        }
+        .into(),
+        _ => error.into(),
+    }
+}

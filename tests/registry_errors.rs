@@ -1,0 +1,219 @@
+//! What a user sees when the registry is not there, not a registry, speaks the other
+//! protocol, or stays silent: one message naming the host and the cause, and the
+//! documented exit code. Every server here is real and on loopback.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::envoci::{exit, Envoci};
+use common::registry::TestRegistry;
+
+/// A process serving on a loopback port, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    /// `python3 -m http.server`: a plain web server, not a registry.
+    fn web() -> Server {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        Self::ready(child, port)
+    }
+
+    /// A socket that accepts connections and never says a word.
+    fn silent() -> Server {
+        let port = free_port();
+        let script = format!(
+            "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{port}))\ns.listen(64)\nconns=[]\nwhile True:\n    c,_=s.accept(); conns.append(c)\n"
+        );
+        let child = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        Self::ready(child, port)
+    }
+
+    fn ready(child: Child, port: u16) -> Server {
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "server on {addr} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_closed_port_is_unreachable_not_an_authentication_failure() {
+    let t = Envoci::new();
+    let addr = format!("127.0.0.1:{}", free_port()); // bound and released: nothing listens
+    let err = t.fail_as(exit::NETWORK, &["pull", &format!("{addr}/envs/x:y")]);
+    assert!(
+        err.contains(&addr) && err.contains("connection refused") && err.contains("running"),
+        "{err}"
+    );
+    assert!(!err.contains("authentication"), "{err}");
+}
+
+#[test]
+fn a_plain_web_server_is_not_a_registry_on_pull_nor_on_push() {
+    let web = Server::web();
+    let t = Envoci::new();
+    let reference = format!("{}/envs/x:y", web.addr);
+    let err = t.fail_as(exit::OTHER, &["pull", &reference]);
+    assert!(
+        err.contains(&web.addr) && err.contains("not an OCI registry") && err.contains("404"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not found: the registry has no such"),
+        "{err}"
+    );
+
+    let prefix = t.dir().join("env");
+    common::install_env(&prefix, &["reloc-text"]);
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let err = t.fail_as(exit::OTHER, &["push", "x", &reference]);
+    assert!(err.contains("not an OCI registry"), "{err}");
+    let lower = err.to_lowercase();
+    assert!(
+        !lower.contains("<html") && !lower.contains("<!doctype") && err.len() < 600,
+        "the page is summarised, not dumped: {err}"
+    );
+}
+
+#[test]
+fn plain_http_to_a_tls_registry_says_to_use_its_ca() {
+    let registry = TestRegistry::start_secure("robot", "s3cret");
+    let t = Envoci::new();
+    // Loopback without --ca-file means plain HTTP.
+    let err = t.fail_as(exit::OTHER, &["pull", &registry.reference("envs/x:y")]);
+    assert!(
+        err.contains("not an OCI registry") && err.contains("400") && err.contains("--ca-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_to_a_plain_http_registry_is_a_failed_handshake() {
+    let secure = TestRegistry::start_secure("robot", "s3cret");
+    let plain = TestRegistry::start();
+    let ca = secure.ca_file.clone().unwrap();
+    let t = Envoci::new();
+    let err = t.fail_as(
+        exit::NETWORK,
+        &[
+            "pull",
+            &plain.reference("envs/x:y"),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains(&plain.addr) && err.contains("TLS handshake failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_silent_server_times_out_and_says_after_how_long() {
+    let silent = Server::silent();
+    let t = Envoci::new();
+    let err = t.fail_as(
+        exit::NETWORK,
+        &[
+            "pull",
+            &format!("{}/envs/x:y", silent.addr),
+            "--timeout",
+            "1",
+            "--retries",
+            "0",
+        ],
+    );
+    assert!(
+        err.contains(&silent.addr) && err.contains("timed out") && err.contains("1 s"),
+        "{err}"
+    );
+    assert!(err.contains("--timeout"), "the fix is named: {err}");
+}
+
+#[test]
+fn json_errors_carry_their_kind_and_exit_code() {
+    let registry = TestRegistry::start();
+    let t = Envoci::new();
+    let out = t.run(&["--json", "pull", &registry.reference("envs/nothing:here")]);
+    assert_eq!(out.status.code(), Some(exit::NOT_FOUND));
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(err["kind"], "not-found", "{err}");
+    assert_eq!(err["exitCode"], exit::NOT_FOUND, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("envs/nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn restore_from_a_spec_does_not_build_when_the_registry_is_unreachable() {
+    let t = Envoci::new();
+    let spec = t.dir().join("conda.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "channels: [{}]\ndependencies: [reloc-text]\n",
+            common::channel().dir.display()
+        ),
+    )
+    .unwrap();
+    let target = t.dir().join("env");
+    // An unreachable --from is an error, not a reason to build.
+    let closed = format!("127.0.0.1:{}/envs/ci", free_port());
+    let err = t.fail_as(
+        exit::NETWORK,
+        &[
+            "restore",
+            spec.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+            "--from",
+            &closed,
+        ],
+    );
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(t.has_no_environments(), "nothing was built");
+}
