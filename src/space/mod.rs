@@ -25,7 +25,7 @@ pub use state::{Actual, Method, PathRecord, SpaceState};
 
 use crate::catalog::{self, Artifact};
 use crate::digest::Digest;
-use crate::fsutil::{remove_any, FileLock};
+use crate::fsutil::remove_any;
 use crate::relocate;
 use crate::store::{self, CasKey, LayerIndex, Scratch, Store};
 
@@ -157,11 +157,10 @@ pub fn absolute_target(target: &Path) -> Result<PathBuf, Error> {
 
 /// The directory of the managed space `name`.
 pub fn managed_space(store: &Store, name: &str) -> Result<PathBuf, Error> {
-    store::validate_tag(name).map_err(|e| Error::BadTarget {
+    store.managed_space_dir(name).map_err(|e| Error::BadTarget {
         path: PathBuf::from(name),
         reason: e.to_string(),
-    })?;
-    Ok(store.spaces_dir().join(name))
+    })
 }
 
 /// Restores `reference` (a tag or manifest digest in `store`) into `target`.
@@ -177,10 +176,7 @@ pub fn restore(
         path: target.clone(),
         reason: "path is not UTF-8".into(),
     })?;
-    let lock_path = store
-        .locks_dir()
-        .join(format!("space-{}.lock", state::space_id(&target)));
-    let _lock = FileLock::exclusive(&lock_path).map_err(store::Error::io("lock", &lock_path))?;
+    let _lock = store.lock_space(&target)?;
     clean_stale_temps(&target);
 
     let recorded = store.space_state(&target)?;

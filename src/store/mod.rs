@@ -24,6 +24,7 @@ mod cas;
 mod layers;
 mod refs;
 mod scratch;
+mod spaces;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,8 +37,10 @@ pub use refs::{
     ANNOTATION_REF_NAME,
 };
 pub use scratch::{rand_u64, Scratch};
+pub use spaces::{space_id, Method, PathRecord, SpaceState};
 
 use crate::digest::Digest;
+use crate::fsutil::FileLock;
 
 /// Version of the store's own directories (the OCI layout has its own `oci-layout`).
 pub const STORE_VERSION: &str = "v1";
@@ -189,5 +192,16 @@ impl Store {
     /// The scratch area for data being ingested.
     pub fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
+    }
+
+    /// The lock file called `name` (`locks/<name>.lock`).
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.locks_dir().join(format!("{name}.lock"))
+    }
+
+    /// Blocks until the exclusive lock called `name` is held; released on drop.
+    fn lock(&self, name: &str) -> Result<FileLock> {
+        let path = self.lock_path(name);
+        FileLock::exclusive(&path).map_err(Error::io("lock", path))
     }
 }

@@ -50,8 +50,7 @@ impl Store {
     pub fn scratch(&self) -> Result<Scratch> {
         self.clean_stale_scratch();
         let name = format!("{}-{:016x}", std::process::id(), rand_u64());
-        let lock_path = self.locks_dir().join(format!("ingest-{name}.lock"));
-        let lock = FileLock::exclusive(&lock_path).map_err(Error::io("lock", &lock_path))?;
+        let lock = self.lock(&format!("ingest-{name}"))?;
         let dir = self.ingest_dir().join(&name);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         Ok(Scratch {
@@ -76,7 +75,7 @@ impl Store {
             if name == PARTIAL_DIR {
                 continue; // interrupted downloads are kept for resuming
             }
-            let lock_path = self.locks_dir().join(format!("ingest-{name}.lock"));
+            let lock_path = self.lock_path(&format!("ingest-{name}"));
             if let Ok(Some(_lock)) = FileLock::try_exclusive(&lock_path) {
                 if remove_any(&entry.path()).is_ok() {
                     removed += 1;

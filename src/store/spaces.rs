@@ -1,0 +1,186 @@
+//! Space records: which catalog each space holds and, per path, what restore wrote there
+//! and the metadata it left. One JSON file per space, `state-v1/<id>.json` (`id` from
+//! the space's absolute path), always replaced atomically; `dirty` is set while a
+//! restore is modifying the space, so an interrupted one is noticed and finished by the
+//! next. The space's lock and the managed spaces' directory live here too.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{validate_tag, CasKey, Error, InvalidTag, Result, Store};
+use crate::digest::Digest;
+use crate::fsutil::{write_atomic, FileLock};
+use crate::relocate::FileMode;
+
+/// How a file got into the space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// A copy-on-write clone of the CAS file.
+    Reflink,
+    /// A hard link to the CAS file (shares its inode; read-only).
+    Hardlink,
+    /// A plain copy.
+    Copy,
+    /// A private copy rewritten for the space's path.
+    Relocated,
+}
+
+/// One path of a space as restore left it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum PathRecord {
+    /// A regular file.
+    File {
+        /// The CAS content it came from.
+        digest: Digest,
+        /// Executable.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        exec: bool,
+        /// The relocation applied, if any: mode and the placeholder replaced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        relocation: Option<(FileMode, String)>,
+        /// Digest of the content as written (differs from `digest` when relocated).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        written: Option<Digest>,
+        /// Size as written.
+        size: u64,
+        /// Permission bits as written.
+        mode: u32,
+        /// Inode as written.
+        ino: u64,
+        /// How it was written.
+        method: Method,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target.
+        target: String,
+    },
+    /// A directory.
+    Dir,
+}
+
+impl PathRecord {
+    /// The CAS key of a file record.
+    pub fn cas_key(&self) -> Option<CasKey> {
+        match self {
+            PathRecord::File { digest, exec, .. } => Some(CasKey {
+                digest: *digest,
+                exec: *exec,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The digest the file's content should have in the space.
+    pub fn expected_digest(&self) -> Option<Digest> {
+        match self {
+            PathRecord::File {
+                digest, written, ..
+            } => Some(written.unwrap_or(*digest)),
+            _ => None,
+        }
+    }
+}
+
+/// The recorded state of one space.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceState {
+    /// The space's absolute path.
+    pub target: PathBuf,
+    /// The manifest it was restored from.
+    pub manifest: Digest,
+    /// The reference the user restored (tag or digest), for display.
+    pub reference: String,
+    /// A restore was modifying the space and did not finish.
+    pub dirty: bool,
+    /// Every path of the space.
+    pub paths: BTreeMap<String, PathRecord>,
+}
+
+/// The id of the space at `target` (an absolute path): names its state and lock files.
+pub fn space_id(target: &Path) -> String {
+    Digest::of(target.as_os_str().as_encoded_bytes()).hex()[..32].to_string()
+}
+
+impl Store {
+    fn state_path(&self, target: &Path) -> PathBuf {
+        self.state_dir().join(format!("{}.json", space_id(target)))
+    }
+
+    /// The directory of the managed space `name` (`restore --space NAME`), which must
+    /// be a valid tag. Nothing is created.
+    pub fn managed_space_dir(&self, name: &str) -> std::result::Result<PathBuf, InvalidTag> {
+        validate_tag(name)?;
+        Ok(self.spaces_dir().join(name))
+    }
+
+    /// Takes the exclusive lock of the space at `target` (an absolute path), held while
+    /// a restore reads and rewrites the space and its record.
+    pub fn lock_space(&self, target: &Path) -> Result<FileLock> {
+        self.lock(&format!("space-{}", space_id(target)))
+    }
+
+    /// The recorded state of the space at `target`, if it is one.
+    pub fn space_state(&self, target: &Path) -> Result<Option<SpaceState>> {
+        let path = self.state_path(target);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::BadJson { path, source }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                action: "read",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Records the state of a space (after syncing what it references).
+    pub fn write_space_state(&self, state: &SpaceState) -> Result<()> {
+        let path = self.state_path(&state.target);
+        let bytes =
+            serde_json::to_vec(state).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+    }
+
+    /// Forgets the space at `target`.
+    pub fn remove_space_state(&self, target: &Path) -> Result<()> {
+        let path = self.state_path(target);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
+                action: "remove",
+                path,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every recorded space, sorted by path.
+    pub fn space_states(&self) -> Result<Vec<SpaceState>> {
+        let dir = self.state_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .flatten()
+        {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
+                out.push(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|source| Error::BadJson { path, source })?,
+                );
+            }
+        }
+        out.sort_by(|a: &SpaceState, b| a.target.cmp(&b.target));
+        Ok(out)
+    }
+}
