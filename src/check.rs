@@ -6,9 +6,7 @@
 //! CAS file and every space file.
 
 use std::collections::HashSet;
-use std::fs;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog;
@@ -76,19 +74,19 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
             if !checked_blobs.insert(digest) {
                 continue;
             }
-            match fs::metadata(store.blob_path(&digest)) {
+            match store.blob_size(&digest) {
                 Err(_) => problems.push(problem(
                     "blob",
                     digest.oci(),
                     format!("layer of `{}` is missing", tag.name),
                 )),
-                Ok(m) if m.len() != descriptor.size() => problems.push(problem(
+                Ok(size) if size != descriptor.size() => problems.push(problem(
                     "blob",
                     digest.oci(),
                     format!(
                         "layer of `{}` has {} bytes, expected {}",
                         tag.name,
-                        m.len(),
+                        size,
                         descriptor.size()
                     ),
                 )),
@@ -110,49 +108,29 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
     }
 
     if verify {
-        let dir = store.root().join("blobs/sha256");
-        let names: Vec<String> = fs::read_dir(&dir)
-            .map_err(store::Error::io("read", &dir))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        report.blobs = names.len() as u64;
-        let bad: Vec<Problem> = names
-            .par_iter()
-            .filter_map(|name| {
-                let ok = Digest::parse(name).ok().and_then(|d| {
-                    fs::File::open(dir.join(name))
-                        .ok()
-                        .and_then(|f| Digest::of_reader(f).ok())
-                        .map(|(a, _)| a == d)
-                });
-                (ok != Some(true)).then(|| Problem {
-                    kind: "blob",
-                    subject: name.clone(),
-                    detail: "content does not match its digest".into(),
-                })
-            })
-            .collect();
-        problems.extend(bad);
+        let (count, bad) = store.verify_blobs()?;
+        report.blobs = count;
+        problems.extend(bad.into_iter().map(|name| Problem {
+            kind: "blob",
+            subject: name,
+            detail: "content does not match its digest".into(),
+        }));
     } else {
         report.blobs = checked_blobs.len() as u64;
     }
 
     report.files = cas.len() as u64;
     let cas: Vec<(CasKey, u64)> = cas.into_iter().collect();
-    let mut bad_files: Vec<Problem> = cas
-        .par_iter()
-        .filter_map(|(key, size)| {
-            let state = match store.cas_quick_check(key, *size) {
-                CasState::Ok if verify => store.cas_verify(key),
-                s => s,
-            };
+    let mut bad_files: Vec<Problem> = store
+        .check_cas_files(&cas, verify)
+        .into_iter()
+        .filter_map(|(path, state)| {
             let detail = match state {
                 CasState::Ok => return None,
                 CasState::Missing => "missing from the file CAS; the next restore re-extracts it",
                 CasState::Damaged => "changed in the file CAS (written through a hard link?); the next restore repairs it from its layer",
             };
-            Some(Problem { kind: "file", subject: store.cas_path(key).display().to_string(), detail: detail.into() })
+            Some(Problem { kind: "file", subject: path.display().to_string(), detail: detail.into() })
         })
         .collect();
     bad_files.sort_by(|a, b| a.subject.cmp(&b.subject));

@@ -28,7 +28,7 @@ use rattler::package_cache::PackageCache;
 use rattler_conda_types::Subdir;
 use serde::Serialize;
 
-use crate::fsutil::{remove_any, FileLock};
+use crate::fsutil::remove_any;
 use crate::ingest;
 use crate::layer::Compression;
 use crate::relocate::PLACEHOLDER;
@@ -171,7 +171,7 @@ pub fn platform(requested: Option<&str>) -> Result<Subdir, Error> {
 
 /// The store's package cache (shared by every build, safe across processes).
 pub fn package_cache(store: &Store) -> PackageCache {
-    PackageCache::new(store.root().join("pkgs-v1"))
+    PackageCache::new(store.package_cache_dir())
 }
 
 /// Solves `spec` for `platform` without building; the records in install order.
@@ -180,11 +180,7 @@ pub fn solve_spec(
     spec: &Spec,
     platform: Subdir,
 ) -> Result<Vec<rattler_conda_types::RepoDataRecord>, Error> {
-    runtime()?.block_on(solve::solve(
-        spec,
-        platform,
-        &store.root().join("repodata-v1"),
-    ))
+    runtime()?.block_on(solve::solve(spec, platform, &store.repodata_cache_dir()))
 }
 
 /// Finds the manifest digest of `blueprint`'s build in the store, if there is one.
@@ -203,9 +199,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     if let Some(tag) = &options.tag {
         store::validate_tag(tag).map_err(ingest::Error::from)?;
     }
-    let lock_path = store.locks_dir().join(format!("build-{}.lock", &bp_tag));
-    let _build_lock = FileLock::exclusive(&lock_path)
-        .map_err(|e| Error::Io(format!("lock {}", lock_path.display()), e))?;
+    let _build_lock = store.lock_build(&bp_tag)?;
 
     let mut timings = Timings::default();
     let mut tags = vec![bp_tag.clone()];
@@ -236,11 +230,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let t = Instant::now();
     let records = match &options.lock {
         Some(path) => lock::read(path, subdir)?,
-        None => runtime.block_on(solve::solve(
-            spec,
-            subdir,
-            &store.root().join("repodata-v1"),
-        ))?,
+        None => runtime.block_on(solve::solve(spec, subdir, &store.repodata_cache_dir()))?,
     };
     timings.solve = t.elapsed().as_secs_f64();
 
@@ -402,14 +392,15 @@ struct BuildPrefix {
 
 impl BuildPrefix {
     fn create(store: &Store, bp_tag: &str) -> Result<BuildPrefix, Error> {
-        let root = std::fs::canonicalize(store.root())
-            .map_err(|e| Error::Io(format!("resolve {}", store.root().display()), e))?;
-        let base = root.join("build-v1").join(bp_tag);
+        let builds = store.build_dir()?;
+        let base = builds.join(bp_tag);
         let base_len = base.as_os_str().len();
-        let limit = PLACEHOLDER
-            .len()
-            .saturating_sub(bp_tag.len() + "/build-v1/".len() + 1);
         if base_len >= PLACEHOLDER.len() {
+            // The store's path may have at most what the placeholder leaves after
+            // `/build-v1/<bp-tag>` and one padding byte.
+            let root = crate::fsutil::parent_of(&builds).to_path_buf();
+            let below_root = base_len - root.as_os_str().len();
+            let limit = PLACEHOLDER.len().saturating_sub(below_root + 1);
             return Err(Error::StoreTooDeep { path: root, limit });
         }
         let mut name = base.into_os_string();

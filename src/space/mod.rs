@@ -500,9 +500,9 @@ impl Job<'_> {
             path: full.clone(),
             source,
         };
-        let cas = self.store.cas_path(key);
         let (method, written) = match relocation {
             None => {
+                let cas = self.store.cas_link_source(key);
                 let method = self.linker.place(&cas, &full, key.exec).map_err(|e| {
                     if link::is_unsupported(&e) {
                         Error::LinkUnsupported {
@@ -516,7 +516,7 @@ impl Job<'_> {
                 (method, None)
             }
             Some((mode, placeholder)) => {
-                let content = fs::read(&cas).map_err(store::Error::io("read", &cas))?;
+                let content = self.store.cas_read(key)?;
                 let content = relocate::relocate(
                     &content,
                     *mode,

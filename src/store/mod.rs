@@ -140,7 +140,7 @@ impl Store {
         let root = root.into();
         let store = Store { root };
         for dir in [
-            store.root.join("blobs/sha256"),
+            store.blobs_dir(),
             store.files_dir(),
             store.layers_dir(),
             store.spaces_dir(),
@@ -159,9 +159,14 @@ impl Store {
         &self.root
     }
 
+    /// The layout's blob directory.
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
     /// Where blob `digest` lives (whether or not it is there).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.blobs_dir().join(digest.hex())
     }
 
     /// The file CAS directory.
@@ -192,6 +197,30 @@ impl Store {
     /// The scratch area for data being ingested.
     pub fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
+    }
+
+    /// rattler's package cache: downloaded and extracted conda packages, shared by every
+    /// build (rattler locks it across processes). Nothing is created.
+    pub fn package_cache_dir(&self) -> PathBuf {
+        self.root.join(format!("pkgs-{STORE_VERSION}"))
+    }
+
+    /// rattler's repodata cache (channel indexes fetched while solving).
+    pub fn repodata_cache_dir(&self) -> PathBuf {
+        self.root.join(format!("repodata-{STORE_VERSION}"))
+    }
+
+    /// The directory of build prefixes, with the store's path resolved (a build
+    /// prefix's length is that of its real path). Nothing is created.
+    pub fn build_dir(&self) -> Result<PathBuf> {
+        let root = std::fs::canonicalize(&self.root).map_err(Error::io("resolve", &self.root))?;
+        Ok(root.join(format!("build-{STORE_VERSION}")))
+    }
+
+    /// Takes the exclusive lock of building blueprint tag `bp_tag`, so that concurrent
+    /// builds of one spec build it once.
+    pub fn lock_build(&self, bp_tag: &str) -> Result<FileLock> {
+        self.lock(&format!("build-{bp_tag}"))
     }
 
     /// The lock file called `name` (`locks/<name>.lock`).

@@ -64,6 +64,12 @@ impl Store {
         self.ingest_dir().join(PARTIAL_DIR).join(digest.hex())
     }
 
+    /// Takes the exclusive lock of the interrupted download of blob `digest`, held while
+    /// one process continues it.
+    pub fn lock_partial(&self, digest: &crate::digest::Digest) -> Result<FileLock> {
+        self.lock(&format!("partial-{}", digest.hex()))
+    }
+
     /// Removes scratch directories whose owner is gone. Returns how many were removed.
     pub fn clean_stale_scratch(&self) -> usize {
         let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
