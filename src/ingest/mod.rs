@@ -24,7 +24,7 @@ use crate::catalog::{self, Catalog, CatalogLayer, Environment, LayerKind};
 use crate::digest::Digest;
 use crate::layer::{Compression, LayerDigests};
 use crate::relocate::PLACEHOLDER;
-use crate::store::{self, LayerIndex, Scratch, Store};
+use crate::store::{self, Scratch, Store};
 
 /// Why a snapshot failed.
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +361,9 @@ fn build_layer(
     let digests = match ctx.store.known_layer(&index_entries, compression)? {
         // The same content was written as a layer before: no tar, no compression.
         Some(known) => known,
-        None => write_layer(ctx.store, ctx.scratch, &index_entries, compression)?,
+        None => ctx
+            .store
+            .write_layer(ctx.scratch, &index_entries, compression)?,
     };
     let owner = &planned.owner;
     let layer = CatalogLayer {
@@ -380,43 +382,6 @@ fn build_layer(
         packages: planned.members.clone(),
     };
     Ok((layer, digests))
-}
-
-/// Writes the layer blob for `entries` from the file CAS, its index, and the record
-/// that lets the next snapshot of the same content skip all this.
-pub fn write_layer(
-    store: &Store,
-    scratch: &Scratch,
-    entries: &[crate::layer::Entry],
-    compression: Compression,
-) -> Result<LayerDigests, Error> {
-    let blob = store.blob_writer(scratch)?;
-    let (digests, blob) = crate::layer::write_layer(entries, compression, blob, |entry| {
-        let crate::layer::EntryKind::File { digest, exec, .. } = &entry.kind else {
-            return Ok(Box::new(io::empty()));
-        };
-        let path = store.cas_path(&store::CasKey {
-            digest: *digest,
-            exec: *exec,
-        });
-        Ok(Box::new(io::BufReader::with_capacity(
-            256 * 1024,
-            fs::File::open(path)?,
-        )))
-    })
-    .map_err(|source| Error::Read {
-        path: store.files_dir(),
-        source,
-    })?;
-    let (digest, _) = blob.commit(Some((digests.digest, digests.size)))?;
-    let mut sorted = entries.to_vec();
-    sorted.sort_by(|a, b| a.path.cmp(&b.path));
-    store.write_layer_index(&LayerIndex {
-        digest,
-        entries: sorted,
-    })?;
-    store.remember_layer(entries, compression, &digests)?;
-    Ok(digests)
 }
 
 fn walk(prefix: &Path) -> Result<Vec<Walked>, Error> {

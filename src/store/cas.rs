@@ -62,12 +62,6 @@ impl Store {
         fs::read(&path).map_err(Error::io("read", path))
     }
 
-    /// Opens CAS file `key` for reading.
-    pub fn cas_open(&self, key: &CasKey) -> Result<fs::File> {
-        let path = self.cas_path(key);
-        fs::File::open(&path).map_err(Error::io("open", path))
-    }
-
     /// Checks `files` (keys and sizes) in parallel: metadata only, and the content too
     /// with `verify`. Returns each missing or damaged one with its path in the CAS (for
     /// messages), in the order of `files`.
