@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::state::Method;
 use crate::layer::LAYER_MTIME;
+use crate::store::Method;
 
 /// How restore puts CAS files into a space.
 #[derive(
