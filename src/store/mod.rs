@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! $ENVOCI_HOME/
-//! ├── oci-layout                 ┐ a standard OCI image layout: skopeo, oras, crane and
-//! ├── index.json                 │ regctl read it as `oci:$ENVOCI_HOME:TAG`
-//! ├── blobs/sha256/<hex>         ┘ manifests, catalogs (configs) and layer blobs, read-only
-//! ├── files-v1/<hex[..2]>/<hex>  the file CAS: each unique content once, read-only,
-//! │               <hex>.x        keyed by (sha256, executable bit), mtime fixed
-//! ├── layers-v1/<hex>.json       per-layer index (path → kind, digest, size, link target),
-//! │                              keyed by the layer blob's digest
-//! ├── spaces-v1/<name>/          managed spaces (`restore --space NAME`)
-//! ├── state-v1/<id>.json         what each space holds and what was written there
-//! ├── locks/                     advisory lock files
-//! └── ingest/<pid>-<random>/     per-process scratch; removed once its owner is gone
+//! ├── oci-layout                  ┐ a standard OCI image layout: skopeo, oras, crane and
+//! ├── index.json                  │ regctl read it as `oci:$ENVOCI_HOME:TAG`; index.json
+//! ├── blobs/sha256/<hex>          ┘ holds the tags, blobs/ manifests, catalogs and layers
+//! ├── files-v1/<hex[..2]>/<hex>[.x]  file CAS: one read-only copy per (sha256, exec bit)
+//! ├── layers-v1/<hex>.json        per-layer index: path → kind, digest, size, link target
+//! ├── layers-v1/by-content/<hex>.json  the layer blob some entries made (for re-snapshots)
+//! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
+//! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
+//! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, ingest-…, partial-…
+//! ├── ingest/<pid>-<random>/      per-process scratch; removed once its owner is gone
+//! ├── ingest/partial/<hex>        interrupted blob downloads, kept for resuming
+//! ├── pkgs-v1/                    rattler's package cache: fetched, extracted conda packages
+//! ├── repodata-v1/                rattler's cache of channel repodata, for solving
+//! └── build-v1/<bp-tag>___/       build prefixes padded to the placeholder's length (transient)
 //! ```
 //!
 //! Nothing is readable under its final name before it is complete: every write goes to
