@@ -33,7 +33,7 @@ use std::path::PathBuf;
 
 pub use drift::{drift, scan_tree, Actual, Drift};
 pub use link::{LinkMode, Linker};
-pub use plan::{Plan, PlanError, Want};
+pub use plan::{Changes, Plan, PlanError, Want};
 pub use restore::{layer_indexes, restore};
 pub use target::{absolute_target, managed_space};
 

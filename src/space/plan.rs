@@ -1,13 +1,17 @@
 //! The plan: the exact tree a catalog asks for, computed from its layer indexes and
 //! validated before anything is written (unsafe paths, writes through links, binary
-//! relocations that cannot fit the target path).
+//! relocations that cannot fit the target path); and, for an existing space, what must
+//! change to make it that tree ([`Plan::changes`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
+use super::drift::{file_intact, scan_tree, Actual};
+use super::Error;
 use crate::catalog::Catalog;
 use crate::layer::{safe_path, EntryKind};
 use crate::relocate::FileMode;
-use crate::store::{CasKey, LayerIndex};
+use crate::store::{CasKey, LayerIndex, PathRecord, SpaceState};
 
 /// What one path of the space must be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +70,18 @@ pub enum PlanError {
         /// Its length.
         target_len: usize,
     },
+}
+
+/// What an existing space needs to become the plan's tree.
+#[derive(Debug)]
+pub struct Changes<'p> {
+    /// Records of the paths that are already what the plan wants.
+    pub keep: BTreeMap<String, PathRecord>,
+    /// Paths to write.
+    pub write: Vec<(&'p String, &'p Want)>,
+    /// Paths to remove first, sorted (parents before children): extras, and whatever
+    /// stands where something else must be written.
+    pub remove: Vec<String>,
 }
 
 /// The tree a catalog asks for: every path (directories included), sorted.
@@ -165,4 +181,80 @@ impl Plan {
             _ => Ok(()),
         }
     }
+
+    /// Compares the plan with the space at `root`: its `recorded` state and what is on
+    /// disk (by metadata, or by content with `verify`).
+    pub fn changes(
+        &self,
+        root: &Path,
+        recorded: &SpaceState,
+        verify: bool,
+    ) -> Result<Changes<'_>, Error> {
+        let actual = scan_tree(root)?;
+        let mut keep = BTreeMap::new();
+        let mut write: Vec<(&String, &Want)> = Vec::new();
+        for (path, want) in &self.paths {
+            let full = root.join(path);
+            match unchanged(
+                want,
+                recorded.paths.get(path),
+                actual.get(path),
+                &full,
+                verify,
+            ) {
+                Some(record) => {
+                    keep.insert(path.clone(), record);
+                }
+                None => write.push((path, want)),
+            }
+        }
+        // Extras go, and so does whatever stands where something else must be written.
+        let mut remove: Vec<String> = actual
+            .keys()
+            .filter(|p| !self.paths.contains_key(*p))
+            .cloned()
+            .collect();
+        remove.extend(
+            write
+                .iter()
+                .map(|(p, _)| *p)
+                .filter(|p| actual.contains_key(*p))
+                .cloned(),
+        );
+        remove.sort();
+        remove.dedup();
+        Ok(Changes {
+            keep,
+            write,
+            remove,
+        })
+    }
 }
+
+/// The record to keep for a path that is already what the plan wants, or `None` if it
+/// must be written.
+fn unchanged(
+    want: &Want,
+    recorded: Option<&PathRecord>,
+    actual: Option<&Actual>,
+    full: &Path,
+    verify: bool,
+) -> Option<PathRecord> {
+    match (want, recorded, actual) {
+        (Want::Dir, _, Some(Actual::Dir)) => Some(PathRecord::Dir),
+        (Want::Symlink { target: t }, _, Some(Actual::Symlink(a))) if a == t => {
+            Some(PathRecord::Symlink { target: t.clone() })
+        }
+        (
+            Want::File {
+                key, relocation, ..
+            },
+            Some(r @ PathRecord::File { relocation: rr, .. }),
+            Some(a),
+        ) if r.cas_key() == Some(*key) && rr == relocation && file_intact(full, a, r, verify) => {
+            Some(r.clone())
+        }
+        _ => None,
+    }
+}
+

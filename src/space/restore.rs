@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::drift::{drift, file_intact, scan_tree};
+use super::drift::drift;
 use super::target::{absolute_target, is_empty_dir, utf8};
-use super::{temp, Actual, Error, Linker, Options, PathRecord, Plan, Report, SpaceState, Want};
+use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::catalog::{self, Artifact};
 use crate::fsutil::{parent_of, remove_any, sync_dir};
 use crate::store::{LayerIndex, Scratch, Store};
@@ -111,14 +111,6 @@ pub(super) struct Job<'a> {
     pub(super) linker: Linker,
 }
 
-/// What an update changes: records of paths left alone, paths to write, paths to
-/// remove first (sorted, parents before children).
-struct Changes<'p> {
-    keep: BTreeMap<String, PathRecord>,
-    write: Vec<(&'p String, &'p Want)>,
-    remove: Vec<String>,
-}
-
 impl Job<'_> {
     /// Creates or updates the space, depending on what is at `target`.
     fn run(
@@ -214,7 +206,7 @@ impl Job<'_> {
         mut state: SpaceState,
         verify: bool,
     ) -> Result<Report, Error> {
-        let changes = self.compare(target, &state, verify)?;
+        let changes = self.plan.changes(target, &state, verify)?;
         let mut report = Report {
             target: target.to_path_buf(),
             manifest: artifact.digest.oci(),
@@ -247,74 +239,6 @@ impl Job<'_> {
         state.dirty = false;
         self.store.write_space_state(&state)?;
         Ok(report)
-    }
-
-    /// Compares the plan with the space's record and what is on disk.
-    fn compare(
-        &self,
-        target: &Path,
-        state: &SpaceState,
-        verify: bool,
-    ) -> Result<Changes<'_>, Error> {
-        let actual = scan_tree(target)?;
-        let mut keep = BTreeMap::new();
-        let mut write: Vec<(&String, &Want)> = Vec::new();
-        for (path, want) in &self.plan.paths {
-            let full = target.join(path);
-            match unchanged(want, state.paths.get(path), actual.get(path), &full, verify) {
-                Some(record) => {
-                    keep.insert(path.clone(), record);
-                }
-                None => write.push((path, want)),
-            }
-        }
-        // Extras go, and so does whatever stands where something else must be written.
-        let mut remove: Vec<String> = actual
-            .keys()
-            .filter(|p| !self.plan.paths.contains_key(*p))
-            .cloned()
-            .collect();
-        remove.extend(
-            write
-                .iter()
-                .map(|(p, _)| *p)
-                .filter(|p| actual.contains_key(*p))
-                .cloned(),
-        );
-        remove.sort();
-        remove.dedup();
-        Ok(Changes {
-            keep,
-            write,
-            remove,
-        })
-    }
-}
-
-/// The record to keep for a path that is already what the plan wants, or `None` if it
-/// must be written.
-fn unchanged(
-    want: &Want,
-    recorded: Option<&PathRecord>,
-    actual: Option<&Actual>,
-    full: &Path,
-    verify: bool,
-) -> Option<PathRecord> {
-    match (want, recorded, actual) {
-        (Want::Dir, _, Some(Actual::Dir)) => Some(PathRecord::Dir),
-        (Want::Symlink { target: t }, _, Some(Actual::Symlink(a))) if a == t => {
-            Some(PathRecord::Symlink { target: t.clone() })
-        }
-        (
-            Want::File {
-                key, relocation, ..
-            },
-            Some(r @ PathRecord::File { relocation: rr, .. }),
-            Some(a),
-        ) if r.cas_key() == Some(*key) && rr == relocation && file_intact(full, a, r, verify) => {
-            Some(r.clone())
-        }
-        _ => None,
     }
 }
 
