@@ -201,48 +201,85 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     }
     let _build_lock = store.lock_build(&bp_tag)?;
 
-    let mut timings = Timings::default();
     let mut tags = vec![bp_tag.clone()];
     tags.extend(options.tag.clone());
-    if let Some(digest) = find_built(store, &blueprint, &platform_name) {
+    let mut report = Report {
+        blueprint,
+        platform: platform_name,
+        tags,
+        digest: String::new(),
+        built: false,
+        packages: 0,
+        downloads: install::Downloads::default(),
+        compiled: 0,
+        pip_installer: None,
+        timings: Timings::default(),
+    };
+    if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
         // Built before (or by the build this one waited for): only tag it.
         let descriptor = store.resolve(&bp_tag)?;
         if let Some(tag) = &options.tag {
             store.set_tag(tag, &descriptor)?;
         }
         let catalog = crate::catalog::load(store, &bp_tag).ok();
-        timings.total = start.elapsed().as_secs_f64();
-        return Ok(Report {
-            blueprint,
-            platform: platform_name,
-            tags,
-            digest,
-            built: false,
-            packages: catalog.map_or(0, |a| a.catalog.records.len()),
-            downloads: install::Downloads::default(),
-            compiled: 0,
-            pip_installer: None,
-            timings,
-        });
+        report.digest = digest;
+        report.packages = catalog.map_or(0, |a| a.catalog.records.len());
+    } else {
+        let prefix = install_packages(store, spec, options, subdir, &bp_tag, &mut report)?;
+        finish_prefix(store, spec, subdir, prefix.path(), &mut report)?;
+        let t = Instant::now();
+        let snapshot = ingest::snapshot(
+            store,
+            prefix.path(),
+            &ingest::Options {
+                tag: Some(bp_tag.clone()),
+                compression: options.compression,
+                platform: Some(report.platform.clone()),
+                blueprint: Some(report.blueprint.clone()),
+                spec: serde_json::to_value(spec.canonical()).ok(),
+                // The default, always: a blueprint must give one layering.
+                max_layers: None,
+            },
+        )?;
+        if let Some(tag) = &options.tag {
+            store.set_tag(tag, &store.resolve(&bp_tag)?)?;
+        }
+        report.timings.ingest = t.elapsed().as_secs_f64();
+        drop(prefix);
+        report.digest = snapshot.manifest.oci();
+        report.built = true;
     }
+    report.timings.total = start.elapsed().as_secs_f64();
+    Ok(report)
+}
 
+/// Solves (or reads the lock), fetches what the package cache lacks and installs the
+/// packages into a new build prefix.
+fn install_packages(
+    store: &Store,
+    spec: &Spec,
+    options: &Options,
+    subdir: Subdir,
+    bp_tag: &str,
+    report: &mut Report,
+) -> Result<BuildPrefix, Error> {
     let runtime = runtime()?;
     let t = Instant::now();
     let records = match &options.lock {
         Some(path) => lock::read(path, subdir)?,
         None => runtime.block_on(solve::solve(spec, subdir, &store.repodata_cache_dir()))?,
     };
-    timings.solve = t.elapsed().as_secs_f64();
+    report.timings.solve = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let cache = package_cache(store);
-    let downloads = runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
-    timings.download = t.elapsed().as_secs_f64();
+    report.downloads =
+        runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
+    report.timings.download = t.elapsed().as_secs_f64();
 
-    let prefix = BuildPrefix::create(store, &bp_tag)?;
-    let scratch = store.scratch()?;
+    let prefix = BuildPrefix::create(store, bp_tag)?;
     let t = Instant::now();
-    let packages = records.len();
+    report.packages = records.len();
     runtime.block_on(install::install(
         cache,
         prefix.path(),
@@ -251,63 +288,35 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         subdir,
     ))?;
     scrub_prefix_records(prefix.path())?;
-    timings.install = t.elapsed().as_secs_f64();
+    report.timings.install = t.elapsed().as_secs_f64();
+    Ok(prefix)
+}
 
-    let mut pip_installer = None;
+/// What follows the conda packages in the prefix: `pip:` entries, the bytecode pass
+/// (only for this machine's platform, whose interpreter runs here) and the variables.
+fn finish_prefix(
+    store: &Store,
+    spec: &Spec,
+    subdir: Subdir,
+    prefix: &Path,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let scratch = store.scratch()?;
     if !spec.pip.is_empty() {
         let t = Instant::now();
-        let installer = python::Installer::detect(prefix.path());
-        python::pip_install(
-            prefix.path(),
-            &spec.pip,
-            &spec.dir,
-            scratch.dir(),
-            &installer,
-        )?;
-        pip_installer = Some(installer.name());
-        timings.pip = t.elapsed().as_secs_f64();
+        let installer = python::Installer::detect(prefix);
+        python::pip_install(prefix, &spec.pip, &spec.dir, scratch.dir(), &installer)?;
+        report.pip_installer = Some(installer.name());
+        report.timings.pip = t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
-    let compiled = if subdir == Subdir::current().unwrap_or(subdir) {
-        python::compile_bytecode(prefix.path(), scratch.dir())?
+    report.compiled = if subdir == Subdir::current().unwrap_or(subdir) {
+        python::compile_bytecode(prefix, scratch.dir())?
     } else {
         0 // another platform's interpreter does not run here
     };
-    timings.bytecode = t.elapsed().as_secs_f64();
-    write_variables(prefix.path(), spec)?;
-
-    let t = Instant::now();
-    let snapshot = ingest::snapshot(
-        store,
-        prefix.path(),
-        &ingest::Options {
-            tag: Some(bp_tag.clone()),
-            compression: options.compression,
-            platform: Some(platform_name.clone()),
-            blueprint: Some(blueprint.clone()),
-            spec: serde_json::to_value(spec.canonical()).ok(),
-            // The default, always: a blueprint must give one layering.
-            max_layers: None,
-        },
-    )?;
-    if let Some(tag) = &options.tag {
-        store.set_tag(tag, &store.resolve(&bp_tag)?)?;
-    }
-    timings.ingest = t.elapsed().as_secs_f64();
-    drop(prefix);
-    timings.total = start.elapsed().as_secs_f64();
-    Ok(Report {
-        blueprint,
-        platform: platform_name,
-        tags,
-        digest: snapshot.manifest.oci(),
-        built: true,
-        packages,
-        downloads,
-        compiled,
-        pip_installer,
-        timings,
-    })
+    report.timings.bytecode = t.elapsed().as_secs_f64();
+    write_variables(prefix, spec)
 }
 
 /// Fields of `conda-meta/*.json` that name places on the building machine (the store's
