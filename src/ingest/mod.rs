@@ -1,9 +1,9 @@
 //! Ingest: turn an installed environment (a *prefix*) into layers and a catalog.
 //!
-//! The entry point is [`snapshot`], which drives the steps in data-flow order:
+//! The entry point is [`snapshot()`], which drives the steps in data-flow order:
 //!
 //! 1. `walk` lists the prefix (files, symbolic links, empty directories), sorted;
-//! 2. [`attribute`] names the owner of every path: a conda package, a pip
+//! 2. [`attribute()`] names the owner of every path: a conda package, a pip
 //!    distribution, or the environment itself;
 //! 3. `plan` groups paths into layers, one per owner unless there are too many;
 //! 4. `scan` reads each file once, in parallel per layer: hashed, scanned for the

@@ -1,6 +1,6 @@
 //! Spaces: ready environment directories restored from a catalog.
 //!
-//! The entry point is [`restore`]: it makes a directory exactly what a catalog says — a
+//! The entry point is [`restore()`]: it makes a directory exactly what a catalog says — a
 //! *pristine* space — and has the store record what it wrote
 //! ([`crate::store::SpaceState`]). The layers, top down:
 //!
