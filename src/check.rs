@@ -6,9 +6,7 @@
 //! CAS file and every space file.
 
 use std::collections::HashSet;
-use std::fs;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::artifact;
@@ -46,118 +44,136 @@ pub struct Report {
     pub forgotten: Vec<String>,
 }
 
-/// Checks `store` and its spaces.
+/// Checks `store` and its spaces: the tagged artifacts and what they reference, then
+/// the blobs (all of them, rehashed, with `verify`), the CAS files the layer indexes
+/// name, and the spaces.
 pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
     let mut report = Report::default();
-    let problem = |kind, subject: String, detail: String| Problem {
+    let seen = check_tags(store, &mut report)?;
+    if verify {
+        verify_blobs(store, &mut report)?;
+    } else {
+        report.blobs = seen.blobs.len() as u64;
+    }
+    check_files(store, seen.files, verify, &mut report);
+    check_spaces(store, verify, &mut report)?;
+    Ok(report)
+}
+
+/// What the tags reference: blobs (manifests and layers) and CAS files with sizes.
+#[derive(Default)]
+struct Seen {
+    blobs: HashSet<Digest>,
+    files: HashSet<(CasKey, u64)>,
+}
+
+fn problem(kind: &'static str, subject: String, detail: String) -> Problem {
+    Problem {
         kind,
         subject,
         detail,
-    };
-    let mut problems = Vec::new();
-    let mut cas: HashSet<(CasKey, u64)> = HashSet::new();
-    let mut checked_blobs: HashSet<Digest> = HashSet::new();
+    }
+}
 
+/// Loads every tagged artifact and checks its layers. Manifests that are not envoci
+/// artifacts are listed as foreign and left alone.
+fn check_tags(store: &Store, report: &mut Report) -> Result<Seen, store::Error> {
+    let mut seen = Seen::default();
     for tag in store.tags()? {
         report.tags += 1;
-        let artifact = match artifact::load(store, &tag.name) {
-            Ok(a) => a,
-            Err(artifact::LoadError::NotEnvoci { .. }) => {
-                report.foreign.push(tag.name.clone());
-                continue;
-            }
+        match artifact::load(store, &tag.name) {
+            Ok(artifact) => check_layers(store, &tag.name, &artifact, &mut seen, report),
+            Err(artifact::LoadError::NotEnvoci { .. }) => report.foreign.push(tag.name.clone()),
             Err(e) => {
-                problems.push(problem("tag", tag.name.clone(), crate::error_chain(&e)));
-                continue;
-            }
-        };
-        checked_blobs.insert(artifact.digest);
-        for (digest, descriptor) in artifact.layer_blobs() {
-            if !checked_blobs.insert(digest) {
-                continue;
-            }
-            match fs::metadata(store.blob_path(&digest)) {
-                Err(_) => problems.push(problem(
-                    "blob",
-                    digest.oci(),
-                    format!("layer of `{}` is missing", tag.name),
-                )),
-                Ok(m) if m.len() != descriptor.size() => problems.push(problem(
-                    "blob",
-                    digest.oci(),
-                    format!(
-                        "layer of `{}` has {} bytes, expected {}",
-                        tag.name,
-                        m.len(),
-                        descriptor.size()
-                    ),
-                )),
-                Ok(_) => {}
-            }
-            match store.layer_index(&digest) {
-                Ok(Some(index)) => cas.extend(index.files()),
-                Ok(None) => {}
-                Err(e) => problems.push(problem(
-                    "index",
-                    digest.oci(),
-                    format!(
-                        "{}; it is rebuilt by the next restore",
-                        crate::error_chain(&e)
-                    ),
-                )),
+                report
+                    .problems
+                    .push(problem("tag", tag.name.clone(), crate::error_chain(&e)))
             }
         }
     }
+    Ok(seen)
+}
 
-    if verify {
-        let dir = store.root().join("blobs/sha256");
-        let names: Vec<String> = fs::read_dir(&dir)
-            .map_err(store::Error::io("read", &dir))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        report.blobs = names.len() as u64;
-        let bad: Vec<Problem> = names
-            .par_iter()
-            .filter_map(|name| {
-                let ok = Digest::parse(name).ok().and_then(|d| {
-                    fs::File::open(dir.join(name))
-                        .ok()
-                        .and_then(|f| Digest::of_reader(f).ok())
-                        .map(|(a, _)| a == d)
-                });
-                (ok != Some(true)).then(|| Problem {
-                    kind: "blob",
-                    subject: name.clone(),
-                    detail: "content does not match its digest".into(),
-                })
-            })
-            .collect();
-        problems.extend(bad);
-    } else {
-        report.blobs = checked_blobs.len() as u64;
+/// Checks each layer blob of `artifact` not seen yet: present with its size, and its
+/// index readable (whose files [`check_files`] checks).
+fn check_layers(
+    store: &Store,
+    tag: &str,
+    artifact: &artifact::Artifact,
+    seen: &mut Seen,
+    report: &mut Report,
+) {
+    seen.blobs.insert(artifact.digest);
+    for (digest, descriptor) in artifact.layer_blobs() {
+        if !seen.blobs.insert(digest) {
+            continue;
+        }
+        match store.blob_size(&digest) {
+            Err(_) => report.problems.push(problem(
+                "blob",
+                digest.oci(),
+                format!("layer of `{tag}` is missing"),
+            )),
+            Ok(size) if size != descriptor.size() => report.problems.push(problem(
+                "blob",
+                digest.oci(),
+                format!(
+                    "layer of `{tag}` has {size} bytes, expected {}",
+                    descriptor.size()
+                ),
+            )),
+            Ok(_) => {}
+        }
+        match store.layer_index(&digest) {
+            Ok(Some(index)) => seen.files.extend(index.files()),
+            Ok(None) => {}
+            Err(e) => report.problems.push(problem(
+                "index",
+                digest.oci(),
+                format!(
+                    "{}; it is rebuilt by the next restore",
+                    crate::error_chain(&e)
+                ),
+            )),
+        }
     }
+}
 
-    report.files = cas.len() as u64;
-    let cas: Vec<(CasKey, u64)> = cas.into_iter().collect();
-    let mut bad_files: Vec<Problem> = cas
-        .par_iter()
-        .filter_map(|(key, size)| {
-            let state = match store.cas_quick_check(key, *size) {
-                CasState::Ok if verify => store.cas_verify(key),
-                s => s,
-            };
+/// Rehashes every blob in the store, referenced or not.
+fn verify_blobs(store: &Store, report: &mut Report) -> Result<(), store::Error> {
+    let (count, bad) = store.verify_blobs()?;
+    report.blobs = count;
+    report.problems.extend(bad.into_iter().map(|name| Problem {
+        kind: "blob",
+        subject: name,
+        detail: "content does not match its digest".into(),
+    }));
+    Ok(())
+}
+
+/// Checks the CAS files the layer indexes name (content too with `verify`).
+fn check_files(store: &Store, files: HashSet<(CasKey, u64)>, verify: bool, report: &mut Report) {
+    report.files = files.len() as u64;
+    let files: Vec<(CasKey, u64)> = files.into_iter().collect();
+    let mut bad: Vec<Problem> = store
+        .check_cas_files(&files, verify)
+        .into_iter()
+        .filter_map(|(path, state)| {
             let detail = match state {
                 CasState::Ok => return None,
                 CasState::Missing => "missing from the file CAS; the next restore re-extracts it",
                 CasState::Damaged => "changed in the file CAS (written through a hard link?); the next restore repairs it from its layer",
             };
-            Some(Problem { kind: "file", subject: store.cas_path(key).display().to_string(), detail: detail.into() })
+            Some(problem("file", path.display().to_string(), detail.into()))
         })
         .collect();
-    bad_files.sort_by(|a, b| a.subject.cmp(&b.subject));
-    problems.extend(bad_files);
+    bad.sort_by(|a, b| a.subject.cmp(&b.subject));
+    report.problems.extend(bad);
+}
 
+/// Checks every recorded space against its record; forgets spaces whose directory
+/// was deleted.
+fn check_spaces(store: &Store, verify: bool, report: &mut Report) -> Result<(), store::Error> {
     for state in store.space_states()? {
         report.spaces += 1;
         let subject = state.target.display().to_string();
@@ -168,7 +184,7 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
             continue;
         }
         if state.dirty {
-            problems.push(problem(
+            report.problems.push(problem(
                 "space",
                 subject.clone(),
                 "a restore was interrupted; run restore again to finish it".into(),
@@ -176,32 +192,36 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
         }
         match space::drift(&state, verify) {
             Ok(d) if d.is_clean() => {}
-            Ok(d) => {
-                let mut parts = Vec::new();
-                for (what, list) in [
-                    ("modified", &d.modified),
-                    ("missing", &d.missing),
-                    ("extra", &d.extra),
-                ] {
-                    if !list.is_empty() {
-                        let shown: Vec<&str> = list.iter().take(5).map(String::as_str).collect();
-                        let more = if list.len() > 5 {
-                            format!(" and {} more", list.len() - 5)
-                        } else {
-                            String::new()
-                        };
-                        parts.push(format!("{what}: {}{more}", shown.join(", ")));
-                    }
-                }
-                problems.push(problem(
-                    "space",
-                    subject,
-                    format!("not pristine ({}); restore repairs it", parts.join("; ")),
-                ));
-            }
-            Err(e) => problems.push(problem("space", subject, crate::error_chain(&e))),
+            Ok(d) => report.problems.push(problem(
+                "space",
+                subject,
+                format!("not pristine ({}); restore repairs it", describe(&d)),
+            )),
+            Err(e) => report
+                .problems
+                .push(problem("space", subject, crate::error_chain(&e))),
         }
     }
-    report.problems = problems;
-    Ok(report)
+    Ok(())
+}
+
+/// `modified: a, b; missing: c`, at most five paths of each.
+fn describe(drift: &space::Drift) -> String {
+    let mut parts = Vec::new();
+    for (what, list) in [
+        ("modified", &drift.modified),
+        ("missing", &drift.missing),
+        ("extra", &drift.extra),
+    ] {
+        if !list.is_empty() {
+            let shown: Vec<&str> = list.iter().take(5).map(String::as_str).collect();
+            let more = if list.len() > 5 {
+                format!(" and {} more", list.len() - 5)
+            } else {
+                String::new()
+            };
+            parts.push(format!("{what}: {}{more}", shown.join(", ")));
+        }
+    }
+    parts.join("; ")
 }

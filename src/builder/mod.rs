@@ -28,7 +28,7 @@ use rattler::package_cache::PackageCache;
 use rattler_conda_types::Subdir;
 use serde::Serialize;
 
-use crate::fsutil::{remove_any, FileLock};
+use crate::fsutil::remove_any;
 use crate::ingest;
 use crate::layer::Compression;
 use crate::relocate::PLACEHOLDER;
@@ -171,7 +171,7 @@ pub fn platform(requested: Option<&str>) -> Result<Subdir, Error> {
 
 /// The store's package cache (shared by every build, safe across processes).
 pub fn package_cache(store: &Store) -> PackageCache {
-    PackageCache::new(store.root().join("pkgs-v1"))
+    PackageCache::new(store.package_cache_dir())
 }
 
 /// Solves `spec` for `platform` without building; the records in install order.
@@ -180,11 +180,7 @@ pub fn solve_spec(
     spec: &Spec,
     platform: Subdir,
 ) -> Result<Vec<rattler_conda_types::RepoDataRecord>, Error> {
-    runtime()?.block_on(solve::solve(
-        spec,
-        platform,
-        &store.root().join("repodata-v1"),
-    ))
+    runtime()?.block_on(solve::solve(spec, platform, &store.repodata_cache_dir()))
 }
 
 /// Finds the manifest digest of `blueprint`'s build in the store, if there is one.
@@ -203,56 +199,87 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     if let Some(tag) = &options.tag {
         store::validate_tag(tag).map_err(ingest::Error::from)?;
     }
-    let lock_path = store.locks_dir().join(format!("build-{}.lock", &bp_tag));
-    let _build_lock = FileLock::exclusive(&lock_path)
-        .map_err(|e| Error::Io(format!("lock {}", lock_path.display()), e))?;
+    let _build_lock = store.lock_build(&bp_tag)?;
 
-    let mut timings = Timings::default();
     let mut tags = vec![bp_tag.clone()];
     tags.extend(options.tag.clone());
-    if let Some(digest) = find_built(store, &blueprint, &platform_name) {
+    let mut report = Report {
+        blueprint,
+        platform: platform_name,
+        tags,
+        digest: String::new(),
+        built: false,
+        packages: 0,
+        downloads: install::Downloads::default(),
+        compiled: 0,
+        pip_installer: None,
+        timings: Timings::default(),
+    };
+    if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
         // Built before (or by the build this one waited for): only tag it.
         let descriptor = store.resolve(&bp_tag)?;
         if let Some(tag) = &options.tag {
             store.set_tag(tag, &descriptor)?;
         }
         let catalog = crate::artifact::load(store, &bp_tag).ok();
-        timings.total = start.elapsed().as_secs_f64();
-        return Ok(Report {
-            blueprint,
-            platform: platform_name,
-            tags,
-            digest,
-            built: false,
-            packages: catalog.map_or(0, |a| a.catalog.records.len()),
-            downloads: install::Downloads::default(),
-            compiled: 0,
-            pip_installer: None,
-            timings,
-        });
+        report.digest = digest;
+        report.packages = catalog.map_or(0, |a| a.catalog.records.len());
+    } else {
+        let prefix = install_packages(store, spec, options, subdir, &bp_tag, &mut report)?;
+        finish_prefix(store, spec, subdir, prefix.path(), &mut report)?;
+        let t = Instant::now();
+        let snapshot = ingest::snapshot(
+            store,
+            prefix.path(),
+            &ingest::Options {
+                tag: Some(bp_tag.clone()),
+                compression: options.compression,
+                platform: Some(report.platform.clone()),
+                blueprint: Some(report.blueprint.clone()),
+                spec: serde_json::to_value(spec.canonical()).ok(),
+                // The default, always: a blueprint must give one layering.
+                max_layers: None,
+            },
+        )?;
+        if let Some(tag) = &options.tag {
+            store.set_tag(tag, &store.resolve(&bp_tag)?)?;
+        }
+        report.timings.ingest = t.elapsed().as_secs_f64();
+        drop(prefix);
+        report.digest = snapshot.manifest.oci();
+        report.built = true;
     }
+    report.timings.total = start.elapsed().as_secs_f64();
+    Ok(report)
+}
 
+/// Solves (or reads the lock), fetches what the package cache lacks and installs the
+/// packages into a new build prefix.
+fn install_packages(
+    store: &Store,
+    spec: &Spec,
+    options: &Options,
+    subdir: Subdir,
+    bp_tag: &str,
+    report: &mut Report,
+) -> Result<BuildPrefix, Error> {
     let runtime = runtime()?;
     let t = Instant::now();
     let records = match &options.lock {
         Some(path) => lock::read(path, subdir)?,
-        None => runtime.block_on(solve::solve(
-            spec,
-            subdir,
-            &store.root().join("repodata-v1"),
-        ))?,
+        None => runtime.block_on(solve::solve(spec, subdir, &store.repodata_cache_dir()))?,
     };
-    timings.solve = t.elapsed().as_secs_f64();
+    report.timings.solve = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let cache = package_cache(store);
-    let downloads = runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
-    timings.download = t.elapsed().as_secs_f64();
+    report.downloads =
+        runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
+    report.timings.download = t.elapsed().as_secs_f64();
 
-    let prefix = BuildPrefix::create(store, &bp_tag)?;
-    let scratch = store.scratch()?;
+    let prefix = BuildPrefix::create(store, bp_tag)?;
     let t = Instant::now();
-    let packages = records.len();
+    report.packages = records.len();
     runtime.block_on(install::install(
         cache,
         prefix.path(),
@@ -261,63 +288,35 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         subdir,
     ))?;
     scrub_prefix_records(prefix.path())?;
-    timings.install = t.elapsed().as_secs_f64();
+    report.timings.install = t.elapsed().as_secs_f64();
+    Ok(prefix)
+}
 
-    let mut pip_installer = None;
+/// What follows the conda packages in the prefix: `pip:` entries, the bytecode pass
+/// (only for this machine's platform, whose interpreter runs here) and the variables.
+fn finish_prefix(
+    store: &Store,
+    spec: &Spec,
+    subdir: Subdir,
+    prefix: &Path,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let scratch = store.scratch()?;
     if !spec.pip.is_empty() {
         let t = Instant::now();
-        let installer = python::Installer::detect(prefix.path());
-        python::pip_install(
-            prefix.path(),
-            &spec.pip,
-            &spec.dir,
-            scratch.dir(),
-            &installer,
-        )?;
-        pip_installer = Some(installer.name());
-        timings.pip = t.elapsed().as_secs_f64();
+        let installer = python::Installer::detect(prefix);
+        python::pip_install(prefix, &spec.pip, &spec.dir, scratch.dir(), &installer)?;
+        report.pip_installer = Some(installer.name());
+        report.timings.pip = t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
-    let compiled = if subdir == Subdir::current().unwrap_or(subdir) {
-        python::compile_bytecode(prefix.path(), scratch.dir())?
+    report.compiled = if subdir == Subdir::current().unwrap_or(subdir) {
+        python::compile_bytecode(prefix, scratch.dir())?
     } else {
         0 // another platform's interpreter does not run here
     };
-    timings.bytecode = t.elapsed().as_secs_f64();
-    write_variables(prefix.path(), spec)?;
-
-    let t = Instant::now();
-    let snapshot = ingest::snapshot(
-        store,
-        prefix.path(),
-        &ingest::Options {
-            tag: Some(bp_tag.clone()),
-            compression: options.compression,
-            platform: Some(platform_name.clone()),
-            blueprint: Some(blueprint.clone()),
-            spec: serde_json::to_value(spec.canonical()).ok(),
-            // The default, always: a blueprint must give one layering.
-            max_layers: None,
-        },
-    )?;
-    if let Some(tag) = &options.tag {
-        store.set_tag(tag, &store.resolve(&bp_tag)?)?;
-    }
-    timings.ingest = t.elapsed().as_secs_f64();
-    drop(prefix);
-    timings.total = start.elapsed().as_secs_f64();
-    Ok(Report {
-        blueprint,
-        platform: platform_name,
-        tags,
-        digest: snapshot.manifest.oci(),
-        built: true,
-        packages,
-        downloads,
-        compiled,
-        pip_installer,
-        timings,
-    })
+    report.timings.bytecode = t.elapsed().as_secs_f64();
+    write_variables(prefix, spec)
 }
 
 /// Fields of `conda-meta/*.json` that name places on the building machine (the store's
@@ -399,14 +398,15 @@ struct BuildPrefix {
 
 impl BuildPrefix {
     fn create(store: &Store, bp_tag: &str) -> Result<BuildPrefix, Error> {
-        let root = std::fs::canonicalize(store.root())
-            .map_err(|e| Error::Io(format!("resolve {}", store.root().display()), e))?;
-        let base = root.join("build-v1").join(bp_tag);
+        let builds = store.build_dir()?;
+        let base = builds.join(bp_tag);
         let base_len = base.as_os_str().len();
-        let limit = PLACEHOLDER
-            .len()
-            .saturating_sub(bp_tag.len() + "/build-v1/".len() + 1);
         if base_len >= PLACEHOLDER.len() {
+            // The store's path may have at most what the placeholder leaves after
+            // `/build-v1/<bp-tag>` and one padding byte.
+            let root = crate::fsutil::parent_of(&builds).to_path_buf();
+            let below_root = base_len - root.as_os_str().len();
+            let limit = PLACEHOLDER.len().saturating_sub(below_root + 1);
             return Err(Error::StoreTooDeep { path: root, limit });
         }
         let mut name = base.into_os_string();

@@ -62,22 +62,50 @@ impl Attribution {
 
 /// Attributes the files of `prefix`; `files` are every regular file and symlink found.
 pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
-    let mut owners = Vec::new();
-    let mut owner_of = HashMap::new();
-    let mut declared = HashMap::new();
+    let mut attribution = Attribution {
+        owners: Vec::new(),
+        owner_of: HashMap::new(),
+        records: Vec::new(),
+        declared: HashMap::new(),
+        platform: None,
+    };
+    let prefix_records = PackageRecord::sort_topologically(read_conda_meta(prefix)?);
+    attribution.records.reserve(prefix_records.len());
+    for record in &prefix_records {
+        attribution.add_conda_package(record);
+    }
+    // pip distributions: every RECORD no conda package claims.
+    for (owner, paths) in pip_distributions(prefix, files, &attribution.owner_of)? {
+        let idx = attribution.owners.len();
+        attribution.owners.push(owner);
+        for p in paths {
+            attribution.owner_of.entry(p).or_insert(idx);
+        }
+    }
+    attribution.add_bytecode(files);
+    attribution.owners.push(Owner {
+        kind: LayerKind::Env,
+        name: "env".into(),
+        version: None,
+        build: None,
+        subdir: None,
+        channel: None,
+        sha256: None,
+    });
+    Ok(attribution)
+}
 
-    let prefix_records = read_conda_meta(prefix)?;
-    let prefix_records = PackageRecord::sort_topologically(prefix_records);
-    let mut records = Vec::with_capacity(prefix_records.len());
-    let mut platform = None;
-    for pr in &prefix_records {
+impl Attribution {
+    /// Adds a conda package: its record, its owner, its files and their placeholders
+    /// (a later package wins a path).
+    fn add_conda_package(&mut self, pr: &PrefixRecord) {
         let rr = &pr.repodata_record;
         let p = &rr.package_record;
-        if platform.is_none() && p.subdir != "noarch" {
-            platform = Some(p.subdir.clone());
+        if self.platform.is_none() && p.subdir != "noarch" {
+            self.platform = Some(p.subdir.clone());
         }
         let sha256 = p.sha256.map(|h| hex::encode(h.as_slice()));
-        records.push(Record {
+        self.records.push(Record {
             name: p.name.as_normalized().to_string(),
             version: p.version.to_string(),
             build: p.build.to_string(),
@@ -89,8 +117,8 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
             md5: p.md5.map(|h| hex::encode(h.as_slice())),
             depends: p.depends.clone(),
         });
-        let idx = owners.len();
-        owners.push(Owner {
+        let idx = self.owners.len();
+        self.owners.push(Owner {
             kind: LayerKind::Conda,
             name: p.name.as_normalized().to_string(),
             version: Some(p.version.to_string()),
@@ -100,34 +128,60 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
             sha256,
         });
         for file in &pr.files {
-            owner_of.insert(path_key(file), idx);
+            self.owner_of.insert(path_key(file), idx);
         }
         for entry in &pr.paths_data.paths {
             let key = path_key(&entry.relative_path);
-            owner_of.insert(key.clone(), idx);
-            if let Some(placeholder) = &entry.prefix_placeholder {
-                let mode = match entry.file_mode {
-                    Some(rattler_conda_types::package::FileMode::Binary) => FileMode::Binary,
-                    _ => FileMode::Text,
-                };
-                let hashes = [entry.sha256, entry.sha256_in_prefix]
-                    .into_iter()
-                    .flatten()
-                    .map(|h| h.into())
-                    .collect();
-                declared.insert(
-                    key,
-                    DeclaredPlaceholder {
-                        mode,
-                        placeholder: placeholder.clone(),
-                        hashes,
-                    },
-                );
+            self.owner_of.insert(key.clone(), idx);
+            if let Some(declared) = declared_placeholder(entry) {
+                self.declared.insert(key, declared);
             }
         }
     }
 
-    // pip distributions: every RECORD no conda package claims.
+    /// Bytecode caches no one claims follow their source.
+    fn add_bytecode(&mut self, files: &[&str]) {
+        for file in files {
+            if self.owner_of.contains_key(*file) {
+                continue;
+            }
+            if let Some(source) = pyc_source(file) {
+                if let Some(&idx) = self.owner_of.get(&source) {
+                    self.owner_of.insert(file.to_string(), idx);
+                }
+            }
+        }
+    }
+}
+
+/// The placeholder conda metadata declares for one installed file, if any.
+fn declared_placeholder(
+    entry: &rattler_conda_types::prefix_record::PathsEntry,
+) -> Option<DeclaredPlaceholder> {
+    let placeholder = entry.prefix_placeholder.as_ref()?;
+    let mode = match entry.file_mode {
+        Some(rattler_conda_types::package::FileMode::Binary) => FileMode::Binary,
+        _ => FileMode::Text,
+    };
+    let hashes = [entry.sha256, entry.sha256_in_prefix]
+        .into_iter()
+        .flatten()
+        .map(|h| h.into())
+        .collect();
+    Some(DeclaredPlaceholder {
+        mode,
+        placeholder: placeholder.clone(),
+        hashes,
+    })
+}
+
+/// The pip distributions of `files` whose `RECORD` no conda package owns (in
+/// `owner_of`), each with the paths its RECORD lists, sorted by name and location.
+fn pip_distributions(
+    prefix: &Path,
+    files: &[&str],
+    owner_of: &HashMap<String, usize>,
+) -> Result<Vec<(Owner, Vec<String>)>, Error> {
     let mut pip: BTreeMap<String, (Owner, Vec<String>)> = BTreeMap::new();
     for file in files {
         let Some(dist_info) = file
@@ -164,42 +218,7 @@ pub fn attribute(prefix: &Path, files: &[&str]) -> Result<Attribution, Error> {
         };
         pip.insert(format!("{name}\0{base}"), (owner, paths));
     }
-    for (_, (owner, paths)) in pip {
-        let idx = owners.len();
-        owners.push(owner);
-        for p in paths {
-            owner_of.entry(p).or_insert(idx);
-        }
-    }
-
-    // Bytecode caches follow their source.
-    for file in files {
-        if owner_of.contains_key(*file) {
-            continue;
-        }
-        if let Some(source) = pyc_source(file) {
-            if let Some(&idx) = owner_of.get(&source) {
-                owner_of.insert(file.to_string(), idx);
-            }
-        }
-    }
-
-    owners.push(Owner {
-        kind: LayerKind::Env,
-        name: "env".into(),
-        version: None,
-        build: None,
-        subdir: None,
-        channel: None,
-        sha256: None,
-    });
-    Ok(Attribution {
-        owners,
-        owner_of,
-        records,
-        declared,
-        platform,
-    })
+    Ok(pip.into_values().collect())
 }
 
 fn read_conda_meta(prefix: &Path) -> Result<Vec<PrefixRecord>, Error> {

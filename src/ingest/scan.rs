@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use super::{Attribution, Error, Walked, WalkedKind};
+use super::walk::{Walked, WalkedKind};
+use super::{Attribution, Error};
 use crate::catalog::Relocation;
 use crate::digest::Digest;
 use crate::layer::{Entry, EntryKind, LAYER_MTIME};

@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::state::Method;
 use crate::layer::LAYER_MTIME;
+use crate::store::Method;
 
 /// How restore puts CAS files into a space.
 #[derive(
@@ -138,4 +138,152 @@ pub fn is_unsupported(e: &io::Error) -> bool {
                 | libc::EMLINK
         )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A read-only "CAS file" in `dir`, like the store keeps them.
+    fn cas_file(dir: &Path, content: &[u8]) -> PathBuf {
+        let path = dir.join("cas");
+        fs::write(&path, content).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        path
+    }
+
+    /// Whether `dir`'s filesystem can reflink (what `auto` should find out by itself).
+    fn can_reflink(dir: &Path) -> bool {
+        let from = dir.join("probe-from");
+        fs::write(&from, b"probe").unwrap();
+        let ok = reflink_copy::reflink(&from, dir.join("probe-to")).is_ok();
+        let _ = fs::remove_file(dir.join("probe-to"));
+        ok
+    }
+
+    /// Two directories on different filesystems (the temp dir and `/dev/shm`),
+    /// where a hard link cannot cross; `None` if this machine has no second one.
+    fn two_filesystems() -> Option<(tempfile::TempDir, tempfile::TempDir)> {
+        let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).ok();
+        let first = std::env::temp_dir();
+        let other = Path::new("/dev/shm");
+        if dev(other).is_none() || dev(other) == dev(&first) {
+            return None;
+        }
+        Some((
+            tempfile::tempdir_in(first).ok()?,
+            tempfile::tempdir_in(other).ok()?,
+        ))
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn copy_makes_a_private_file_with_the_layer_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_file(dir.path(), b"content");
+        let linker = Linker::new(LinkMode::Copy);
+        for (name, exec, want_mode) in [("plain", false, 0o644), ("tool", true, 0o755)] {
+            let dest = dir.path().join(name);
+            assert_eq!(linker.place(&cas, &dest, exec).unwrap(), Method::Copy);
+            assert_eq!(fs::read(&dest).unwrap(), b"content");
+            assert_eq!(mode(&dest), want_mode, "{name}");
+            let meta = fs::metadata(&dest).unwrap();
+            assert_ne!(meta.ino(), fs::metadata(&cas).unwrap().ino());
+            assert_eq!(meta.mtime(), LAYER_MTIME as i64);
+        }
+    }
+
+    #[test]
+    fn hardlink_shares_the_cas_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_file(dir.path(), b"content");
+        let dest = dir.path().join("linked");
+        let method = Linker::new(LinkMode::Hardlink)
+            .place(&cas, &dest, false)
+            .unwrap();
+        assert_eq!(method, Method::Hardlink);
+        assert_eq!(
+            fs::metadata(&dest).unwrap().ino(),
+            fs::metadata(&cas).unwrap().ino()
+        );
+        assert_eq!(
+            mode(&dest),
+            0o444,
+            "a hard link keeps the CAS file's read-only mode"
+        );
+    }
+
+    #[test]
+    fn auto_uses_a_reflink_where_it_can_else_falls_back_to_a_hardlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_file(dir.path(), b"content");
+        let linker = Linker::new(LinkMode::Auto);
+        let expected = if can_reflink(dir.path()) {
+            Method::Reflink
+        } else {
+            Method::Hardlink
+        };
+        for name in ["first", "second"] {
+            let dest = dir.path().join(name);
+            assert_eq!(
+                linker.place(&cas, &dest, false).unwrap(),
+                expected,
+                "{name}"
+            );
+            assert_eq!(fs::read(&dest).unwrap(), b"content");
+            let shares_inode =
+                fs::metadata(&dest).unwrap().ino() == fs::metadata(&cas).unwrap().ino();
+            assert_eq!(shares_inode, expected == Method::Hardlink, "{name}");
+        }
+    }
+
+    #[test]
+    fn auto_falls_back_to_a_copy_across_filesystems_and_stays_there() {
+        let Some((cas_dir, space_dir)) = two_filesystems() else {
+            eprintln!("skipped: no second filesystem to link across");
+            return;
+        };
+        let cas = cas_file(cas_dir.path(), b"content");
+        let linker = Linker::new(LinkMode::Auto);
+        let dest = space_dir.path().join("copied");
+        assert_eq!(linker.place(&cas, &dest, true).unwrap(), Method::Copy);
+        assert_eq!(fs::read(&dest).unwrap(), b"content");
+        assert_eq!(mode(&dest), 0o755);
+        // The fallback is decided once: a file a hard link could reach is copied too.
+        let near = cas_dir.path().join("near");
+        assert_eq!(linker.place(&cas, &near, false).unwrap(), Method::Copy);
+        assert_ne!(
+            fs::metadata(&near).unwrap().ino(),
+            fs::metadata(&cas).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn an_explicit_mode_does_not_fall_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_file(dir.path(), b"content");
+        if !can_reflink(dir.path()) {
+            let dest = dir.path().join("cloned");
+            let err = Linker::new(LinkMode::Reflink)
+                .place(&cas, &dest, false)
+                .unwrap_err();
+            assert!(is_unsupported(&err), "{err}");
+            assert!(fs::symlink_metadata(&dest).is_err(), "nothing left behind");
+        }
+        if let Some((cas_dir, space_dir)) = two_filesystems() {
+            let cas = cas_file(cas_dir.path(), b"content");
+            let dest = space_dir.path().join("linked");
+            let err = Linker::new(LinkMode::Hardlink)
+                .place(&cas, &dest, false)
+                .unwrap_err();
+            assert!(is_unsupported(&err), "{err}");
+            assert!(fs::symlink_metadata(&dest).is_err(), "nothing left behind");
+        }
+    }
 }

@@ -4,6 +4,9 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rayon::prelude::*;
 
 use serde::Serialize;
 
@@ -64,6 +67,54 @@ impl Store {
     /// Whether blob `digest` is present.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
+    }
+
+    /// The size of blob `digest` on disk (not checked against anything).
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::NotFound(digest.oci())),
+            Err(e) => Err(Error::Io {
+                action: "read",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Copies blob `digest` to `dest` (a new file; a reflink where the filesystem can),
+    /// for writing it into another OCI layout.
+    pub fn copy_blob_to(&self, digest: &Digest, dest: &Path) -> Result<()> {
+        reflink_copy::reflink_or_copy(self.blob_path(digest), dest)
+            .map(|_| ())
+            .map_err(Error::io("write", dest))
+    }
+
+    /// Rehashes every file in the blob directory. Returns how many there are and the
+    /// names of those whose content does not match their name (or whose name is not a
+    /// digest).
+    pub fn verify_blobs(&self) -> Result<(u64, Vec<String>)> {
+        let dir = self.blobs_dir();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let bad = names
+            .par_iter()
+            .filter(|name| {
+                let ok = Digest::parse(name).ok().and_then(|d| {
+                    File::open(dir.join(name))
+                        .ok()
+                        .and_then(|f| Digest::of_reader(f).ok())
+                        .map(|(a, _)| a == d)
+                });
+                ok != Some(true)
+            })
+            .cloned()
+            .collect();
+        Ok((names.len() as u64, bad))
     }
 
     /// Commits a complete, verified file (a finished download) as blob `digest`.

@@ -8,6 +8,8 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use super::{Error, Result, Scratch, Store};
 use crate::digest::{Digest, HashingWriter};
 use crate::layer::LAYER_MTIME;
@@ -46,6 +48,38 @@ impl Store {
             hex.clone()
         };
         self.files_dir().join(&hex[..2]).join(name)
+    }
+
+    /// The CAS file a space links, clones or copies `key` from. It is shared and
+    /// read-only: never write through it (use [`Store::cas_read`] for its content).
+    pub fn cas_link_source(&self, key: &CasKey) -> PathBuf {
+        self.cas_path(key)
+    }
+
+    /// The content of CAS file `key` (not rehashed).
+    pub fn cas_read(&self, key: &CasKey) -> Result<Vec<u8>> {
+        let path = self.cas_path(key);
+        fs::read(&path).map_err(Error::io("read", path))
+    }
+
+    /// Checks `files` (keys and sizes) in parallel: metadata only, and the content too
+    /// with `verify`. Returns each missing or damaged one with its path in the CAS (for
+    /// messages), in the order of `files`.
+    pub fn check_cas_files(
+        &self,
+        files: &[(CasKey, u64)],
+        verify: bool,
+    ) -> Vec<(PathBuf, CasState)> {
+        files
+            .par_iter()
+            .filter_map(|(key, size)| {
+                let state = match self.cas_quick_check(key, *size) {
+                    CasState::Ok if verify => self.cas_verify(key),
+                    s => s,
+                };
+                (state != CasState::Ok).then(|| (self.cas_path(key), state))
+            })
+            .collect()
     }
 
     /// Whether the CAS holds `key`.

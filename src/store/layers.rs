@@ -133,6 +133,39 @@ impl Store {
         write_atomic(&path, &bytes).map_err(Error::io("write", &path))
     }
 
+    /// Writes the layer blob for `entries` (whose files are in the CAS) into the store,
+    /// with its index and the record that lets the next snapshot of the same content
+    /// skip all this. The inverse of [`Store::extract_layer`].
+    pub fn write_layer(
+        &self,
+        scratch: &Scratch,
+        entries: &[Entry],
+        compression: Compression,
+    ) -> Result<LayerDigests> {
+        let blob = self.blob_writer(scratch)?;
+        let (digests, blob) = layer::write_layer(entries, compression, blob, |entry| {
+            let EntryKind::File { digest, exec, .. } = &entry.kind else {
+                return Ok(Box::new(io::empty()));
+            };
+            let key = CasKey {
+                digest: *digest,
+                exec: *exec,
+            };
+            let file = fs::File::open(self.cas_path(&key))?;
+            Ok(Box::new(BufReader::with_capacity(256 * 1024, file)))
+        })
+        .map_err(Error::io("read", self.files_dir()))?;
+        let (digest, _) = blob.commit(Some((digests.digest, digests.size)))?;
+        let mut sorted = entries.to_vec();
+        sorted.sort_by(|a, b| a.path.cmp(&b.path));
+        self.write_layer_index(&LayerIndex {
+            digest,
+            entries: sorted,
+        })?;
+        self.remember_layer(entries, compression, &digests)?;
+        Ok(digests)
+    }
+
     /// Extracts layer blob `digest` into the CAS (files it lacks, or all of them when
     /// `repair` is set, replacing damaged copies) and writes its index. The blob's digest
     /// is verified while reading; on mismatch no index is written.

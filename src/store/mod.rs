@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! $ENVOCI_HOME/
-//! ├── oci-layout                 ┐ a standard OCI image layout: skopeo, oras, crane and
-//! ├── index.json                 │ regctl read it as `oci:$ENVOCI_HOME:TAG`
-//! ├── blobs/sha256/<hex>         ┘ manifests, catalogs (configs) and layer blobs, read-only
-//! ├── files-v1/<hex[..2]>/<hex>  the file CAS: each unique content once, read-only,
-//! │               <hex>.x        keyed by (sha256, executable bit), mtime fixed
-//! ├── layers-v1/<hex>.json       per-layer index (path → kind, digest, size, link target),
-//! │                              keyed by the layer blob's digest
-//! ├── spaces-v1/<name>/          managed spaces (`restore --space NAME`)
-//! ├── state-v1/<id>.json         what each space holds and what was written there
-//! ├── locks/                     advisory lock files
-//! └── ingest/<pid>-<random>/     per-process scratch; removed once its owner is gone
+//! ├── oci-layout                  ┐ a standard OCI image layout: skopeo, oras, crane and
+//! ├── index.json                  │ regctl read it as `oci:$ENVOCI_HOME:TAG`; index.json
+//! ├── blobs/sha256/<hex>          ┘ holds the tags, blobs/ manifests, catalogs and layers
+//! ├── files-v1/<hex[..2]>/<hex>[.x]  file CAS: one read-only copy per (sha256, exec bit)
+//! ├── layers-v1/<hex>.json        per-layer index: path → kind, digest, size, link target
+//! ├── layers-v1/by-content/<hex>.json  the layer blob some entries made (for re-snapshots)
+//! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
+//! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
+//! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, ingest-…, partial-…
+//! ├── ingest/<pid>-<random>/      per-process scratch; removed once its owner is gone
+//! ├── ingest/partial/<hex>        interrupted blob downloads, kept for resuming
+//! ├── pkgs-v1/                    rattler's package cache: fetched, extracted conda packages
+//! ├── repodata-v1/                rattler's cache of channel repodata, for solving
+//! └── build-v1/<bp-tag>___/       build prefixes padded to the placeholder's length (transient)
 //! ```
 //!
 //! Nothing is readable under its final name before it is complete: every write goes to
@@ -24,6 +27,7 @@ mod cas;
 mod layers;
 mod refs;
 mod scratch;
+mod spaces;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,8 +40,10 @@ pub use refs::{
     ANNOTATION_REF_NAME,
 };
 pub use scratch::{rand_u64, Scratch};
+pub use spaces::{space_id, Method, PathRecord, SpaceState};
 
 use crate::digest::Digest;
+use crate::fsutil::FileLock;
 
 /// Version of the store's own directories (the OCI layout has its own `oci-layout`).
 pub const STORE_VERSION: &str = "v1";
@@ -137,7 +143,7 @@ impl Store {
         let root = root.into();
         let store = Store { root };
         for dir in [
-            store.root.join("blobs/sha256"),
+            store.blobs_dir(),
             store.files_dir(),
             store.layers_dir(),
             store.spaces_dir(),
@@ -156,9 +162,14 @@ impl Store {
         &self.root
     }
 
+    /// The layout's blob directory.
+    fn blobs_dir(&self) -> PathBuf {
+        self.root.join("blobs/sha256")
+    }
+
     /// Where blob `digest` lives (whether or not it is there).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.blobs_dir().join(digest.hex())
     }
 
     /// The file CAS directory.
@@ -189,5 +200,40 @@ impl Store {
     /// The scratch area for data being ingested.
     pub fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
+    }
+
+    /// rattler's package cache: downloaded and extracted conda packages, shared by every
+    /// build (rattler locks it across processes). Nothing is created.
+    pub fn package_cache_dir(&self) -> PathBuf {
+        self.root.join(format!("pkgs-{STORE_VERSION}"))
+    }
+
+    /// rattler's repodata cache (channel indexes fetched while solving).
+    pub fn repodata_cache_dir(&self) -> PathBuf {
+        self.root.join(format!("repodata-{STORE_VERSION}"))
+    }
+
+    /// The directory of build prefixes, with the store's path resolved (a build
+    /// prefix's length is that of its real path). Nothing is created.
+    pub fn build_dir(&self) -> Result<PathBuf> {
+        let root = std::fs::canonicalize(&self.root).map_err(Error::io("resolve", &self.root))?;
+        Ok(root.join(format!("build-{STORE_VERSION}")))
+    }
+
+    /// Takes the exclusive lock of building blueprint tag `bp_tag`, so that concurrent
+    /// builds of one spec build it once.
+    pub fn lock_build(&self, bp_tag: &str) -> Result<FileLock> {
+        self.lock(&format!("build-{bp_tag}"))
+    }
+
+    /// The lock file called `name` (`locks/<name>.lock`).
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.locks_dir().join(format!("{name}.lock"))
+    }
+
+    /// Blocks until the exclusive lock called `name` is held; released on drop.
+    fn lock(&self, name: &str) -> Result<FileLock> {
+        let path = self.lock_path(name);
+        FileLock::exclusive(&path).map_err(Error::io("lock", path))
     }
 }

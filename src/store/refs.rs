@@ -74,8 +74,7 @@ fn empty_index() -> ImageIndex {
 
 impl Store {
     fn index_lock(&self) -> Result<FileLock> {
-        let path = self.locks_dir().join("index.lock");
-        FileLock::exclusive(&path).map_err(Error::io("lock", path))
+        self.lock("index")
     }
 
     /// Reads the layout's `index.json`.

@@ -50,8 +50,7 @@ impl Store {
     pub fn scratch(&self) -> Result<Scratch> {
         self.clean_stale_scratch();
         let name = format!("{}-{:016x}", std::process::id(), rand_u64());
-        let lock_path = self.locks_dir().join(format!("ingest-{name}.lock"));
-        let lock = FileLock::exclusive(&lock_path).map_err(Error::io("lock", &lock_path))?;
+        let lock = self.lock(&format!("ingest-{name}"))?;
         let dir = self.ingest_dir().join(&name);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         Ok(Scratch {
@@ -65,6 +64,12 @@ impl Store {
         self.ingest_dir().join(PARTIAL_DIR).join(digest.hex())
     }
 
+    /// Takes the exclusive lock of the interrupted download of blob `digest`, held while
+    /// one process continues it.
+    pub fn lock_partial(&self, digest: &crate::digest::Digest) -> Result<FileLock> {
+        self.lock(&format!("partial-{}", digest.hex()))
+    }
+
     /// Removes scratch directories whose owner is gone. Returns how many were removed.
     pub fn clean_stale_scratch(&self) -> usize {
         let Ok(entries) = fs::read_dir(self.ingest_dir()) else {
@@ -76,7 +81,7 @@ impl Store {
             if name == PARTIAL_DIR {
                 continue; // interrupted downloads are kept for resuming
             }
-            let lock_path = self.locks_dir().join(format!("ingest-{name}.lock"));
+            let lock_path = self.lock_path(&format!("ingest-{name}"));
             if let Ok(Some(_lock)) = FileLock::try_exclusive(&lock_path) {
                 if remove_any(&entry.path()).is_ok() {
                     removed += 1;

@@ -1,20 +1,20 @@
-//! What a space holds: the catalog it was restored from and, per path, what was written
-//! and the metadata it was left with. Kept in the store (`state-v1/<id>.json`, `id` from
-//! the space's absolute path), written atomically; `dirty` is set while a restore is
-//! modifying the space, so an interrupted one is noticed and finished by the next.
+//! Space records: which catalog each space holds and, per path, what restore wrote there
+//! and the metadata it left. One JSON file per space, `state-v1/<id>.json` (`id` from
+//! the space's absolute path), always replaced atomically; `dirty` is set while a
+//! restore is modifying the space, so an interrupted one is noticed and finished by the
+//! next. The space's lock and the managed spaces' directory live here too.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{validate_tag, CasKey, Error, InvalidTag, Result, Store};
 use crate::digest::Digest;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{write_atomic, FileLock};
 use crate::relocate::FileMode;
-use crate::store::{self, CasKey, Store};
 
 /// How a file got into the space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -103,7 +103,7 @@ pub struct SpaceState {
     pub paths: BTreeMap<String, PathRecord>,
 }
 
-/// The id of the space at `target` (an absolute path).
+/// The id of the space at `target` (an absolute path): names its state and lock files.
 pub fn space_id(target: &Path) -> String {
     Digest::of(target.as_os_str().as_encoded_bytes()).hex()[..32].to_string()
 }
@@ -113,15 +113,28 @@ impl Store {
         self.state_dir().join(format!("{}.json", space_id(target)))
     }
 
+    /// The directory of the managed space `name` (`restore --space NAME`), which must
+    /// be a valid tag. Nothing is created.
+    pub fn managed_space_dir(&self, name: &str) -> std::result::Result<PathBuf, InvalidTag> {
+        validate_tag(name)?;
+        Ok(self.spaces_dir().join(name))
+    }
+
+    /// Takes the exclusive lock of the space at `target` (an absolute path), held while
+    /// a restore reads and rewrites the space and its record.
+    pub fn lock_space(&self, target: &Path) -> Result<FileLock> {
+        self.lock(&format!("space-{}", space_id(target)))
+    }
+
     /// The recorded state of the space at `target`, if it is one.
-    pub fn space_state(&self, target: &Path) -> store::Result<Option<SpaceState>> {
+    pub fn space_state(&self, target: &Path) -> Result<Option<SpaceState>> {
         let path = self.state_path(target);
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
-                .map_err(|source| store::Error::BadJson { path, source }),
+                .map_err(|source| Error::BadJson { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(store::Error::Io {
+            Err(e) => Err(Error::Io {
                 action: "read",
                 path,
                 source: e,
@@ -130,18 +143,18 @@ impl Store {
     }
 
     /// Records the state of a space (after syncing what it references).
-    pub fn write_space_state(&self, state: &SpaceState) -> store::Result<()> {
+    pub fn write_space_state(&self, state: &SpaceState) -> Result<()> {
         let path = self.state_path(&state.target);
-        let bytes = serde_json::to_vec(state)
-            .map_err(|e| store::Error::io("serialise", &path)(e.into()))?;
-        write_atomic(&path, &bytes).map_err(store::Error::io("write", &path))
+        let bytes =
+            serde_json::to_vec(state).map_err(|e| Error::io("serialise", &path)(e.into()))?;
+        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
     }
 
     /// Forgets the space at `target`.
-    pub fn remove_space_state(&self, target: &Path) -> store::Result<()> {
+    pub fn remove_space_state(&self, target: &Path) -> Result<()> {
         let path = self.state_path(target);
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(store::Error::Io {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
                 action: "remove",
                 path,
                 source: e,
@@ -150,91 +163,24 @@ impl Store {
         }
     }
 
-    /// Every recorded space.
-    pub fn space_states(&self) -> store::Result<Vec<SpaceState>> {
+    /// Every recorded space, sorted by path.
+    pub fn space_states(&self) -> Result<Vec<SpaceState>> {
         let dir = self.state_dir();
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir)
-            .map_err(store::Error::io("read", &dir))?
+            .map_err(Error::io("read", &dir))?
             .flatten()
         {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "json") {
-                let bytes = fs::read(&path).map_err(store::Error::io("read", &path))?;
+                let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
                 out.push(
                     serde_json::from_slice(&bytes)
-                        .map_err(|source| store::Error::BadJson { path, source })?,
+                        .map_err(|source| Error::BadJson { path, source })?,
                 );
             }
         }
         out.sort_by(|a: &SpaceState, b| a.target.cmp(&b.target));
         Ok(out)
-    }
-}
-
-/// What is on disk at a space path, as far as the quick check cares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Actual {
-    /// A regular file.
-    File {
-        /// Size.
-        size: u64,
-        /// Permission bits.
-        mode: u32,
-        /// Inode.
-        ino: u64,
-        /// Modification time, seconds.
-        mtime: i64,
-    },
-    /// A symbolic link and its target.
-    Symlink(String),
-    /// A directory.
-    Dir,
-    /// Something else (FIFO, socket, device).
-    Other,
-}
-
-impl Actual {
-    /// Reads what is at `path` without following links.
-    pub fn read(path: &Path) -> io::Result<Actual> {
-        let m = fs::symlink_metadata(path)?;
-        let ft = m.file_type();
-        Ok(if ft.is_file() {
-            Actual::File {
-                size: m.len(),
-                mode: m.permissions().mode() & 0o7777,
-                ino: m.ino(),
-                mtime: m.mtime(),
-            }
-        } else if ft.is_symlink() {
-            Actual::Symlink(fs::read_link(path)?.to_string_lossy().into_owned())
-        } else if ft.is_dir() {
-            Actual::Dir
-        } else {
-            Actual::Other
-        })
-    }
-
-    /// Whether this matches `record` by metadata alone (the quick pristine check).
-    pub fn matches(&self, record: &PathRecord) -> bool {
-        match (self, record) {
-            (
-                Actual::File {
-                    size,
-                    mode,
-                    ino,
-                    mtime,
-                },
-                PathRecord::File {
-                    size: s,
-                    mode: m,
-                    ino: i,
-                    ..
-                },
-            ) => size == s && mode == m && ino == i && *mtime == crate::layer::LAYER_MTIME as i64,
-            (Actual::Symlink(t), PathRecord::Symlink { target }) => t == target,
-            (Actual::Dir, PathRecord::Dir) => true,
-            _ => false,
-        }
     }
 }

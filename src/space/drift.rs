@@ -1,0 +1,183 @@
+//! Drift: how a space on disk differs from its record. What is on disk is read by
+//! metadata ([`Actual`]); the quick check compares size, mode, inode and the layer
+//! mtime restore set, `verify` rehashes file content. Restore uses it to find what to
+//! rewrite, `check` to report spaces that are no longer pristine.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::Error;
+use crate::digest::Digest;
+use crate::store::{PathRecord, SpaceState};
+
+/// What is on disk at a space path, as far as the quick check cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actual {
+    /// A regular file.
+    File {
+        /// Size.
+        size: u64,
+        /// Permission bits.
+        mode: u32,
+        /// Inode.
+        ino: u64,
+        /// Modification time, seconds.
+        mtime: i64,
+    },
+    /// A symbolic link and its target.
+    Symlink(String),
+    /// A directory.
+    Dir,
+    /// Something else (FIFO, socket, device).
+    Other,
+}
+
+impl Actual {
+    /// Reads what is at `path` without following links.
+    pub fn read(path: &Path) -> io::Result<Actual> {
+        let m = fs::symlink_metadata(path)?;
+        let ft = m.file_type();
+        Ok(if ft.is_file() {
+            Actual::File {
+                size: m.len(),
+                mode: m.permissions().mode() & 0o7777,
+                ino: m.ino(),
+                mtime: m.mtime(),
+            }
+        } else if ft.is_symlink() {
+            Actual::Symlink(fs::read_link(path)?.to_string_lossy().into_owned())
+        } else if ft.is_dir() {
+            Actual::Dir
+        } else {
+            Actual::Other
+        })
+    }
+
+    /// Whether this matches `record` by metadata alone (the quick pristine check).
+    pub fn matches(&self, record: &PathRecord) -> bool {
+        match (self, record) {
+            (
+                Actual::File {
+                    size,
+                    mode,
+                    ino,
+                    mtime,
+                },
+                PathRecord::File {
+                    size: s,
+                    mode: m,
+                    ino: i,
+                    ..
+                },
+            ) => size == s && mode == m && ino == i && *mtime == crate::layer::LAYER_MTIME as i64,
+            (Actual::Symlink(t), PathRecord::Symlink { target }) => t == target,
+            (Actual::Dir, PathRecord::Dir) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Everything below `root` (not following links), by relative path. Directories are
+/// listed in one pass; files are examined in parallel.
+pub fn scan_tree(root: &Path) -> Result<HashMap<String, Actual>, Error> {
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+        let entry = entry.map_err(|e| Error::Write {
+            path: e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf()),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| io::Error::other("filesystem loop")),
+        })?;
+        found.push((entry.file_type().is_dir(), entry.into_path()));
+    }
+    found
+        .into_par_iter()
+        .map(|(is_dir, path)| {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            let actual = if is_dir {
+                Ok(Actual::Dir)
+            } else {
+                Actual::read(&path)
+            };
+            actual
+                .map(|a| (rel, a))
+                .map_err(|source| Error::Write { path, source })
+        })
+        .collect()
+}
+
+/// How a space differs from its recorded state.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Drift {
+    /// Paths whose content, mode or kind changed.
+    pub modified: Vec<String>,
+    /// Recorded paths that are gone.
+    pub missing: Vec<String>,
+    /// Paths that were not restored.
+    pub extra: Vec<String>,
+}
+
+impl Drift {
+    /// Whether the space is pristine.
+    pub fn is_clean(&self) -> bool {
+        self.modified.is_empty() && self.missing.is_empty() && self.extra.is_empty()
+    }
+}
+
+/// Compares a space with its recorded state (metadata, or content with `verify`).
+pub fn drift(state: &SpaceState, verify: bool) -> Result<Drift, Error> {
+    let actual = scan_tree(&state.target)?;
+    let mut drift = Drift::default();
+    for (path, record) in &state.paths {
+        match actual.get(path) {
+            None => drift.missing.push(path.clone()),
+            Some(a) => {
+                let ok = match record {
+                    PathRecord::File { .. } => {
+                        file_intact(&state.target.join(path), a, record, verify)
+                    }
+                    _ => a.matches(record),
+                };
+                if !ok {
+                    drift.modified.push(path.clone());
+                }
+            }
+        }
+    }
+    drift.extra = actual
+        .keys()
+        .filter(|p| !state.paths.contains_key(*p))
+        .cloned()
+        .collect();
+    drift.extra.sort();
+    Ok(drift)
+}
+
+/// Whether a file on disk is still what restore wrote.
+pub(super) fn file_intact(full: &Path, actual: &Actual, record: &PathRecord, verify: bool) -> bool {
+    if !verify {
+        return actual.matches(record);
+    }
+    let PathRecord::File { mode, .. } = record else {
+        return false;
+    };
+    match actual {
+        Actual::File { mode: m, .. } if m == mode => fs::File::open(full)
+            .ok()
+            .and_then(|f| Digest::of_reader(f).ok())
+            .is_some_and(|(d, _)| Some(d) == record.expected_digest()),
+        _ => false,
+    }
+}

@@ -1,0 +1,259 @@
+//! Restoring a catalog into a space: decide what to do, then create or update.
+//!
+//! A new space is assembled in a temporary directory beside the target, recorded and
+//! renamed into place. An existing space is compared with its record and what is on
+//! disk; only what differs is removed and rewritten, with the record marked dirty
+//! meanwhile.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::drift::drift;
+use super::target::{absolute_target, is_empty_dir, utf8};
+use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
+use crate::artifact::{self, Artifact};
+use crate::fsutil::{parent_of, remove_any, sync_dir};
+use crate::store::{LayerIndex, Scratch, Store};
+
+/// Restores `reference` (a tag or manifest digest in `store`) into `target`.
+pub fn restore(
+    store: &Store,
+    reference: &str,
+    target: &Path,
+    options: &Options,
+) -> Result<Report, Error> {
+    let artifact = artifact::load(store, reference)?;
+    let target = absolute_target(target)?;
+    let target_str = utf8(&target)?;
+    let _lock = store.lock_space(&target)?;
+    temp::clean_stale_temps(&target);
+
+    let recorded = store.space_state(&target)?;
+    if let Some(report) = already_restored(recorded.as_ref(), &artifact, &target, options.verify)? {
+        return Ok(report);
+    }
+
+    let scratch = store.scratch()?;
+    let indexes = layer_indexes(store, &scratch, &artifact)?;
+    let plan = Plan::new(&artifact.catalog, &indexes)?;
+    plan.check_target(target_str)?;
+    let media_types: Vec<String> = artifact
+        .manifest
+        .layers()
+        .iter()
+        .map(|d| d.media_type().to_string())
+        .collect();
+    let job = Job {
+        store,
+        scratch: &scratch,
+        indexes: &indexes,
+        media_types: &media_types,
+        plan: &plan,
+        target_str,
+        linker: Linker::new(options.link),
+    };
+    job.run(&artifact, reference, &target, recorded, options)
+}
+
+/// The common case: the space holds this catalog already and nothing drifted. Its
+/// record is the plan then, so a clean drift check is all there is to do.
+fn already_restored(
+    recorded: Option<&SpaceState>,
+    artifact: &Artifact,
+    target: &Path,
+    verify: bool,
+) -> Result<Option<Report>, Error> {
+    let Some(state) =
+        recorded.filter(|s| !s.dirty && s.manifest == artifact.digest && s.target.is_dir())
+    else {
+        return Ok(None);
+    };
+    if !drift(state, verify)?.is_clean() {
+        return Ok(None);
+    }
+    Ok(Some(Report {
+        target: target.to_path_buf(),
+        manifest: artifact.digest.oci(),
+        unchanged: state.paths.len() as u64,
+        ..Report::default()
+    }))
+}
+
+/// The index of every layer of `artifact`, extracting layers that were never indexed.
+pub fn layer_indexes(
+    store: &Store,
+    scratch: &Scratch,
+    artifact: &Artifact,
+) -> Result<Vec<LayerIndex>, Error> {
+    artifact
+        .layer_blobs()
+        .map(|(digest, descriptor)| match store.layer_index(&digest)? {
+            Some(index) => Ok(index),
+            None => Ok(store.extract_layer(
+                scratch,
+                &digest,
+                descriptor.media_type().as_ref(),
+                false,
+            )?),
+        })
+        .collect()
+}
+
+/// One restore: the plan and everything writing it needs.
+pub(super) struct Job<'a> {
+    pub(super) store: &'a Store,
+    pub(super) scratch: &'a Scratch,
+    pub(super) indexes: &'a [LayerIndex],
+    pub(super) media_types: &'a [String],
+    pub(super) plan: &'a Plan,
+    pub(super) target_str: &'a str,
+    pub(super) linker: Linker,
+}
+
+impl Job<'_> {
+    /// Creates or updates the space, depending on what is at `target`.
+    fn run(
+        &self,
+        artifact: &Artifact,
+        reference: &str,
+        target: &Path,
+        recorded: Option<SpaceState>,
+        options: &Options,
+    ) -> Result<Report, Error> {
+        match (fs::symlink_metadata(target), recorded) {
+            (Err(_), _) => self.create(artifact, reference, target),
+            (Ok(m), _) if !m.is_dir() => Err(Error::BadTarget {
+                path: target.to_path_buf(),
+                reason: "it is not a directory".into(),
+            }),
+            (Ok(_), Some(state)) => self.update(artifact, reference, target, state, options.verify),
+            (Ok(_), None) if is_empty_dir(target) => self.create(artifact, reference, target),
+            (Ok(_), None) if options.force => {
+                let state = SpaceState {
+                    target: target.to_path_buf(),
+                    manifest: artifact.digest,
+                    reference: reference.into(),
+                    dirty: true,
+                    paths: BTreeMap::new(),
+                };
+                self.update(artifact, reference, target, state, options.verify)
+            }
+            (Ok(_), None) => Err(Error::NotASpace {
+                path: target.to_path_buf(),
+            }),
+        }
+    }
+
+    /// A new space: assembled beside the target, recorded, renamed into place.
+    fn create(&self, artifact: &Artifact, reference: &str, target: &Path) -> Result<Report, Error> {
+        let tmp = temp::temp_beside(target);
+        let parent = parent_of(target);
+        fs::create_dir_all(parent).map_err(|source| Error::Write {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+        fs::create_dir(&tmp).map_err(|source| Error::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        let result = self.assemble(&tmp, artifact, reference, target);
+        if result.is_err() {
+            let _ = remove_any(&tmp);
+        }
+        result.map_err(|e| in_target(e, &tmp, target))
+    }
+
+    /// Writes the whole plan into `tmp`, records it as `target`'s state and renames
+    /// `tmp` to `target`.
+    fn assemble(
+        &self,
+        tmp: &Path,
+        artifact: &Artifact,
+        reference: &str,
+        target: &Path,
+    ) -> Result<Report, Error> {
+        let mut report = Report {
+            created: true,
+            ..Report::default()
+        };
+        let wanted: Vec<(&String, &Want)> = self.plan.paths.iter().collect();
+        let paths = self.write_paths(tmp, &wanted, &mut report)?;
+        let state = SpaceState {
+            target: target.to_path_buf(),
+            manifest: artifact.digest,
+            reference: reference.into(),
+            dirty: false,
+            paths,
+        };
+        self.store.write_space_state(&state)?;
+        fs::rename(tmp, target).map_err(|source| Error::Write {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        sync_dir(parent_of(target)).ok();
+        report.target = target.to_path_buf();
+        report.manifest = artifact.digest.oci();
+        Ok(report)
+    }
+
+    /// An existing space: touch only what differs.
+    fn update(
+        &self,
+        artifact: &Artifact,
+        reference: &str,
+        target: &Path,
+        mut state: SpaceState,
+        verify: bool,
+    ) -> Result<Report, Error> {
+        let changes = self.plan.changes(target, &state, verify)?;
+        let mut report = Report {
+            target: target.to_path_buf(),
+            manifest: artifact.digest.oci(),
+            unchanged: changes.keep.len() as u64,
+            ..Report::default()
+        };
+        if changes.write.is_empty()
+            && changes.remove.is_empty()
+            && !state.dirty
+            && state.manifest == artifact.digest
+        {
+            return Ok(report);
+        }
+
+        state.dirty = true;
+        self.store.write_space_state(&state)?;
+        // Children sort after their parents: remove in reverse order.
+        for path in changes.remove.iter().rev() {
+            let full = target.join(path);
+            if fs::symlink_metadata(&full).is_ok() {
+                remove_any(&full).map_err(|source| Error::Write { path: full, source })?;
+                report.removed += 1;
+            }
+        }
+        let mut paths = changes.keep;
+        paths.extend(self.write_paths(target, &changes.write, &mut report)?);
+        state.paths = paths;
+        state.manifest = artifact.digest;
+        state.reference = reference.into();
+        state.dirty = false;
+        self.store.write_space_state(&state)?;
+        Ok(report)
+    }
+}
+
+/// Names paths in an error as the user knows them, not by the temporary directory.
+fn in_target(e: Error, tmp: &Path, target: &Path) -> Error {
+    let rename = |path: PathBuf| target.join(path.strip_prefix(tmp).unwrap_or(&path));
+    match e {
+        Error::Write { path, source } => Error::Write {
+            path: rename(path),
+            source,
+        },
+        Error::LinkUnsupported { mode, path } => Error::LinkUnsupported {
+            mode,
+            path: rename(path),
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,297 @@
+//! Writing planned paths into a space: directories first, then files in parallel, then
+//! symbolic links (a link is never followed while writing). A file is linked from the
+//! CAS by the [`Linker`](super::Linker), or, when it holds the placeholder, written as
+//! a private copy relocated for the space's path. Every CAS file is checked before use
+//! and its layer re-extracted if it is missing or damaged.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::restore::Job;
+use super::{link, Actual, Error, Method, PathRecord, PlanError, Report, Want};
+use crate::digest::Digest;
+use crate::relocate::{self, FileMode};
+use crate::store::{self, CasKey};
+
+/// Inode and mode of each intact CAS file a restore uses.
+type CasInodes = HashMap<CasKey, (u64, u32)>;
+
+impl Job<'_> {
+    /// Writes `wanted` paths below `root`: directories first, then files in parallel,
+    /// then links. Repairs CAS files from their layers first if any is damaged.
+    pub(super) fn write_paths(
+        &self,
+        root: &Path,
+        wanted: &[(&String, &Want)],
+        report: &mut Report,
+    ) -> Result<BTreeMap<String, PathRecord>, Error> {
+        let (repaired, inodes) = self.prepare_cas(wanted)?;
+        report.repaired += repaired;
+        let mut records = write_dirs(root, wanted)?;
+        for (path, record) in self.write_files(root, wanted, &inodes)? {
+            if let PathRecord::File { method, .. } = &record {
+                *report
+                    .methods
+                    .entry(format!("{method:?}").to_lowercase())
+                    .or_default() += 1;
+            }
+            records.insert(path, record);
+        }
+        records.extend(write_links(root, wanted)?);
+        report.written += wanted.len() as u64;
+        Ok(records)
+    }
+
+    /// The files of `wanted`, written in parallel.
+    fn write_files(
+        &self,
+        root: &Path,
+        wanted: &[(&String, &Want)],
+        inodes: &CasInodes,
+    ) -> Result<Vec<(String, PathRecord)>, Error> {
+        let files: Vec<(&String, &Want)> = wanted
+            .iter()
+            .filter(|(_, w)| matches!(w, Want::File { .. }))
+            .copied()
+            .collect();
+        files
+            .par_iter()
+            .map(|(path, want)| {
+                self.write_file(root, path, want, inodes)
+                    .map(|r| ((*path).clone(), r))
+            })
+            .collect()
+    }
+
+    /// Writes one file and returns its record.
+    fn write_file(
+        &self,
+        root: &Path,
+        path: &str,
+        want: &Want,
+        inodes: &CasInodes,
+    ) -> Result<PathRecord, Error> {
+        let Want::File {
+            key,
+            size,
+            relocation,
+        } = want
+        else {
+            unreachable!("only files are passed")
+        };
+        let full = root.join(path);
+        let err = |source| Error::Write {
+            path: full.clone(),
+            source,
+        };
+        let (method, written) = match relocation {
+            None => (self.link_file(key, &full)?, None),
+            Some((mode, placeholder)) => {
+                let digest = self.relocate_file(key, &full, path, *mode, placeholder)?;
+                (Method::Relocated, Some(digest))
+            }
+        };
+        let (size, mode, ino) = match (method, inodes.get(key)) {
+            // A hard link is the CAS file: its inode and mode are known already.
+            (Method::Hardlink, Some(&(ino, mode))) => (*size, mode, ino),
+            _ => match Actual::read(&full).map_err(err)? {
+                Actual::File {
+                    size, mode, ino, ..
+                } => (size, mode, ino),
+                _ => return Err(err(io::Error::other("not a regular file after writing"))),
+            },
+        };
+        Ok(PathRecord::File {
+            digest: key.digest,
+            exec: key.exec,
+            relocation: relocation.clone(),
+            written,
+            size,
+            mode,
+            ino,
+            method,
+        })
+    }
+
+    /// Puts CAS file `key` at `full` by the linker's method; returns the method used.
+    fn link_file(&self, key: &CasKey, full: &Path) -> Result<Method, Error> {
+        let cas = self.store.cas_link_source(key);
+        self.linker.place(&cas, full, key.exec).map_err(|e| {
+            if link::is_unsupported(&e) {
+                Error::LinkUnsupported {
+                    mode: self.linker.mode(),
+                    path: full.to_path_buf(),
+                }
+            } else {
+                Error::Write {
+                    path: full.to_path_buf(),
+                    source: e,
+                }
+            }
+        })
+    }
+
+    /// Writes CAS file `key` at `full` as a private copy with `placeholder` replaced by
+    /// the space's path; returns the digest of what was written.
+    fn relocate_file(
+        &self,
+        key: &CasKey,
+        full: &Path,
+        path: &str,
+        mode: FileMode,
+        placeholder: &str,
+    ) -> Result<Digest, Error> {
+        let content = self.store.cas_read(key)?;
+        let content = relocate::relocate(
+            &content,
+            mode,
+            placeholder.as_bytes(),
+            self.target_str.as_bytes(),
+        )
+        .map_err(|e| PlanError::TooLong {
+            path: path.into(),
+            max_len: e.max_len,
+            target: self.target_str.into(),
+            target_len: e.new_len,
+        })?;
+        write_private(full, &content, key.exec).map_err(|source| Error::Write {
+            path: full.to_path_buf(),
+            source,
+        })?;
+        Ok(Digest::of(&content))
+    }
+
+    /// Checks every CAS file about to be used and re-extracts the layers of any that
+    /// is missing or damaged. Returns the number of layers re-extracted and each file's
+    /// inode and mode (what a hard link to it gets, so it need not be stat'ed again).
+    fn prepare_cas(&self, wanted: &[(&String, &Want)]) -> Result<(u64, CasInodes), Error> {
+        let keys: Vec<(CasKey, u64)> = wanted
+            .iter()
+            .filter_map(|(_, w)| match w {
+                Want::File { key, size, .. } => Some((*key, *size)),
+                _ => None,
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let (mut inodes, bad) = self.stat_cas(&keys);
+        if bad.is_empty() {
+            return Ok((0, inodes));
+        }
+        let bad: HashSet<CasKey> = bad.into_iter().collect();
+        let repaired = self.repair_layers(&bad)?;
+        let again: Vec<(CasKey, u64)> = keys.into_iter().filter(|(k, _)| bad.contains(k)).collect();
+        let (fixed, still_bad) = self.stat_cas(&again);
+        if let Some(key) = still_bad.first() {
+            return Err(store::Error::NotFound(format!(
+                "{} (file of no layer of this catalog)",
+                key.digest
+            ))
+            .into());
+        }
+        inodes.extend(fixed);
+        Ok((repaired, inodes))
+    }
+
+    /// Quick-checks CAS files in parallel: the intact ones with inode and mode, and the
+    /// missing or damaged ones.
+    fn stat_cas(&self, keys: &[(CasKey, u64)]) -> (CasInodes, Vec<CasKey>) {
+        let results: Vec<_> = keys
+            .par_iter()
+            .map(|(k, size)| (*k, self.store.cas_quick_stat(k, *size)))
+            .collect();
+        let mut ok = HashMap::new();
+        let mut bad = Vec::new();
+        for (k, r) in results {
+            match r {
+                Ok(meta) => {
+                    ok.insert(k, meta);
+                }
+                Err(_) => bad.push(k),
+            }
+        }
+        (ok, bad)
+    }
+
+    /// Re-extracts, repairing, every layer holding one of `bad`. Returns how many.
+    fn repair_layers(&self, bad: &HashSet<CasKey>) -> Result<u64, Error> {
+        let mut repaired = 0;
+        for (index, media) in self.indexes.iter().zip(self.media_types) {
+            if index.files().any(|(k, _)| bad.contains(&k)) {
+                self.store
+                    .extract_layer(self.scratch, &index.digest, media, true)?;
+                repaired += 1;
+            }
+        }
+        Ok(repaired)
+    }
+}
+
+/// Creates the directories of `wanted` (parents sort first); one already there is fine.
+fn write_dirs(
+    root: &Path,
+    wanted: &[(&String, &Want)],
+) -> Result<BTreeMap<String, PathRecord>, Error> {
+    let mut records = BTreeMap::new();
+    for (path, want) in wanted {
+        if let Want::Dir = want {
+            let full = root.join(path);
+            match fs::create_dir(&full) {
+                Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && full.is_dir()) => {
+                    return Err(Error::Write {
+                        path: full,
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+            records.insert((*path).clone(), PathRecord::Dir);
+        }
+    }
+    Ok(records)
+}
+
+/// Creates the symbolic links of `wanted` (after everything else, so none is followed).
+fn write_links(
+    root: &Path,
+    wanted: &[(&String, &Want)],
+) -> Result<BTreeMap<String, PathRecord>, Error> {
+    let mut records = BTreeMap::new();
+    for (path, want) in wanted {
+        if let Want::Symlink { target } = want {
+            let full = root.join(path);
+            std::os::unix::fs::symlink(target, &full)
+                .map_err(|source| Error::Write { path: full, source })?;
+            records.insert(
+                (*path).clone(),
+                PathRecord::Symlink {
+                    target: target.clone(),
+                },
+            );
+        }
+    }
+    Ok(records)
+}
+
+/// Writes a private, relocated copy: a new file with normal permissions and the layer
+/// mtime.
+fn write_private(path: &Path, content: &[u8], exec: bool) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(link::private_mode(exec))
+        .open(path)?;
+    f.write_all(content)?;
+    drop(f);
+    fs::set_permissions(
+        path,
+        std::os::unix::fs::PermissionsExt::from_mode(link::private_mode(exec)),
+    )?;
+    link::set_layer_mtime(path)
+}
