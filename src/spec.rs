@@ -260,11 +260,6 @@ impl Spec {
         let bytes = crate::json::to_canonical_vec(&doc).unwrap_or_default();
         Digest::of(&bytes).hex()
     }
-
-    /// The tag of a built environment: `bp-<first 32 hex of the blueprint>-<platform>`.
-    pub fn blueprint_tag(blueprint: &str, platform: &str) -> String {
-        format!("bp-{}-{platform}", &blueprint[..32.min(blueprint.len())])
-    }
 }
 
 /// True when `reference` names a spec file rather than a store or registry reference.

@@ -68,6 +68,17 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            LoadError::Store(e) => e.kind(),
+            LoadError::Invalid { .. } => crate::ErrorKind::Integrity,
+            LoadError::NotEnvoci { .. } => crate::ErrorKind::Other,
+        }
+    }
+}
+
 /// Loads the artifact `reference` (tag or manifest digest) names in `store`.
 pub fn load(store: &crate::store::Store, reference: &str) -> Result<Artifact, LoadError> {
     let descriptor = store.resolve(reference)?;

@@ -103,6 +103,16 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::Platform(_) => crate::ErrorKind::Usage,
+            _ => crate::ErrorKind::Other,
+        }
+    }
+}
+
 /// How to build.
 #[derive(Clone, Debug, Default)]
 pub struct Options {

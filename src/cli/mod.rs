@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use envoci::store::Store;
+use envoci::ErrorKind;
 
 /// The exit codes, shown by `--help` (and in the README).
 const EXIT_CODES: &str = "\
@@ -161,7 +162,7 @@ pub fn main() -> ExitCode {
     match run(cli, &printer) {
         Ok(code) => code,
         Err(err) => {
-            let kind = envoci::error::kind_of(err.as_ref());
+            let kind = kind_of(err.as_ref());
             report_error(&err, kind, printer.json);
             ExitCode::from(kind.exit_code())
         }
@@ -193,9 +194,44 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The kind of `error`: that of the first error in its chain that is one of the
+/// library's (context added on top says nothing about the kind), else "other".
+fn kind_of(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(kind) = own_kind(e) {
+            return kind;
+        }
+        next = e.source();
+    }
+    ErrorKind::Other
+}
+
+/// The kind of `e` if it is one of the library's errors.
+fn own_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    use envoci::{artifact, builder, provide, space, store, transfer};
+    if e.is::<envoci::error::UsageError>() {
+        Some(ErrorKind::Usage)
+    } else if let Some(e) = e.downcast_ref::<transfer::Error>() {
+        Some(e.kind().into())
+    } else if let Some(e) = e.downcast_ref::<transfer::layout::Error>() {
+        Some(e.kind())
+    } else if let Some(e) = e.downcast_ref::<store::Error>() {
+        Some(e.kind())
+    } else if let Some(e) = e.downcast_ref::<artifact::LoadError>() {
+        Some(e.kind())
+    } else if let Some(e) = e.downcast_ref::<space::Error>() {
+        Some(e.kind())
+    } else if let Some(e) = e.downcast_ref::<provide::Error>() {
+        Some(e.kind())
+    } else {
+        e.downcast_ref::<builder::Error>().map(builder::Error::kind)
+    }
+}
+
 /// Prints an error once, with its causes (a cause whose text the line above already
 /// holds is left out), and as JSON with its kind under `--json`.
-fn report_error(err: &anyhow::Error, kind: envoci::ErrorKind, json: bool) {
+fn report_error(err: &anyhow::Error, kind: ErrorKind, json: bool) {
     let mut shown = err.to_string();
     let mut causes = Vec::new();
     for cause in err.chain().skip(1) {
@@ -218,5 +254,21 @@ fn report_error(err: &anyhow::Error, kind: envoci::ErrorKind, json: bool) {
     eprintln!("error: {err}");
     for cause in causes {
         eprintln!("  caused by: {cause}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_is_found_under_context() {
+        let inner = envoci::store::Error::NotFound("robot".into());
+        let wrapped = anyhow::Error::new(inner).context("restoring robot");
+        assert_eq!(kind_of(wrapped.as_ref()), ErrorKind::NotFound);
+        let usage = anyhow::Error::new(envoci::error::UsageError("give --target".into()));
+        assert_eq!(kind_of(usage.as_ref()), ErrorKind::Usage);
+        let plain = anyhow::anyhow!("something else");
+        assert_eq!(kind_of(plain.as_ref()), ErrorKind::Other);
     }
 }

@@ -95,6 +95,21 @@ fn link_verb(mode: LinkMode) -> &'static str {
     }
 }
 
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::Store(e) => e.kind(),
+            Error::Load(e) => e.kind(),
+            // A layer whose paths would leave the space: hostile or corrupt content.
+            Error::Plan(e) if !matches!(e, PlanError::TooLong { .. }) => {
+                crate::ErrorKind::Integrity
+            }
+            _ => crate::ErrorKind::Other,
+        }
+    }
+}
+
 /// How to restore.
 #[derive(Clone, Debug, Default)]
 pub struct Options {

@@ -40,7 +40,7 @@ impl CasKey {
 
 impl Store {
     /// Where the CAS keeps `key` (whether or not it is there).
-    pub fn cas_path(&self, key: &CasKey) -> PathBuf {
+    pub(super) fn cas_path(&self, key: &CasKey) -> PathBuf {
         let hex = key.digest.hex();
         let name = if key.exec {
             format!("{hex}.x")

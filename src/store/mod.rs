@@ -25,6 +25,7 @@
 mod blobs;
 mod cas;
 mod layers;
+mod partial;
 mod refs;
 mod scratch;
 mod spaces;
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::BlobWriter;
 pub use cas::{CasKey, CasState, FILE_MODE_EXEC, FILE_MODE_PLAIN};
 pub use layers::LayerIndex;
+pub use partial::Partial;
 pub use refs::{
     from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM,
     ANNOTATION_REF_NAME,
@@ -116,6 +118,17 @@ impl Error {
             _ => false,
         }
     }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::NotFound(_) => crate::ErrorKind::NotFound,
+            Error::Corrupt { .. } | Error::BadJson { .. } | Error::BadLayer { .. } => {
+                crate::ErrorKind::Integrity
+            }
+            Error::Io { .. } => crate::ErrorKind::Other,
+        }
+    }
 }
 
 /// Result of store operations.
@@ -168,37 +181,37 @@ impl Store {
     }
 
     /// Where blob `digest` lives (whether or not it is there).
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.blobs_dir().join(digest.hex())
     }
 
     /// The file CAS directory.
-    pub fn files_dir(&self) -> PathBuf {
+    fn files_dir(&self) -> PathBuf {
         self.root.join(format!("files-{STORE_VERSION}"))
     }
 
     /// The per-layer index directory.
-    pub fn layers_dir(&self) -> PathBuf {
+    fn layers_dir(&self) -> PathBuf {
         self.root.join(format!("layers-{STORE_VERSION}"))
     }
 
     /// The directory holding managed spaces.
-    pub fn spaces_dir(&self) -> PathBuf {
+    fn spaces_dir(&self) -> PathBuf {
         self.root.join(format!("spaces-{STORE_VERSION}"))
     }
 
     /// The directory holding space state files.
-    pub fn state_dir(&self) -> PathBuf {
+    fn state_dir(&self) -> PathBuf {
         self.root.join(format!("state-{STORE_VERSION}"))
     }
 
     /// The directory holding lock files.
-    pub fn locks_dir(&self) -> PathBuf {
+    fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
     }
 
     /// The scratch area for data being ingested.
-    pub fn ingest_dir(&self) -> PathBuf {
+    fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
     }
 

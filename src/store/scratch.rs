@@ -60,13 +60,13 @@ impl Store {
     }
 
     /// Where an interrupted download of blob `digest` is kept for resuming.
-    pub fn partial_path(&self, digest: &crate::digest::Digest) -> PathBuf {
+    pub(super) fn partial_path(&self, digest: &crate::digest::Digest) -> PathBuf {
         self.ingest_dir().join(PARTIAL_DIR).join(digest.hex())
     }
 
     /// Takes the exclusive lock of the interrupted download of blob `digest`, held while
     /// one process continues it.
-    pub fn lock_partial(&self, digest: &crate::digest::Digest) -> Result<FileLock> {
+    pub(super) fn lock_partial(&self, digest: &crate::digest::Digest) -> Result<FileLock> {
         self.lock(&format!("partial-{}", digest.hex()))
     }
 

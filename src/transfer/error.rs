@@ -399,6 +399,19 @@ fn html_title(body: &str) -> Option<&str> {
     Some(&head[start..end])
 }
 
+/// At most `cap` bytes of a response body, as text (a body that breaks off gives what
+/// arrived).
+pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// The failure an oci-client error stands for.
 pub fn classify(error: &OciDistributionError, context: &Context) -> Failure {
     match error {

@@ -5,19 +5,14 @@
 //! a 200 starts over). Every blob is verified before it is committed, and each layer is
 //! extracted into the file CAS as soon as it is complete.
 
-use std::io::{Read, Write};
-use std::path::Path;
-
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use oci_client::client::BlobResponse;
 use oci_client::RegistryOperation;
-use sha2::Digest as _;
 
 use super::error::{classify_io, Failure};
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
 use crate::artifact::{self, CATALOG_MEDIA_TYPE};
 use crate::digest::Digest;
-use crate::fsutil::FileLock;
 use crate::store::{self, Store};
 
 /// Pulls `remote` into `store` (for `platform`, default this machine's). Returns the
@@ -147,9 +142,9 @@ async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes
     Ok(bytes)
 }
 
-/// Downloads one blob into a partial file (continuing one a previous pull left), checks
-/// it, commits it, and extracts it if it is a layer. Returns bytes downloaded now and
-/// whether the download was resumed.
+/// Downloads one blob into its partial (continuing what a previous pull left), commits
+/// it once its size and digest are right, and extracts it if it is a layer. Returns
+/// bytes downloaded now and whether the download was resumed.
 async fn fetch_blob(
     store: &Store,
     scratch: &store::Scratch,
@@ -159,21 +154,10 @@ async fn fetch_blob(
     size: u64,
     media: String,
 ) -> Result<(u64, bool), Error> {
-    let partial = store.partial_path(&digest);
-    if let Some(dir) = partial.parent() {
-        std::fs::create_dir_all(dir).map_err(store::Error::io("create directory", dir))?;
-    }
-    let lock_path = store
-        .locks_dir()
-        .join(format!("partial-{}.lock", digest.hex()));
-    let lock = {
-        let lock_path = lock_path.clone();
-        tokio::task::spawn_blocking(move || FileLock::exclusive(&lock_path)).await
-    };
-    let _lock = lock
-        .map_err(std::io::Error::other)
-        .and_then(|locked| locked)
-        .map_err(store::Error::io("lock", lock_path))?;
+    // Taking the partial waits for another process holding it and hashes what is
+    // there: blocking work, off the async workers.
+    let taker = store.clone();
+    let mut partial = blocking(move || taker.partial(&digest)).await?;
     if store.has_blob(&digest) {
         return Ok((0, false)); // another process fetched it meanwhile
     }
@@ -181,28 +165,40 @@ async fn fetch_blob(
     let mut total = 0;
     let mut resumed_any = false;
     loop {
-        match download_once(registry, remote, digest, size, &partial).await {
-            Ok((bytes, resumed)) => {
-                total += bytes;
-                resumed_any |= resumed;
+        let (back, outcome) = download_once(registry, remote, partial, size).await;
+        partial = back;
+        match outcome {
+            Ok(attempted) => {
+                total += attempted.downloaded;
+                resumed_any |= attempted.resumed;
                 break;
             }
-            Err(Interrupted {
-                downloaded,
-                resumed,
-                transient: true,
-                ..
-            }) if attempt < registry.retries => {
+            Err(interrupted) if interrupted.transient && attempt < registry.retries => {
                 // Connection cut or the like: continue from what arrived.
-                total += downloaded;
-                resumed_any |= resumed;
+                total += interrupted.attempt.downloaded;
+                resumed_any |= interrupted.attempt.resumed;
                 tokio::time::sleep(super::registry::backoff(attempt)).await;
                 attempt += 1;
             }
-            Err(Interrupted { error, .. }) => return Err(error),
+            Err(interrupted) if interrupted.corrupt => {
+                let actual = partial.digest_so_far();
+                blocking(move || {
+                    partial.discard();
+                    Ok(())
+                })
+                .await?;
+                return Err(mismatch(registry, digest, actual));
+            }
+            Err(interrupted) => return Err(interrupted.error),
         }
     }
-    store.commit_file(&partial, &digest)?;
+    let actual = partial.digest_so_far();
+    blocking(move || partial.commit(size))
+        .await
+        .map_err(|e| match e {
+            store::Error::Corrupt { .. } => mismatch(registry, digest, actual),
+            other => other.into(),
+        })?;
     if media != CATALOG_MEDIA_TYPE {
         // Extract while other downloads go on.
         tokio::task::block_in_place(|| store.extract_layer(scratch, &digest, &media, false))?;
@@ -210,162 +206,205 @@ async fn fetch_blob(
     Ok((total, resumed_any))
 }
 
-/// A download attempt that failed; `error` says why. Only `transient` failures (the
-/// connection, a timeout, 429, 5xx) are retried; the `downloaded` bytes were kept.
-struct Interrupted {
+/// Runs blocking store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, store::Error> + Send + 'static,
+) -> Result<T, store::Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| store::Error::io("run", "a blocking task")(std::io::Error::other(e)))?
+}
+
+fn mismatch(registry: &Registry, digest: Digest, actual: Digest) -> Error {
+    Error::DigestMismatch {
+        registry: registry.host.clone(),
+        what: "blob",
+        digest: digest.oci(),
+        actual: actual.oci(),
+    }
+}
+
+/// What one download attempt moved.
+#[derive(Default)]
+struct Attempt {
+    /// Bytes received.
     downloaded: u64,
+    /// Whether it continued a partial (the registry answered the `Range` with 206).
     resumed: bool,
+}
+
+/// A download attempt that failed; `error` says why. Only `transient` failures (the
+/// connection, a timeout, 429, 5xx) are retried, continuing after the bytes kept; a
+/// `corrupt` blob is discarded.
+struct Interrupted {
+    attempt: Attempt,
     transient: bool,
+    corrupt: bool,
     error: Error,
 }
 
-impl From<store::Error> for Interrupted {
-    fn from(e: store::Error) -> Self {
+impl Interrupted {
+    fn new(attempt: Attempt, transient: bool, error: Error) -> Self {
         Interrupted {
-            downloaded: 0,
-            resumed: false,
-            transient: false,
-            error: e.into(),
+            attempt,
+            transient,
+            corrupt: false,
+            error,
         }
     }
 }
 
-/// One attempt at downloading a blob into `partial`, continuing what is there: a
-/// `Range` request for the rest, honoured only if the registry answers 206.
+/// One attempt at downloading the rest of a blob into `partial`: a `Range` request for
+/// what it lacks, honoured only if the registry answers 206 (else it starts over). The
+/// network is read here; the bytes are written and hashed by a blocking task fed through
+/// a bounded channel, so file I/O never runs on the async workers. The partial comes
+/// back whatever happened.
 async fn download_once(
     registry: &Registry,
     remote: &RemoteRef,
-    digest: Digest,
+    partial: store::Partial,
     size: u64,
-    partial: &Path,
-) -> Result<(u64, bool), Interrupted> {
-    let request_failed = |e: oci_client::errors::OciDistributionError| Interrupted {
-        downloaded: 0,
-        resumed: false,
-        transient: registry.is_transient(&e),
-        error: registry.fail(format!("downloading blob {digest}"), e),
-    };
-    // Hash what a previous attempt left, then continue after it.
-    let mut hasher = sha2::Sha256::new();
-    let mut offset = 0u64;
-    if let Ok(mut f) = std::fs::File::open(partial) {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = f
-                .read(&mut buf)
-                .map_err(store::Error::io("read", partial))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            offset += n as u64;
-        }
+) -> (store::Partial, Result<Attempt, Interrupted>) {
+    let offset = partial.len();
+    if offset >= size {
+        return (partial, Ok(Attempt::default())); // complete: the commit checks it
     }
-    let layer = digest.oci();
-    let mut resumed = false;
-    let mut body = if offset > 0 && offset < size {
-        match registry
+    let layer = partial.digest().oci();
+    let request = if offset > 0 {
+        registry
             .client
             .pull_blob_stream_partial(&remote.0, layer.as_str(), offset, None)
             .await
-            .map_err(request_failed)?
-        {
-            BlobResponse::Partial(s) => {
-                resumed = true;
-                s
-            }
-            // The registry ignored the Range: start over.
-            BlobResponse::Full(s) => s,
-        }
+            .map(|r| match r {
+                BlobResponse::Partial(s) => (s, true),
+                // The registry ignored the Range: start over.
+                BlobResponse::Full(s) => (s, false),
+            })
     } else {
         registry
             .client
             .pull_blob_stream(&remote.0, layer.as_str())
             .await
-            .map_err(request_failed)?
+            .map(|s| (s, false))
     };
-    if !resumed {
-        hasher = sha2::Sha256::new();
-        offset = 0;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(!resumed)
-        .open(partial)
-        .map_err(store::Error::io("open", partial))?;
-    if resumed {
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::Start(offset))
-            .map_err(store::Error::io("seek", partial))?;
-    }
-    let start = offset;
-    // A blob that cannot be right: its partial file goes, and the attempt is not retried.
-    let discard = |downloaded: u64, resumed: bool, error: Error| {
-        let _ = std::fs::remove_file(partial);
-        Interrupted {
-            downloaded,
-            resumed,
-            transient: false,
-            error,
+    let (mut body, resumed) = match request {
+        Ok(ok) => ok,
+        Err(e) => {
+            let transient = registry.is_transient(&e);
+            let error = registry.fail(format!("downloading blob {layer}"), e);
+            return (
+                partial,
+                Err(Interrupted::new(Attempt::default(), transient, error)),
+            );
         }
     };
-    let mismatch = |actual: Digest| Error::DigestMismatch {
-        registry: registry.host.clone(),
-        what: "blob",
-        digest: digest.oci(),
-        actual: actual.oci(),
-    };
-    let interrupted = |offset: u64, failure: Failure, source: Option<std::io::Error>| Interrupted {
-        downloaded: offset - start,
+    let (chunks, writer) = spawn_writer(partial, !resumed);
+    let mut received = 0u64;
+    let start = if resumed { offset } else { 0 };
+    let mut failure = None;
+    while let Some(chunk) = body.stream.next().await {
+        match chunk {
+            Ok(chunk) if start + received + chunk.len() as u64 > size => {
+                failure = Some(Stop::TooLong);
+                break;
+            }
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                if chunks.send(chunk).await.is_err() {
+                    break; // the writer failed: its error is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(Stop::Stream(e));
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    // A blocking task runs to its end once started: the only join error is its panic.
+    let (partial, written) = writer
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    let attempt = Attempt {
+        downloaded: received,
         resumed,
-        transient: failure.is_transient(),
-        error: registry.error(
+    };
+    let interrupted = |failure: Failure, source: Option<std::io::Error>, kept: u64| {
+        registry.error(
             format!(
-                "downloading blob {digest} (interrupted; {offset} of {size} bytes kept to resume)"
+                "downloading blob {layer} (interrupted; {kept} of {size} bytes kept to resume)"
             ),
             failure,
             source.map(|e| Box::new(e) as super::error::BoxError),
-        ),
+        )
     };
-    while let Some(chunk) = body.stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                let failure = classify_io(&e, &registry.context).unwrap_or(Failure::Interrupted {
-                    detail: String::new(),
-                });
-                if let Failure::Integrity { .. } = failure {
-                    // oci-client checked the complete blob: corrupt, so not resumable.
-                    let actual = Digest(hasher.finalize().into());
-                    return Err(discard(offset - start, resumed, mismatch(actual)));
-                }
-                return Err(interrupted(offset, failure, Some(e)));
-            }
-        };
-        if offset + chunk.len() as u64 > size {
+    let outcome = match (written, failure) {
+        (Err(e), _) => Err(Interrupted::new(attempt, false, e.into())),
+        (Ok(()), Some(Stop::TooLong)) => {
             let failure = Failure::Integrity {
                 detail: "the registry sent more bytes than the manifest says".into(),
             };
-            let error = registry.error(format!("downloading blob {digest}"), failure, None);
-            return Err(discard(offset - start, resumed, error));
+            let error = registry.error(format!("downloading blob {layer}"), failure, None);
+            Err(Interrupted {
+                corrupt: true,
+                ..Interrupted::new(attempt, false, error)
+            })
         }
-        file.write_all(&chunk)
-            .map_err(store::Error::io("write", partial))?;
-        hasher.update(&chunk);
-        offset += chunk.len() as u64;
-    }
-    file.flush().map_err(store::Error::io("write", partial))?;
-    drop(file);
-    if offset != size {
-        let failure = Failure::Interrupted {
-            detail: "the connection ended early".into(),
-        };
-        return Err(interrupted(offset, failure, None));
-    }
-    let actual = Digest(hasher.finalize().into());
-    if actual != digest {
-        return Err(discard(offset - start, resumed, mismatch(actual)));
-    }
-    Ok((offset - start, resumed))
+        (Ok(()), Some(Stop::Stream(e))) => {
+            let failure = classify_io(&e, &registry.context).unwrap_or(Failure::Interrupted {
+                detail: String::new(),
+            });
+            // oci-client checked the complete blob and found it corrupt: not resumable.
+            let corrupt = matches!(failure, Failure::Integrity { .. });
+            let transient = failure.is_transient();
+            let error = interrupted(failure, Some(e), partial.len());
+            Err(Interrupted {
+                corrupt,
+                ..Interrupted::new(attempt, transient, error)
+            })
+        }
+        (Ok(()), None) if partial.len() != size => {
+            let failure = Failure::Interrupted {
+                detail: "the connection ended early".into(),
+            };
+            let error = interrupted(failure, None, partial.len());
+            Err(Interrupted::new(attempt, true, error))
+        }
+        (Ok(()), None) => Ok(attempt),
+    };
+    (partial, outcome)
+}
+
+/// Why reading a blob's body stopped early.
+enum Stop {
+    /// More bytes than the manifest says.
+    TooLong,
+    /// The stream failed.
+    Stream(std::io::Error),
+}
+
+/// Starts the blocking task that writes a download's chunks into `partial` (emptied
+/// first when `restart`); it hands the partial back when the channel closes.
+#[allow(clippy::type_complexity)]
+fn spawn_writer(
+    mut partial: store::Partial,
+    restart: bool,
+) -> (
+    tokio::sync::mpsc::Sender<bytes::Bytes>,
+    tokio::task::JoinHandle<(store::Partial, Result<(), store::Error>)>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut result = if restart { partial.restart() } else { Ok(()) };
+        while let Some(chunk) = rx.blocking_recv() {
+            if result.is_ok() {
+                result = partial.append(&chunk);
+            }
+            if result.is_err() {
+                break;
+            }
+        }
+        (partial, result)
+    });
+    (tx, writer)
 }

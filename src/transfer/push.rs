@@ -5,7 +5,7 @@
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use oci_client::RegistryOperation;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
 use crate::artifact::{self, IndexEntry};
@@ -270,11 +270,14 @@ async fn push_blob(
             return Ok((Sent::Mounted, size));
         }
     }
-    let path = store.blob_path(&digest);
+    // A failure to open the blob is the store's, not the registry's: open it first.
+    let blob = tokio::task::block_in_place(|| store.open_blob(&digest))?;
+    let blob = tokio::fs::File::from_std(blob);
     // Each attempt streams the file from its start again.
     registry
         .retry(|| async {
-            let file = tokio::fs::File::open(&path).await?;
+            let mut file = blob.try_clone().await?;
+            file.seek(std::io::SeekFrom::Start(0)).await?;
             registry
                 .client
                 .push_blob_stream(&remote.0, file_chunks(file), &name, Some(size))

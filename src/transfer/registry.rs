@@ -13,7 +13,9 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, RegistryOperation};
 
 use super::credentials::Credential;
-use super::error::{classify, classify_request, summarize_body, BoxError, Context, Failure};
+use super::error::{
+    classify, classify_request, read_capped, summarize_body, BoxError, Context, Failure,
+};
 use super::{Error, RemoteRef};
 
 /// How to talk to registries.
@@ -344,17 +346,4 @@ async fn credentials(
             Ok(RegistryAuth::Bearer(access))
         }
     }
-}
-
-/// At most `cap` bytes of a response body, as text (a body that breaks off gives what
-/// arrived).
-pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
-    let mut body = Vec::new();
-    while body.len() < cap {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&body).into_owned()
 }

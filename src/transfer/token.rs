@@ -6,8 +6,7 @@
 
 use oci_client::RegistryOperation;
 
-use super::error::{classify_request, Context, Failure};
-use super::registry::read_capped;
+use super::error::{classify_request, read_capped, Context, Failure};
 use super::{Error, RemoteRef};
 
 /// How to reach the registry for the exchange (the same choices the client makes).

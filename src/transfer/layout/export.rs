@@ -109,10 +109,7 @@ fn gather(
         store::validate_tag(&item.name).map_err(|e| Gathered::Bad(e.to_string()))?;
         let artifact = artifact::load(store, &item.local)?;
         // `load` has read and checked the manifest: only its size is wanted here.
-        let path = store.blob_path(&artifact.digest);
-        let manifest_size = fs::metadata(&path)
-            .map_err(StoreError::io("read", &path))?
-            .len();
+        let manifest_size = store.blob_size(&artifact.digest)?;
         blobs.insert(artifact.digest, manifest_size);
         blobs.extend(artifact.blobs());
         let entry = IndexEntry {
@@ -302,12 +299,15 @@ fn write_dir(
                 return Ok(None);
             }
             let tmp = blob_dir.join(format!(".tmp-{}-{}", digest.hex(), store::rand_u64()));
-            let copied = reflink_copy::reflink_or_copy(store.blob_path(digest), &tmp)
-                .and_then(|_| File::open(&tmp)?.sync_all())
-                .and_then(|_| fs::rename(&tmp, &target));
+            let copied = store.copy_blob_to(digest, &tmp).and_then(|()| {
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|()| fs::rename(&tmp, &target))
+                    .map_err(StoreError::io("write", &target))
+            });
             if let Err(e) = copied {
                 let _ = fs::remove_file(&tmp);
-                return Err(StoreError::io("write", target)(e));
+                return Err(e);
             }
             Ok(Some(*size))
         })

@@ -133,6 +133,21 @@ pub enum Error {
     Store(#[from] store::Error),
 }
 
+impl Error {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> crate::ErrorKind {
+        match self {
+            Error::NoSuchTag { .. } | Error::MissingBlob { .. } => crate::ErrorKind::NotFound,
+            Error::NoTag { .. } | Error::Ambiguous { .. } => crate::ErrorKind::Usage,
+            Error::Mismatch { .. } | Error::UnsafeEntry { .. } | Error::Truncated { .. } => {
+                crate::ErrorKind::Integrity
+            }
+            Error::NotLayout { .. } | Error::BadIndex { .. } => crate::ErrorKind::Other,
+            Error::Store(e) => e.kind(),
+        }
+    }
+}
+
 /// The form of a layout to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
