@@ -25,6 +25,24 @@ pub use pull::pull;
 pub use push::push;
 pub use registry::{Registry, RegistryOptions};
 
+/// Runs `work` on every item, at most `jobs` at a time, and collects the results in the
+/// order they finish; the first error stops the rest. This is the one bound on parallel
+/// blob transfers (`--jobs`): pulls and pushes both go through it, and the registry
+/// client adds none of its own.
+pub(crate) async fn bounded<I, T, F, Fut>(items: I, jobs: usize, work: F) -> Result<Vec<T>, Error>
+where
+    I: IntoIterator,
+    F: FnMut(I::Item) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(items)
+        .map(work)
+        .buffer_unordered(jobs.max(1))
+        .try_collect()
+        .await
+}
+
 /// A parsed registry reference (`host/repo:tag`, `host/repo@sha256:...`).
 #[derive(Clone, Debug)]
 pub struct RemoteRef(pub oci_client::Reference);

@@ -5,9 +5,11 @@
 //! a 200 starts over). Every blob is verified before it is committed, and each layer is
 //! extracted into the file CAS as soon as it is complete.
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use oci_client::client::BlobResponse;
+use oci_client::errors::OciDistributionError;
 use oci_client::RegistryOperation;
+use oci_spec::image::ImageManifest;
 
 use super::error::{classify_io, Failure};
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
@@ -24,79 +26,18 @@ pub async fn pull(
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
     let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
-    let mut bytes = fetch_manifest(&registry, remote).await?;
-    let mut digest = Digest::of(&bytes);
-    if let Some(want) = remote.0.digest() {
-        if want != digest.oci() {
-            return Err(Error::DigestMismatch {
-                registry: registry.host.clone(),
-                what: "manifest",
-                digest: want.into(),
-                actual: digest.oci(),
-            });
-        }
-    }
-    let index = artifact::parse_index(&bytes)
-        .map_err(|e| registry.malformed("reading the manifest", &e))?;
-    if let Some(index) = index {
-        let want = platform.unwrap_or(artifact::host_platform());
-        let chosen = artifact::choose_platform(&index, want).map_err(|what| Error::NotEnvoci {
-            reference: remote.to_string(),
-            what,
-        })?;
-        bytes = fetch_manifest(&registry, &remote.with_digest(&chosen.digest.oci())).await?;
-        digest = Digest::of(&bytes);
-        if digest != chosen.digest {
-            return Err(Error::DigestMismatch {
-                registry: registry.host.clone(),
-                what: "manifest",
-                digest: chosen.digest.oci(),
-                actual: digest.oci(),
-            });
-        }
-    }
-    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&bytes)
-        .map_err(|e| registry.malformed("reading the manifest", &e))?;
-    artifact::check_envoci(&manifest).map_err(|what| Error::NotEnvoci {
-        reference: remote.to_string(),
-        what: format!("it is {what}"),
-    })?;
-
+    let (digest, bytes, manifest) = resolve(&registry, remote, platform).await?;
     let scratch = store.scratch()?;
     let mut report = Report {
         reference: remote.to_string(),
         digest: digest.oci(),
         ..Report::default()
     };
-    let mut blobs = vec![(
-        manifest.config().digest().to_string(),
-        manifest.config().size(),
-        manifest.config().media_type().to_string(),
-    )];
-    blobs.extend(
-        manifest
-            .layers()
-            .iter()
-            .map(|d| (d.digest().to_string(), d.size(), d.media_type().to_string())),
-    );
-    let mut seen = std::collections::HashSet::new();
-    blobs.retain(|(d, _, _)| seen.insert(d.clone()));
-    let mut missing = Vec::new();
-    for (d, size, media) in blobs {
-        let parsed =
-            Digest::parse(&d).map_err(|e| registry.malformed("reading the manifest", &e))?;
-        if store.has_blob(&parsed) {
-            report.blobs_skipped += 1;
-            report.bytes_skipped += size;
-        } else {
-            missing.push((parsed, size, media));
-        }
-    }
-    let fetched: Vec<(u64, bool)> = stream::iter(missing)
-        .map(|(d, size, media)| fetch_blob(store, &scratch, &registry, remote, d, size, media))
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
+    let missing = missing_blobs(store, &registry, &manifest, &mut report)?;
+    let fetched = super::bounded(missing, options.jobs, |(d, size, media)| {
+        fetch_blob(store, &scratch, &registry, remote, d, size, media)
+    })
+    .await?;
     for (bytes, resumed) in fetched {
         report.blobs_transferred += 1;
         report.bytes_transferred += bytes;
@@ -108,6 +49,81 @@ pub async fn pull(
     let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
+}
+
+/// The manifest `remote` names for `platform` — through an index when it is one —
+/// checked against the digests that name it and to be an envoci environment.
+async fn resolve(
+    registry: &Registry,
+    remote: &RemoteRef,
+    platform: Option<&str>,
+) -> Result<(Digest, bytes::Bytes, ImageManifest), Error> {
+    let mut bytes = fetch_manifest(registry, remote).await?;
+    let mut digest = Digest::of(&bytes);
+    if let Some(want) = remote.0.digest() {
+        if want != digest.oci() {
+            return Err(manifest_mismatch(registry, want.to_string(), digest));
+        }
+    }
+    let index = artifact::parse_index(&bytes)
+        .map_err(|e| registry.malformed("reading the manifest", &e))?;
+    if let Some(index) = index {
+        let want = platform.unwrap_or(artifact::host_platform());
+        let chosen = artifact::choose_platform(&index, want).map_err(|what| Error::NotEnvoci {
+            reference: remote.to_string(),
+            what,
+        })?;
+        bytes = fetch_manifest(registry, &remote.with_digest(&chosen.digest.oci())).await?;
+        digest = Digest::of(&bytes);
+        if digest != chosen.digest {
+            return Err(manifest_mismatch(registry, chosen.digest.oci(), digest));
+        }
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&bytes)
+        .map_err(|e| registry.malformed("reading the manifest", &e))?;
+    artifact::check_envoci(&manifest).map_err(|what| Error::NotEnvoci {
+        reference: remote.to_string(),
+        what: format!("it is {what}"),
+    })?;
+    Ok((digest, bytes, manifest))
+}
+
+fn manifest_mismatch(registry: &Registry, expected: String, actual: Digest) -> Error {
+    Error::DigestMismatch {
+        registry: registry.host.clone(),
+        what: "manifest",
+        digest: expected,
+        actual: actual.oci(),
+    }
+}
+
+/// The blobs `manifest` names that the store lacks — config first, each once — with
+/// size and media type; those it has are counted as skipped.
+fn missing_blobs(
+    store: &Store,
+    registry: &Registry,
+    manifest: &ImageManifest,
+    report: &mut Report,
+) -> Result<Vec<(Digest, u64, String)>, Error> {
+    let mut seen = std::collections::HashSet::new();
+    let mut missing = Vec::new();
+    for descriptor in std::iter::once(manifest.config()).chain(manifest.layers()) {
+        let digest = store::from_oci_digest(descriptor.digest()).ok_or_else(|| {
+            let e = format!("unsupported digest {}", descriptor.digest());
+            registry.malformed("reading the manifest", &e)
+        })?;
+        if !seen.insert(digest) {
+            continue;
+        }
+        if store.has_blob(&digest) {
+            report.blobs_skipped += 1;
+            report.bytes_skipped += descriptor.size();
+        } else {
+            let media = descriptor.media_type().to_string();
+            missing.push((digest, descriptor.size(), media));
+        }
+    }
+    Ok(missing)
 }
 
 /// The platforms `remote` holds when it is a multi-platform index (in its order), or
@@ -189,7 +205,7 @@ async fn fetch_blob(
                 .await?;
                 return Err(mismatch(registry, digest, actual));
             }
-            Err(interrupted) => return Err(interrupted.error),
+            Err(interrupted) => return Err(*interrupted.error),
         }
     }
     let actual = partial.digest_so_far();
@@ -240,7 +256,7 @@ struct Interrupted {
     attempt: Attempt,
     transient: bool,
     corrupt: bool,
-    error: Error,
+    error: Box<Error>,
 }
 
 impl Interrupted {
@@ -249,7 +265,7 @@ impl Interrupted {
             attempt,
             transient,
             corrupt: false,
-            error,
+            error: Box::new(error),
         }
     }
 }
@@ -270,42 +286,23 @@ async fn download_once(
         return (partial, Ok(Attempt::default())); // complete: the commit checks it
     }
     let layer = partial.digest().oci();
-    let request = if offset > 0 {
-        registry
-            .client
-            .pull_blob_stream_partial(&remote.0, layer.as_str(), offset, None)
-            .await
-            .map(|r| match r {
-                BlobResponse::Partial(s) => (s, true),
-                // The registry ignored the Range: start over.
-                BlobResponse::Full(s) => (s, false),
-            })
-    } else {
-        registry
-            .client
-            .pull_blob_stream(&remote.0, layer.as_str())
-            .await
-            .map(|s| (s, false))
-    };
-    let (mut body, resumed) = match request {
+    let (mut body, resumed) = match request_body(registry, remote, &layer, offset).await {
         Ok(ok) => ok,
         Err(e) => {
             let transient = registry.is_transient(&e);
             let error = registry.fail(format!("downloading blob {layer}"), e);
-            return (
-                partial,
-                Err(Interrupted::new(Attempt::default(), transient, error)),
-            );
+            let interrupted = Interrupted::new(Attempt::default(), transient, error);
+            return (partial, Err(interrupted));
         }
     };
     let (chunks, writer) = spawn_writer(partial, !resumed);
-    let mut received = 0u64;
     let start = if resumed { offset } else { 0 };
-    let mut failure = None;
+    let mut received = 0u64;
+    let mut stop = None;
     while let Some(chunk) = body.stream.next().await {
         match chunk {
             Ok(chunk) if start + received + chunk.len() as u64 > size => {
-                failure = Some(Stop::TooLong);
+                stop = Some(Stop::TooLong);
                 break;
             }
             Ok(chunk) => {
@@ -315,7 +312,7 @@ async fn download_once(
                 }
             }
             Err(e) => {
-                failure = Some(Stop::Stream(e));
+                stop = Some(Stop::Stream(e));
                 break;
             }
         }
@@ -329,7 +326,53 @@ async fn download_once(
         downloaded: received,
         resumed,
     };
-    let interrupted = |failure: Failure, source: Option<std::io::Error>, kept: u64| {
+    let outcome = judge(
+        registry,
+        &layer,
+        size,
+        partial.len(),
+        attempt,
+        written,
+        stop,
+    );
+    (partial, outcome)
+}
+
+/// The body of blob `layer`: the rest after `offset` when the registry honours the
+/// `Range` (206: true), else all of it (false).
+async fn request_body(
+    registry: &Registry,
+    remote: &RemoteRef,
+    layer: &str,
+    offset: u64,
+) -> Result<(oci_client::client::SizedStream, bool), OciDistributionError> {
+    if offset == 0 {
+        let body = registry.client.pull_blob_stream(&remote.0, layer).await?;
+        return Ok((body, false));
+    }
+    let response = registry
+        .client
+        .pull_blob_stream_partial(&remote.0, layer, offset, None)
+        .await?;
+    Ok(match response {
+        BlobResponse::Partial(body) => (body, true),
+        // The registry ignored the Range: start over.
+        BlobResponse::Full(body) => (body, false),
+    })
+}
+
+/// How an attempt ended: complete, or interrupted — retried when the cause may pass,
+/// its partial discarded when the bytes cannot be right.
+fn judge(
+    registry: &Registry,
+    layer: &str,
+    size: u64,
+    kept: u64,
+    attempt: Attempt,
+    written: Result<(), store::Error>,
+    stop: Option<Stop>,
+) -> Result<Attempt, Interrupted> {
+    let interrupted = |failure: Failure, source: Option<std::io::Error>| {
         registry.error(
             format!(
                 "downloading blob {layer} (interrupted; {kept} of {size} bytes kept to resume)"
@@ -338,7 +381,7 @@ async fn download_once(
             source.map(|e| Box::new(e) as super::error::BoxError),
         )
     };
-    let outcome = match (written, failure) {
+    match (written, stop) {
         (Err(e), _) => Err(Interrupted::new(attempt, false, e.into())),
         (Ok(()), Some(Stop::TooLong)) => {
             let failure = Failure::Integrity {
@@ -357,22 +400,19 @@ async fn download_once(
             // oci-client checked the complete blob and found it corrupt: not resumable.
             let corrupt = matches!(failure, Failure::Integrity { .. });
             let transient = failure.is_transient();
-            let error = interrupted(failure, Some(e), partial.len());
             Err(Interrupted {
                 corrupt,
-                ..Interrupted::new(attempt, transient, error)
+                ..Interrupted::new(attempt, transient, interrupted(failure, Some(e)))
             })
         }
-        (Ok(()), None) if partial.len() != size => {
+        (Ok(()), None) if kept != size => {
             let failure = Failure::Interrupted {
                 detail: "the connection ended early".into(),
             };
-            let error = interrupted(failure, None, partial.len());
-            Err(Interrupted::new(attempt, true, error))
+            Err(Interrupted::new(attempt, true, interrupted(failure, None)))
         }
         (Ok(()), None) => Ok(attempt),
-    };
-    (partial, outcome)
+    }
 }
 
 /// Why reading a blob's body stopped early.

@@ -3,12 +3,12 @@
 //! manifest, and the manifest — the exact bytes of the store's, so its digest is kept —
 //! goes last, under the user's tag and the blueprint tag.
 
-use futures_util::stream::{self, StreamExt, TryStreamExt};
+use futures_util::stream;
 use oci_client::RegistryOperation;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
-use crate::artifact::{self, IndexEntry};
+use crate::artifact::{self, Artifact, IndexEntry};
 use crate::digest::Digest;
 use crate::store::Store;
 
@@ -22,17 +22,36 @@ pub async fn push(
     let artifact = artifact::load(store, local)?;
     let manifest = store.read_blob(&artifact.digest)?;
     let registry = Registry::connect(remote, options, RegistryOperation::Push).await?;
-
-    // Layers first, the catalog next; a blob shared by two layers is sent once.
-    let mut blobs = artifact.blobs();
-
     let mut report = Report {
         reference: remote.to_string(),
         digest: artifact.digest.oci(),
         ..Report::default()
     };
-    // A registry accepts a manifest only once it has every blob it names: if this
-    // manifest is there already, no blob needs asking for.
+    send_blobs(
+        store,
+        &registry,
+        remote,
+        &artifact,
+        options.jobs,
+        &mut report,
+    )
+    .await?;
+    put_manifests(&registry, remote, &artifact, manifest).await?;
+    Ok(report)
+}
+
+/// Gets every blob of `artifact` to the registry — layers first, the catalog next, a
+/// blob shared by two layers once — unless the registry holds the manifest already (it
+/// accepts a manifest only once it has every blob it names).
+async fn send_blobs(
+    store: &Store,
+    registry: &Registry,
+    remote: &RemoteRef,
+    artifact: &Artifact,
+    jobs: usize,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let blobs = artifact.blobs();
     let by_digest = remote.with_digest(&artifact.digest.oci());
     let accepted = [artifact::MANIFEST_MEDIA_TYPE];
     let complete = registry
@@ -43,23 +62,16 @@ pub async fn push(
     if complete {
         report.blobs_skipped = blobs.len() as u64;
         report.bytes_skipped = blobs.iter().map(|(_, s)| s).sum();
-        blobs.clear();
+        return Ok(());
     }
-    let sources = if blobs.is_empty() {
-        Default::default()
-    } else {
-        mount_sources(store, remote)
-    };
-    let results: Vec<(Sent, u64)> = stream::iter(blobs)
-        .map(|(digest, size)| {
-            let source = sources.get(&digest);
-            push_blob(store, &registry, remote, source, digest, size)
-        })
-        .buffer_unordered(options.jobs.max(1))
-        .try_collect()
-        .await?;
-    for (sent, size) in results {
-        match sent {
+    let sources = mount_sources(store, remote);
+    let sent = super::bounded(blobs, jobs, |(digest, size)| {
+        let source = sources.get(&digest);
+        push_blob(store, registry, remote, source, digest, size)
+    })
+    .await?;
+    for (how, size) in sent {
+        match how {
             Sent::Uploaded => {
                 report.blobs_transferred += 1;
                 report.bytes_transferred += size;
@@ -74,45 +86,36 @@ pub async fn push(
             }
         }
     }
+    Ok(())
+}
 
-    let platform = artifact.catalog.platform.clone();
+/// Puts the manifest — by digest first, so an index can point at it — then under the
+/// tag (as itself, or as an index merging it with the other platforms there), then
+/// under the blueprint tag.
+async fn put_manifests(
+    registry: &Registry,
+    remote: &RemoteRef,
+    artifact: &Artifact,
+    manifest: Vec<u8>,
+) -> Result<(), Error> {
+    let manifest_type = artifact::MANIFEST_MEDIA_TYPE;
+    let by_digest = remote.with_digest(&artifact.digest.oci());
+    put_manifest(registry, &by_digest, manifest.clone(), manifest_type).await?;
+    let platform = &artifact.catalog.platform;
     let ours = IndexEntry {
         digest: artifact.digest,
         size: manifest.len() as u64,
         platform: platform.clone(),
     };
-    // The manifest by digest first, so an index can point at it.
-    put_manifest(
-        &registry,
-        &remote.with_digest(&artifact.digest.oci()),
-        manifest.clone(),
-        artifact::MANIFEST_MEDIA_TYPE,
-    )
-    .await?;
-    // The tag: this manifest, or an index merging it with the other platforms there.
-    match merged_index(&registry, remote, &ours).await? {
-        Some(index) => put_manifest(&registry, remote, index, artifact::INDEX_MEDIA_TYPE).await?,
-        None => {
-            put_manifest(
-                &registry,
-                remote,
-                manifest.clone(),
-                artifact::MANIFEST_MEDIA_TYPE,
-            )
-            .await?
-        }
+    match merged_index(registry, remote, &ours).await? {
+        Some(index) => put_manifest(registry, remote, index, artifact::INDEX_MEDIA_TYPE).await?,
+        None => put_manifest(registry, remote, manifest.clone(), manifest_type).await?,
     }
     if let Some(bp) = &artifact.catalog.blueprint {
-        let tag = remote.with_tag(&crate::artifact::blueprint_tag(bp, &platform));
-        put_manifest(
-            &registry,
-            &tag,
-            manifest.clone(),
-            artifact::MANIFEST_MEDIA_TYPE,
-        )
-        .await?;
+        let tag = remote.with_tag(&artifact::blueprint_tag(bp, platform));
+        put_manifest(registry, &tag, manifest, manifest_type).await?;
     }
-    Ok(report)
+    Ok(())
 }
 
 async fn put_manifest(

@@ -340,6 +340,7 @@ async fn credentials(
             let token_endpoint = super::token::Endpoint {
                 scheme: endpoint.scheme(),
                 client: http,
+                timeout: endpoint.timeout,
             };
             let access =
                 super::token::exchange(reference, &token_endpoint, &token, operation).await?;

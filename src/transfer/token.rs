@@ -15,6 +15,8 @@ pub struct Endpoint<'a> {
     pub scheme: &'static str,
     /// An HTTP client with the registry's trust and timeouts.
     pub client: &'a reqwest::Client,
+    /// Its timeout, for messages.
+    pub timeout: std::time::Duration,
 }
 
 /// The most of a token service's answer that is read.
@@ -36,6 +38,7 @@ pub async fn exchange(
     };
     let context = Context {
         plain_http: endpoint.scheme == "http",
+        timeout: endpoint.timeout,
         ..Context::default()
     };
     let request_failed = |e: reqwest::Error| Error::Registry {
@@ -44,24 +47,15 @@ pub async fn exchange(
         failure: classify_request(&e, &context),
         source: Some(Box::new(e)),
     };
-    let challenge = endpoint
-        .client
-        .get(format!("{}://{host}/v2/", endpoint.scheme))
-        .send()
-        .await
-        .map_err(request_failed)?;
-    let header = challenge
-        .headers()
-        .get(reqwest::header::WWW_AUTHENTICATE)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| fail("the registry asks for no Bearer token".into()))?;
-    let params =
-        bearer_params(header).ok_or_else(|| fail(format!("unexpected challenge `{header}`")))?;
+    let params = challenge(endpoint, &host).await.map_err(|e| match e {
+        Challenge::Request(e) => request_failed(e),
+        Challenge::Unusable(reason) => fail(reason),
+    })?;
     let realm = params
         .iter()
         .find(|(k, _)| k == "realm")
         .map(|(_, v)| v.clone())
-        .ok_or_else(|| fail(format!("no realm in `{header}`")))?;
+        .ok_or_else(|| fail("the challenge names no realm".into()))?;
     let actions = match operation {
         RegistryOperation::Pull => "pull",
         RegistryOperation::Push => "pull,push",
@@ -109,6 +103,34 @@ pub async fn exchange(
         .or_else(|| value["token"].as_str())
         .map(str::to_string)
         .ok_or_else(|| fail("the answer holds no access_token".into()))
+}
+
+/// Why a registry's challenge could not be read.
+enum Challenge {
+    /// The request failed.
+    Request(reqwest::Error),
+    /// The answer holds no usable Bearer challenge.
+    Unusable(String),
+}
+
+/// The parameters of the Bearer challenge `GET /v2/` answers with.
+async fn challenge(
+    endpoint: &Endpoint<'_>,
+    host: &str,
+) -> Result<Vec<(String, String)>, Challenge> {
+    let response = endpoint
+        .client
+        .get(format!("{}://{host}/v2/", endpoint.scheme))
+        .send()
+        .await
+        .map_err(Challenge::Request)?;
+    let header = response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| Challenge::Unusable("the registry asks for no Bearer token".into()))?;
+    bearer_params(header)
+        .ok_or_else(|| Challenge::Unusable(format!("unexpected challenge `{header}`")))
 }
 
 /// The `key="value"` pairs of a `Bearer …` challenge.
