@@ -117,20 +117,14 @@ impl Spec {
                 message: e.to_string(),
             }
         })?;
-        let invalid = |needle: &str, message: String| Error::Invalid {
-            path: path.to_path_buf(),
-            line: line_of(text, needle),
-            message,
-        };
+        let at = Source { text, path };
         let map = match value {
             serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => {
-                return Err(invalid("", "the spec is empty".into()));
-            }
+            serde_yaml::Value::Null => return Err(at.invalid("", "the spec is empty")),
             _ => {
-                return Err(invalid(
+                return Err(at.invalid(
                     "",
-                    "expected a mapping with `channels:` and `dependencies:`".into(),
+                    "expected a mapping with `channels:` and `dependencies:`",
                 ))
             }
         };
@@ -145,95 +139,36 @@ impl Spec {
         };
         for (key, value) in map {
             let Some(key) = key.as_str().map(str::to_string) else {
-                return Err(invalid("", format!("a key is not a string: {key:?}")));
+                return Err(at.invalid("", format!("a key is not a string: {key:?}")));
             };
             match key.as_str() {
                 "name" => {
-                    spec.name = Some(
-                        scalar(&value)
-                            .ok_or_else(|| invalid("name:", "`name` must be a string".into()))?,
-                    )
+                    let name = scalar(&value);
+                    spec.name =
+                        Some(name.ok_or_else(|| at.invalid("name:", "`name` must be a string"))?);
                 }
                 "channels" => {
                     spec.channels = string_list(&value).ok_or_else(|| {
-                        invalid(
+                        at.invalid(
                             "channels:",
-                            "`channels` must be a list of names, URLs or paths".into(),
+                            "`channels` must be a list of names, URLs or paths",
                         )
                     })?;
                 }
                 "dependencies" => {
-                    let serde_yaml::Value::Sequence(items) = value else {
-                        return Err(invalid(
-                            "dependencies:",
-                            "`dependencies` must be a list".into(),
-                        ));
-                    };
-                    for item in items {
-                        if let serde_yaml::Value::Mapping(m) = &item {
-                            let pip = m.get("pip").filter(|_| m.len() == 1).ok_or_else(|| {
-                                invalid(
-                                    "dependencies:",
-                                    "a mapping in `dependencies` may only be `pip: [...]`".into(),
-                                )
-                            })?;
-                            spec.pip.extend(string_list(pip).ok_or_else(|| {
-                                invalid("pip:", "`pip` must be a list of requirement lines".into())
-                            })?);
-                            continue;
-                        }
-                        let raw = scalar(&item).ok_or_else(|| {
-                            invalid(
-                                "dependencies:",
-                                format!("a dependency is not a string: {item:?}"),
-                            )
-                        })?;
-                        let parsed =
-                            MatchSpec::from_str(&raw, ParseStrictness::Lenient).map_err(|e| {
-                                invalid(&raw, format!("invalid dependency `{raw}`: {e}"))
-                            })?;
-                        if !matches!(
-                            parsed.name,
-                            rattler_conda_types::PackageNameMatcher::Exact(_)
-                        ) {
-                            return Err(invalid(
-                                &raw,
-                                format!("dependency `{raw}` must name one package (no globs)"),
-                            ));
-                        }
-                        spec.dependencies.push(parsed);
-                    }
+                    (spec.dependencies, spec.pip) = dependencies(value, &at)?;
                 }
-                "variables" => {
-                    let serde_yaml::Value::Mapping(m) = value else {
-                        return Err(invalid(
-                            "variables:",
-                            "`variables` must be a mapping of names to values".into(),
-                        ));
-                    };
-                    for (k, v) in m {
-                        let (Some(k), Some(v)) = (scalar(&k), scalar(&v)) else {
-                            return Err(invalid(
-                                "variables:",
-                                "`variables` must map names to plain values".into(),
-                            ));
-                        };
-                        spec.variables.insert(k, v);
-                    }
-                }
+                "variables" => spec.variables = variables(value, &at)?,
                 _ => spec.unknown_keys.push(key),
             }
         }
         if spec.dependencies.is_empty() {
-            return Err(invalid(
-                "dependencies:",
-                "the spec has no conda dependencies".into(),
-            ));
+            return Err(at.invalid("dependencies:", "the spec has no conda dependencies"));
         }
         if spec.channels.is_empty() {
-            return Err(invalid(
+            return Err(at.invalid(
                 "channels:",
-                "the spec names no channels (add `channels: [...]`)".into(),
+                "the spec names no channels (add `channels: [...]`)",
             ));
         }
         Ok(spec)
@@ -291,6 +226,89 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.contains(needle))
         .map_or(0, |i| i + 1)
+}
+
+/// The spec's text and file, for errors that name the line of what is wrong.
+struct Source<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Source<'_> {
+    /// An error at the first line holding `needle`.
+    fn invalid(&self, needle: &str, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, needle),
+            message: message.into(),
+        }
+    }
+}
+
+/// The `dependencies:` list: conda match specs (each naming one package), and the
+/// lines of a `pip:` sub-list.
+fn dependencies(
+    value: serde_yaml::Value,
+    at: &Source<'_>,
+) -> Result<(Vec<MatchSpec>, Vec<String>), Error> {
+    let serde_yaml::Value::Sequence(items) = value else {
+        return Err(at.invalid("dependencies:", "`dependencies` must be a list"));
+    };
+    let mut conda = Vec::new();
+    let mut pip = Vec::new();
+    for item in items {
+        if let serde_yaml::Value::Mapping(m) = &item {
+            let lines = m.get("pip").filter(|_| m.len() == 1).ok_or_else(|| {
+                at.invalid(
+                    "dependencies:",
+                    "a mapping in `dependencies` may only be `pip: [...]`",
+                )
+            })?;
+            pip.extend(
+                string_list(lines).ok_or_else(|| {
+                    at.invalid("pip:", "`pip` must be a list of requirement lines")
+                })?,
+            );
+            continue;
+        }
+        let raw = scalar(&item).ok_or_else(|| {
+            at.invalid(
+                "dependencies:",
+                format!("a dependency is not a string: {item:?}"),
+            )
+        })?;
+        let parsed = MatchSpec::from_str(&raw, ParseStrictness::Lenient)
+            .map_err(|e| at.invalid(&raw, format!("invalid dependency `{raw}`: {e}")))?;
+        if !matches!(
+            parsed.name,
+            rattler_conda_types::PackageNameMatcher::Exact(_)
+        ) {
+            return Err(at.invalid(
+                &raw,
+                format!("dependency `{raw}` must name one package (no globs)"),
+            ));
+        }
+        conda.push(parsed);
+    }
+    Ok((conda, pip))
+}
+
+/// The `variables:` mapping of names to plain values.
+fn variables(value: serde_yaml::Value, at: &Source<'_>) -> Result<BTreeMap<String, String>, Error> {
+    let serde_yaml::Value::Mapping(m) = value else {
+        return Err(at.invalid(
+            "variables:",
+            "`variables` must be a mapping of names to values",
+        ));
+    };
+    let mut variables = BTreeMap::new();
+    for (k, v) in m {
+        let (Some(k), Some(v)) = (scalar(&k), scalar(&v)) else {
+            return Err(at.invalid("variables:", "`variables` must map names to plain values"));
+        };
+        variables.insert(k, v);
+    }
+    Ok(variables)
 }
 
 #[cfg(test)]
