@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{CasKey, Error, Result, Scratch, Store};
 use crate::digest::Digest;
-use crate::fsutil::write_atomic;
 use crate::layer::{self, Compression, Entry, EntryKind, LayerDigests};
 
 /// The index of one layer blob.
@@ -102,25 +101,13 @@ impl Store {
             diff_id: d.diff_id,
             uncompressed_size: d.uncompressed_size,
         };
-        let bytes =
-            serde_json::to_vec(&known).map_err(|e| Error::io("serialise", &path)(e.into()))?;
-        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+        super::write_json(&path, &known)
     }
 
     /// Reads the index of layer `digest`; `None` if it was never written.
     pub fn layer_index(&self, digest: &Digest) -> Result<Option<LayerIndex>> {
         let path = self.layers_dir().join(format!("{}.json", digest.hex()));
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::BadJson { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io {
-                action: "read",
-                path,
-                source: e,
-            }),
-        }
+        super::read_json(path)
     }
 
     /// Writes the index of a layer.
@@ -128,9 +115,7 @@ impl Store {
         let path = self
             .layers_dir()
             .join(format!("{}.json", index.digest.hex()));
-        let bytes =
-            serde_json::to_vec(index).map_err(|e| Error::io("serialise", &path)(e.into()))?;
-        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+        super::write_json(&path, index)
     }
 
     /// Writes the layer blob for `entries` (whose files are in the CAS) into the store,

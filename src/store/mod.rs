@@ -131,6 +131,27 @@ impl Error {
     }
 }
 
+/// Reads the JSON document at `path`; `None` if there is none.
+fn read_json<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<Option<T>> {
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::BadJson { path, source }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            action: "read",
+            path,
+            source,
+        }),
+    }
+}
+
+/// Writes `value` as JSON at `path`, atomically (temp file + rename).
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::io("serialise", path)(e.into()))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(Error::io("write", path))
+}
+
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{validate_tag, CasKey, Error, InvalidTag, Result, Store};
 use crate::digest::Digest;
-use crate::fsutil::{write_atomic, FileLock};
+use crate::fsutil::FileLock;
 use crate::relocate::FileMode;
 
 /// How a file got into the space.
@@ -129,25 +129,13 @@ impl Store {
     /// The recorded state of the space at `target`, if it is one.
     pub fn space_state(&self, target: &Path) -> Result<Option<SpaceState>> {
         let path = self.state_path(target);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::BadJson { path, source }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Io {
-                action: "read",
-                path,
-                source: e,
-            }),
-        }
+        super::read_json(path)
     }
 
     /// Records the state of a space (after syncing what it references).
     pub fn write_space_state(&self, state: &SpaceState) -> Result<()> {
         let path = self.state_path(&state.target);
-        let bytes =
-            serde_json::to_vec(state).map_err(|e| Error::io("serialise", &path)(e.into()))?;
-        write_atomic(&path, &bytes).map_err(Error::io("write", &path))
+        super::write_json(&path, state)
     }
 
     /// Forgets the space at `target`.
