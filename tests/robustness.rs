@@ -260,6 +260,33 @@ fn bad_prefixes_are_refused_naming_the_path() {
 }
 
 #[test]
+fn force_never_empties_the_store_or_an_ancestor_of_it() {
+    let t = Envoci::new();
+    let prefix = env(&t);
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "e"]);
+    let blobs_before = fs::read_dir(t.home().join("blobs/sha256")).unwrap().count();
+    let inside = t.home().join("blobs");
+    for target in [t.home(), t.dir(), inside.as_path()] {
+        let err = t.fail(&[
+            "restore",
+            "e",
+            "--target",
+            target.to_str().unwrap(),
+            "--force",
+        ]);
+        assert!(
+            err.contains("holds the envoci store") && err.contains("--force never replaces it"),
+            "{}: {err}",
+            target.display()
+        );
+    }
+    let blobs_after = fs::read_dir(t.home().join("blobs/sha256")).unwrap().count();
+    assert_eq!(blobs_before, blobs_after, "the store lost nothing");
+    assert!(prefix.exists(), "the working directory lost nothing");
+    t.ok(&["check", "--verify"]);
+}
+
+#[test]
 fn unknown_tags_and_foreign_targets_are_refused() {
     let t = Envoci::new();
     let prefix = env(&t);

@@ -100,6 +100,25 @@ pub fn layer_indexes(
         .collect()
 }
 
+/// Refuses to empty a directory whose content is not a space's to lose: the store, an
+/// ancestor of it or a place inside it, `/`, and the home directory.
+fn refuse_precious(store: &Store, target: &Path) -> Result<(), Error> {
+    let home = dirs::home_dir().and_then(|h| fs::canonicalize(h).ok());
+    let reason = if store.would_be_touched_by_emptying(target) {
+        "it holds the envoci store, or lies inside it"
+    } else if target.parent().is_none() {
+        "it is the root directory"
+    } else if home.as_deref() == Some(target) {
+        "it is the home directory"
+    } else {
+        return Ok(());
+    };
+    Err(Error::BadTarget {
+        path: target.to_path_buf(),
+        reason: format!("{reason}; --force never replaces it"),
+    })
+}
+
 /// One restore: the plan and everything writing it needs.
 pub(super) struct Job<'a> {
     pub(super) store: &'a Store,
@@ -130,6 +149,7 @@ impl Job<'_> {
             (Ok(_), Some(state)) => self.update(artifact, reference, target, state, options.verify),
             (Ok(_), None) if is_empty_dir(target) => self.create(artifact, reference, target),
             (Ok(_), None) if options.force => {
+                refuse_precious(self.store, target)?;
                 let state = SpaceState {
                     target: target.to_path_buf(),
                     manifest: artifact.digest,

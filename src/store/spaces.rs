@@ -120,6 +120,23 @@ impl Store {
         Ok(self.spaces_dir().join(name))
     }
 
+    /// Whether emptying the directory `dir` (absolute, links resolved) would touch the
+    /// store: `dir` is the store, one of its ancestors, or lies inside it — a managed
+    /// space excepted. What `restore --force` must never replace.
+    pub fn would_be_touched_by_emptying(&self, dir: &Path) -> bool {
+        let Ok(root) = fs::canonicalize(self.root()) else {
+            return true; // cannot tell: refuse
+        };
+        if root.starts_with(dir) {
+            return true;
+        }
+        if !dir.starts_with(&root) {
+            return false;
+        }
+        let spaces = fs::canonicalize(self.spaces_dir());
+        !spaces.is_ok_and(|spaces| dir.parent() == Some(spaces.as_path()))
+    }
+
     /// Takes the exclusive lock of the space at `target` (an absolute path), held while
     /// a restore reads and rewrites the space and its record.
     pub fn lock_space(&self, target: &Path) -> Result<FileLock> {
