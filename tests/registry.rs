@@ -814,6 +814,36 @@ fn a_registry_with_bearer_tokens_is_followed_as_it_challenges() {
 }
 
 #[test]
+fn credentials_never_go_over_plain_http_to_a_token_service_of_a_tls_registry() {
+    let registry = TestRegistry::start_token_tls("robot", "s3cret");
+    let token = registry.token.as_ref().unwrap();
+    let ca = registry.ca_file.clone().unwrap();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-text"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/leak:x");
+    let out = builder
+        .cmd(&["push", "x", &remote, "--ca-file", ca.to_str().unwrap()])
+        .env("ENVOCI_REGISTRY_USER", "robot")
+        .env("ENVOCI_REGISTRY_PASSWORD", "s3cret")
+        .env("DOCKER_CONFIG", builder.dir().join("no-docker-config"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::AUTH), "{err}");
+    assert!(
+        err.contains("plain HTTP") && err.contains(&token.addr),
+        "the refusal names the token service: {err}"
+    );
+    assert_eq!(
+        token.issued(),
+        0,
+        "the password never reached the token service"
+    );
+}
+
+#[test]
 fn an_identity_token_from_docker_login_is_exchanged_for_access() {
     let registry = TestRegistry::start_token("robot", "s3cret");
     let builder = Envoci::new();

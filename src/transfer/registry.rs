@@ -217,8 +217,11 @@ impl Registry {
             return Err(self.error("connecting", failure.0, Some(Box::new(failure.1))));
         };
         let status = response.status().as_u16();
-        if status == 200 || status == 401 {
+        if status == 200 {
             return Ok(());
+        }
+        if status == 401 {
+            return self.check_challenge(&response);
         }
         let body = read_capped(response, 4096).await;
         let failure = Failure::NotRegistry {
@@ -228,6 +231,30 @@ impl Registry {
             loopback: self.context.loopback,
         };
         Err(self.error("connecting", failure, None))
+    }
+
+    /// Refuses a challenge that would send our credentials over plain HTTP to the token
+    /// service while the registry itself speaks HTTPS (anonymous requests send none).
+    fn check_challenge(&self, response: &reqwest::Response) -> Result<(), Error> {
+        if self.context.anonymous {
+            return Ok(());
+        }
+        let realm = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .and_then(super::token::bearer_realm);
+        match realm {
+            Some(realm) => {
+                super::token::check_realm(&realm, self.context.plain_http).map_err(|reason| {
+                    Error::Credentials {
+                        host: self.host.clone(),
+                        reason,
+                    }
+                })
+            }
+            None => Ok(()),
+        }
     }
 
     /// Checks credentials: connects and asks for a manifest that need not exist; only a

@@ -56,6 +56,7 @@ pub async fn exchange(
         .find(|(k, _)| k == "realm")
         .map(|(_, v)| v.clone())
         .ok_or_else(|| fail("the challenge names no realm".into()))?;
+    check_realm(&realm, endpoint.scheme == "http").map_err(fail)?;
     let actions = match operation {
         RegistryOperation::Pull => "pull",
         RegistryOperation::Push => "pull,push",
@@ -103,6 +104,30 @@ pub async fn exchange(
         .or_else(|| value["token"].as_str())
         .map(str::to_string)
         .ok_or_else(|| fail("the answer holds no access_token".into()))
+}
+
+/// Whether credentials may go to the token service at `realm`: over HTTPS always (on
+/// whatever host the registry's challenge names, as Docker Hub's and GitLab's do), over
+/// plain HTTP only when the user chose plain HTTP for the registry itself.
+pub fn check_realm(realm: &str, registry_plain_http: bool) -> Result<(), String> {
+    let url = reqwest::Url::parse(realm)
+        .map_err(|e| format!("the token realm `{realm}` is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if registry_plain_http => Ok(()),
+        "http" => Err(format!(
+            "the registry speaks HTTPS but sends credentials to the token service at {realm} over plain HTTP; refusing to send them"
+        )),
+        other => Err(format!("the token realm `{realm}` uses `{other}`, not HTTPS")),
+    }
+}
+
+/// The realm of a `Bearer` challenge header, if it is one and names one.
+pub fn bearer_realm(header: &str) -> Option<String> {
+    bearer_params(header)?
+        .into_iter()
+        .find(|(k, _)| k == "realm")
+        .map(|(_, v)| v)
 }
 
 /// Why a registry's challenge could not be read.
@@ -184,6 +209,17 @@ mod tests {
         assert_eq!(p[1], ("service".into(), "registry.example".into()));
         assert_eq!(p[2].1, "repository:a/b:pull");
         assert!(super::bearer_params("Basic realm=\"x\"").is_none());
+    }
+
+    #[test]
+    fn credentials_go_to_plain_http_realms_only_for_plain_http_registries() {
+        assert!(super::check_realm("https://auth.example/token", false).is_ok());
+        assert!(super::check_realm("https://auth.example/token", true).is_ok());
+        assert!(super::check_realm("http://127.0.0.1:5001/token", true).is_ok());
+        let refused = super::check_realm("http://other.example/token", false).unwrap_err();
+        assert!(refused.contains("plain HTTP"), "{refused}");
+        assert!(super::check_realm("ftp://x/token", false).is_err());
+        assert!(super::check_realm("not a url", false).is_err());
     }
 
     #[test]

@@ -26,6 +26,9 @@ enum Mode<'a> {
     Basic(&'a str, &'a str),
     /// Bearer tokens from a token server of the tests' own.
     Token(&'a str, &'a str),
+    /// The same over TLS, while the token server speaks plain HTTP (a challenge that
+    /// would have credentials sent in clear text).
+    TokenTls(&'a str, &'a str),
 }
 
 impl TestRegistry {
@@ -43,6 +46,11 @@ impl TestRegistry {
     /// that knows one user.
     pub fn start_token(user: &str, password: &str) -> TestRegistry {
         Self::launch(Mode::Token(user, password))
+    }
+
+    /// Starts a TLS registry that wants Bearer tokens from a plain-HTTP token server.
+    pub fn start_token_tls(user: &str, password: &str) -> TestRegistry {
+        Self::launch(Mode::TokenTls(user, password))
     }
 
     /// Starts a registry with htpasswd basic auth (one user) over TLS with a
@@ -70,7 +78,7 @@ impl TestRegistry {
             dir.path().join("data").display()
         );
         let mut token = None;
-        if let Mode::Token(user, password) = mode {
+        if let Mode::Token(user, password) | Mode::TokenTls(user, password) = mode {
             let server = super::token::TokenServer::start(dir.path(), user, password);
             config.push_str(&format!(
                 "auth:\n  token:\n    realm: http://{}/token\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
@@ -88,68 +96,20 @@ impl TestRegistry {
             );
         }
         let mut ca_file = None;
+        if let Mode::TokenTls(..) = mode {
+            let (ca, cert, key) = tls_files(dir.path());
+            // Under `http:`, before the `auth:` section the token mode added.
+            let addr_line = format!("  addr: {addr}\n");
+            let tls = format!(
+                "{addr_line}  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+            config = config.replace(&addr_line, &tls);
+            ca_file = Some(ca);
+        }
         if let Mode::Basic(user, password) = mode {
-            // A CA and a server certificate it signs (rustls refuses a CA certificate
-            // used as the server's own).
-            let d = dir.path();
-            let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
-            std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-            let steps: [&[&str]; 3] = [
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "1",
-                    "-subj",
-                    "/CN=envoci test CA",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.pem",
-                ],
-                &[
-                    "req",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                    "-keyout",
-                    "key.pem",
-                    "-out",
-                    "server.csr",
-                ],
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.pem",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-days",
-                    "1",
-                    "-extfile",
-                    "ext.cnf",
-                    "-out",
-                    "cert.pem",
-                ],
-            ];
-            for args in steps {
-                let status = Command::new("openssl")
-                    .args(args)
-                    .current_dir(d)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("openssl is needed to make the test registry's certificate");
-                assert!(status.success(), "openssl {args:?} failed");
-            }
+            let (ca, cert, key) = tls_files(dir.path());
             let hash = bcrypt::hash(password, 4).unwrap();
             std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
             config.push_str(&format!(
@@ -229,4 +189,73 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
             .map(|p| p.join(name))
             .find(|p| p.is_file())
     })
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signs (rustls refuses a CA
+/// certificate used as the server's own), made with the real `openssl` in `d`:
+/// (CA, certificate, key).
+fn tls_files(d: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (ca, cert, key) = (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"));
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=envoci test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "cert.pem",
+        ],
+    ];
+    for args in steps {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is needed to make the test registry's certificate");
+        assert!(status.success(), "openssl {args:?} failed");
+    }
+    (ca, cert, key)
 }
