@@ -404,7 +404,14 @@ pub fn classify(error: &OciDistributionError, context: &Context) -> Failure {
     match error {
         OciDistributionError::RequestError(e) => classify_request(e, context),
         OciDistributionError::ServerError { code, message, .. } => {
-            by_status(*code, summarize_body(message), context)
+            // Some answers (that of an upload's PUT) come through unparsed: an OCI error
+            // envelope in a 4xx body says more than the status (`DIGEST_INVALID`).
+            let envelope = serde_json::from_str::<OciEnvelope>(message)
+                .ok()
+                .filter(|_| (400..500).contains(code))
+                .map(|envelope| by_envelope(&envelope, context))
+                .filter(|failure| !matches!(failure, Failure::Refused { .. }));
+            envelope.unwrap_or_else(|| by_status(*code, summarize_body(message), context))
         }
         OciDistributionError::RegistryError { envelope, .. } => by_envelope(envelope, context),
         OciDistributionError::UnauthorizedError { .. } => Failure::Unauthorized {
@@ -613,6 +620,11 @@ mod tests {
         }
     }
 
+    /// A registry's error body with one error of `code`.
+    fn body(code: &str) -> String {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"m","detail":{{}}}}]}}"#)
+    }
+
     #[test]
     fn errors_are_classified_by_type_code_and_status_never_by_text() {
         use ErrorKind::*;
@@ -633,6 +645,12 @@ mod tests {
             (server(403, "denied"), Unauthorized),
             (server(405, ""), Refused),
             (server(413, "too large"), Refused),
+            // An upload's answer comes unparsed: its envelope's code decides.
+            (server(400, &body("DIGEST_INVALID")), Integrity),
+            (server(400, &body("SIZE_INVALID")), Integrity),
+            (server(404, &body("BLOB_UPLOAD_UNKNOWN")), NotFound),
+            (server(400, &body("MANIFEST_INVALID")), Refused),
+            (server(400, "DIGEST_INVALID"), Refused),
             // A server error whose URL holds "401" and "404" is still a server error.
             (server(500, "unauthorized 401 not found 404"), Server),
             (server(502, ""), Server),
