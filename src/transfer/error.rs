@@ -74,6 +74,27 @@ pub enum Error {
         /// What it is.
         what: String,
     },
+    /// A place blobs live that cannot do this at all (an archive is written whole, not
+    /// blob by blob): see [`super::blobs`].
+    #[error("{location} cannot {operation}: {reason}")]
+    Unsupported {
+        /// The blob store.
+        location: String,
+        /// What it cannot do.
+        operation: super::blobs::Operation,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// A blob larger than its reader allows; nothing more was read.
+    #[error("blob {digest} in {location} holds more than the {limit} bytes allowed; not read")]
+    TooLarge {
+        /// The blob store.
+        location: String,
+        /// The blob.
+        digest: String,
+        /// The most the reader takes.
+        limit: u64,
+    },
     /// An OCI layout or archive cannot be read or written.
     #[error(transparent)]
     Layout(#[from] super::layout::Error),
@@ -102,7 +123,8 @@ pub enum ErrorKind {
     NotRegistry,
     /// Content that does not match its digest or size.
     Integrity,
-    /// The registry refuses the operation by policy (read-only, too large).
+    /// The registry or blob store refuses the operation (read-only, too large, not
+    /// something it can do).
     Refused,
     /// The registry failed (5xx) or answered against the protocol.
     Server,
@@ -121,6 +143,7 @@ impl Error {
             Error::Credentials { .. } => ErrorKind::Unauthorized,
             Error::DigestMismatch { .. } => ErrorKind::Integrity,
             Error::NotEnvoci { .. } => ErrorKind::NotEnvoci,
+            Error::Unsupported { .. } | Error::TooLarge { .. } => ErrorKind::Refused,
             Error::Layout(e) => local(e.kind()),
             Error::Store(e) => local(e.kind()),
             Error::Load(e) => local(e.kind()),
