@@ -74,6 +74,27 @@ pub enum Error {
         /// What it is.
         what: String,
     },
+    /// A place blobs live that cannot do this at all (an archive is written whole, not
+    /// blob by blob): see [`super::blobs`].
+    #[error("{location} cannot {operation}: {reason}")]
+    Unsupported {
+        /// The blob store.
+        location: String,
+        /// What it cannot do.
+        operation: super::blobs::Operation,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// A blob larger than its reader allows; nothing more was read.
+    #[error("blob {digest} in {location} holds more than the {limit} bytes allowed; not read")]
+    TooLarge {
+        /// The blob store.
+        location: String,
+        /// The blob.
+        digest: String,
+        /// The most the reader takes.
+        limit: u64,
+    },
     /// An OCI layout or archive cannot be read or written.
     #[error(transparent)]
     Layout(#[from] super::layout::Error),
@@ -102,7 +123,8 @@ pub enum ErrorKind {
     NotRegistry,
     /// Content that does not match its digest or size.
     Integrity,
-    /// The registry refuses the operation by policy (read-only, too large).
+    /// The registry or blob store refuses the operation (read-only, too large, not
+    /// something it can do).
     Refused,
     /// The registry failed (5xx) or answered against the protocol.
     Server,
@@ -121,6 +143,7 @@ impl Error {
             Error::Credentials { .. } => ErrorKind::Unauthorized,
             Error::DigestMismatch { .. } => ErrorKind::Integrity,
             Error::NotEnvoci { .. } => ErrorKind::NotEnvoci,
+            Error::Unsupported { .. } | Error::TooLarge { .. } => ErrorKind::Refused,
             Error::Layout(e) => local(e.kind()),
             Error::Store(e) => local(e.kind()),
             Error::Load(e) => local(e.kind()),
@@ -417,7 +440,14 @@ pub fn classify(error: &OciDistributionError, context: &Context) -> Failure {
     match error {
         OciDistributionError::RequestError(e) => classify_request(e, context),
         OciDistributionError::ServerError { code, message, .. } => {
-            by_status(*code, summarize_body(message), context)
+            // Some answers (that of an upload's PUT) come through unparsed: an OCI error
+            // envelope in a 4xx body says more than the status (`DIGEST_INVALID`).
+            let envelope = serde_json::from_str::<OciEnvelope>(message)
+                .ok()
+                .filter(|_| (400..500).contains(code))
+                .map(|envelope| by_envelope(&envelope, context))
+                .filter(|failure| !matches!(failure, Failure::Refused { .. }));
+            envelope.unwrap_or_else(|| by_status(*code, summarize_body(message), context))
         }
         OciDistributionError::RegistryError { envelope, .. } => by_envelope(envelope, context),
         OciDistributionError::UnauthorizedError { .. } => Failure::Unauthorized {
@@ -626,6 +656,11 @@ mod tests {
         }
     }
 
+    /// A registry's error body with one error of `code`.
+    fn body(code: &str) -> String {
+        format!(r#"{{"errors":[{{"code":"{code}","message":"m","detail":{{}}}}]}}"#)
+    }
+
     #[test]
     fn errors_are_classified_by_type_code_and_status_never_by_text() {
         use ErrorKind::*;
@@ -646,6 +681,12 @@ mod tests {
             (server(403, "denied"), Unauthorized),
             (server(405, ""), Refused),
             (server(413, "too large"), Refused),
+            // An upload's answer comes unparsed: its envelope's code decides.
+            (server(400, &body("DIGEST_INVALID")), Integrity),
+            (server(400, &body("SIZE_INVALID")), Integrity),
+            (server(404, &body("BLOB_UPLOAD_UNKNOWN")), NotFound),
+            (server(400, &body("MANIFEST_INVALID")), Refused),
+            (server(400, "DIGEST_INVALID"), Refused),
             // A server error whose URL holds "401" and "404" is still a server error.
             (server(500, "unauthorized 401 not found 404"), Server),
             (server(502, ""), Server),

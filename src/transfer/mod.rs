@@ -8,6 +8,7 @@
 //! names all of them so any two can be copied between. Blobs are streamed, never held
 //! whole, and verified against their digest before they are committed to the store.
 
+pub mod blobs;
 pub mod credentials;
 pub mod error;
 pub mod layout;

@@ -160,6 +160,19 @@ impl TestRegistry {
         format!("{}/{repo_and_tag}", self.addr)
     }
 
+    /// The file holding blob `hex` in the registry's storage (distribution's
+    /// filesystem driver), to damage it behind the registry's back.
+    pub fn blob_data(&self, hex: &str) -> std::path::PathBuf {
+        self.blob_root().join(&hex[..2]).join(hex).join("data")
+    }
+
+    /// The registry's own blob store (committed blobs; uploads live elsewhere).
+    pub fn blob_root(&self) -> std::path::PathBuf {
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+    }
+
     /// The HTTP status of a GET, or None if the registry is not answering.
     pub fn get_status(&self, path: &str) -> Option<u16> {
         let mut stream = TcpStream::connect(&self.addr).ok()?;

@@ -166,7 +166,7 @@ impl Layout {
 
     /// Opens entry `name` (a path inside the layout); `None` if it is not there. In a
     /// directory, a link is refused rather than followed.
-    pub(super) fn open_entry(&self, name: &str) -> Result<Option<(Entry, u64)>, Error> {
+    pub(crate) fn open_entry(&self, name: &str) -> Result<Option<(Entry, u64)>, Error> {
         match self {
             Layout::Dir { root } => {
                 let path = root.join(name);
@@ -220,7 +220,7 @@ impl Layout {
     }
 
     /// The entry name of blob `digest`.
-    pub(super) fn blob_name(digest: &Digest) -> String {
+    pub(crate) fn blob_name(digest: &Digest) -> String {
         format!("blobs/sha256/{}", digest.hex())
     }
 
