@@ -138,6 +138,15 @@ impl Partial {
     }
 }
 
+/// An empty partial is no partial: asking what a download left leaves nothing behind.
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

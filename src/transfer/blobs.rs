@@ -21,7 +21,7 @@
 //! The file backends do their (small) I/O on the calling task: blobs pass through this
 //! interface whole, in memory, so it is meant for documents and modest blobs.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs;
 use std::future::Future;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -190,15 +190,14 @@ impl BlobStore for Store {
     }
 
     async fn read_from(&self, digest: &Digest, offset: u64, limit: u64) -> Result<Vec<u8>, Error> {
-        let path = self.blob_path(digest);
         let mut file = self.open_blob(digest)?;
-        file.seek(SeekFrom::Start(offset))
-            .map_err(store::Error::io("read", &path))?;
+        let failed = || store::Error::io("read", self.location());
+        file.seek(SeekFrom::Start(offset)).map_err(failed())?;
         read_capped(
             file,
             limit,
             || too_large(self.location(), digest, limit),
-            store::Error::io("read", &path),
+            failed(),
         )
     }
 
@@ -216,62 +215,40 @@ impl BlobStore for Store {
     }
 
     async fn kept(&self, digest: &Digest) -> Result<u64, Error> {
-        let path = self.partial_path(digest);
-        match fs::metadata(&path) {
-            Ok(meta) => Ok(meta.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
-            Err(e) => Err(store::Error::io("read", path)(e).into()),
-        }
+        Ok(take_partial(self, digest).await?.len())
     }
 
     async fn append(&self, digest: &Digest, size: u64, bytes: &[u8]) -> Result<Appended, Error> {
-        let path = self.partial_path(digest);
-        let dir = crate::fsutil::parent_of(&path);
-        fs::create_dir_all(dir).map_err(store::Error::io("create directory", dir))?;
-        let locked = {
-            let (store, digest) = (self.clone(), *digest);
-            tokio::task::spawn_blocking(move || store.lock_partial(&digest)).await
-        };
-        let _lock = locked.map_err(|e| store::Error::io("lock", &path)(io::Error::other(e)))??;
+        let mut partial = take_partial(self, digest).await?;
         if self.has_blob(digest) {
-            let _ = fs::remove_file(&path);
+            partial.discard();
             return Ok(Appended::Committed(Written::AlreadyExists));
         }
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(store::Error::io("open", &path))?;
-        let before = file
-            .metadata()
-            .map_err(store::Error::io("read", &path))?
-            .len();
-        let after = before + bytes.len() as u64;
+        let after = partial.len() + bytes.len() as u64;
         if after > size {
-            drop(file);
-            let _ = fs::remove_file(&path);
+            partial.discard();
             return Err(corrupt(
                 digest,
                 format!("{size} bytes"),
                 format!("at least {after} bytes"),
             ));
         }
-        file.write_all(bytes)
-            .and_then(|()| file.flush())
-            .map_err(store::Error::io("write", &path))?;
-        drop(file);
+        partial.append(bytes)?;
         if after < size {
             return Ok(Appended::Partial { kept: after });
         }
-        let opened = File::open(&path).map_err(store::Error::io("open", &path))?;
-        let (actual, _) = Digest::of_reader(opened).map_err(store::Error::io("read", &path))?;
-        if actual != *digest {
-            let _ = fs::remove_file(&path);
-            return Err(corrupt(digest, digest.oci(), actual.oci()));
-        }
-        self.commit_file(&path, digest)?;
+        partial.commit(size)?;
         Ok(Appended::Committed(Written::Stored))
     }
+}
+
+/// The store's partial of `digest`, taken off the async workers (it waits for a lock).
+async fn take_partial(store: &Store, digest: &Digest) -> Result<store::Partial, Error> {
+    let (taker, digest) = (store.clone(), *digest);
+    tokio::task::spawn_blocking(move || taker.partial(&digest))
+        .await
+        .map_err(|e| store::Error::io("lock", "a partial blob")(io::Error::other(e)))?
+        .map_err(Error::from)
 }
 
 /// An OCI layout: a directory takes blobs one by one (each to a temporary name in
