@@ -3,10 +3,13 @@
 //! side lacks.
 //!
 //! [`registry::Registry`] wraps oci-client with what envoci needs around it (protocol
-//! choice, credentials, bounded parallelism); [`push`] and [`pull`] are the two
-//! directions for registries, [`layout`] reads and writes layouts, and [`location`]
-//! names all of them so any two can be copied between. Blobs are streamed, never held
-//! whole, and verified against their digest before they are committed to the store.
+//! choice, a probe, credentials, retries) and [`error`] says why a request failed;
+//! [`push()`] and [`pull()`] are the two directions for registries, [`layout`] reads and
+//! writes layouts, and [`location`] names all of them so any two can be copied between.
+//! [`blobs::BlobStore`] is one vocabulary for every place blobs live (the store, a
+//! layout, an archive, a registry), held to one conformance suite. Blobs are streamed,
+//! never held whole, and verified against their digest before they are committed to the
+//! store; [`bounded`] is the one limit on parallel transfers.
 
 pub mod blobs;
 pub mod credentials;

@@ -2,19 +2,20 @@
 //! (`oci-archive:FILE[:TAG]`) — how environments cross an air gap, and the form skopeo,
 //! oras and crane read and write.
 //!
-//! Reading ([`Layout`], [`import`]) trusts nothing in the files: every blob copied into
+//! Reading ([`Layout`], [`import()`]) trusts nothing in the files: every blob copied into
 //! the store is checked against its name while it streams (unless the caller trusts
 //! the source), an archive may only hold plain files and directories (no `..`, no
 //! absolute names, no links), and a truncated archive is noticed before anything is
 //! committed. Blobs are staged in the store's scratch area and committed only once all
-//! of them are in; tags come last. Writing ([`export`]) streams blobs as they are —
+//! of them are in; tags come last. Writing ([`export()`]) streams blobs as they are —
 //! already compressed, so never recompressed — to a temporary name that is renamed
 //! into place, so nobody sees half an archive; a directory's `index.json` is replaced
 //! last.
 
 //!
-//! [`read`] opens a layout of either form without trusting it, [`import`] copies its
-//! artifacts into the store, [`export`] writes store artifacts as a layout.
+//! `read.rs` opens a layout of either form without trusting it ([`Layout`]), `import.rs`
+//! copies its artifacts into the store ([`import()`]), `export.rs` writes store
+//! artifacts as a layout ([`export()`]).
 
 mod export;
 mod import;
