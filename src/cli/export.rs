@@ -31,10 +31,6 @@ pub struct ImportArgs {
     /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote
     /// (`oci-archive:FILE` and `oci:DIR` work too).
     input: PathBuf,
-    /// Skip hashing the catalog blob as it is copied (faster only by that; layers are
-    /// always checked, as unpacking them hashes them).
-    #[arg(long)]
-    trust: bool,
     /// Conda platform to take from multi-platform indexes [default: this machine's].
     #[arg(long)]
     platform: Option<String>,
@@ -86,11 +82,7 @@ pub fn import(store: &Store, args: ImportArgs, printer: &Printer) -> anyhow::Res
         None if args.input.is_dir() => Layout::open_dir(&args.input)?,
         None => Layout::open_archive(&args.input)?,
     };
-    if args.trust {
-        eprintln!("--trust: the catalog blob is not checked against its digest (layers are, as they are unpacked)");
-    }
     let options = ImportOptions {
-        verify: !args.trust,
         platform: args.platform.as_deref(),
     };
     let (report, imported) = layout::import(store, &source, Select::All, options)?;

@@ -104,10 +104,7 @@ pub async fn fetch(
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
     if let Some((path, tag, form)) = source.layout() {
-        let options = ImportOptions {
-            verify: true,
-            platform,
-        };
+        let options = ImportOptions { platform };
         let layout = Layout::open(path, form)?;
         let (report, imported) = layout::import(store, &layout, Select::One(tag), options)?;
         let name = imported

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Read};
 use std::path::Path;
 
 use oci_spec::image::{ImageIndex, ImageManifest};
@@ -37,9 +37,6 @@ pub struct Imported {
 /// How an import treats the layout's blobs.
 #[derive(Clone, Copy, Debug)]
 pub struct ImportOptions<'a> {
-    /// Hash the catalog blob as it is copied (off only for a trusted source); layers
-    /// are checked regardless, by the extraction that reads them.
-    pub verify: bool,
     /// The platform to take from a multi-platform index [default: this machine's].
     pub platform: Option<&'a str>,
 }
@@ -71,14 +68,7 @@ pub fn import(
     };
     let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
     let scratch = store.scratch()?;
-    stage_and_commit(
-        store,
-        &scratch,
-        layout,
-        &missing,
-        options.verify,
-        &mut report,
-    )?;
+    stage_and_commit(store, &scratch, layout, &missing, &mut report)?;
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
@@ -222,23 +212,22 @@ fn missing_blobs(
     Ok(missing)
 }
 
-/// Stages every missing blob, then commits them all. The catalog is hashed as it is
-/// copied (unless the source is trusted); a layer is unpacked into the file CAS from
-/// its staged copy, and that one pass hashes it too — so a layer is checked whatever
-/// the option, before anything is committed.
+/// Stages every missing blob, then commits them all. The catalog (and any blob that is
+/// not a layer) is hashed as it is copied; a layer is unpacked into the file CAS from
+/// its staged copy, and that one pass hashes it — so every blob is checked, each read
+/// once, before anything is committed.
 fn stage_and_commit(
     store: &Store,
     scratch: &store::Scratch,
     layout: &Layout,
     missing: &[(Digest, u64, String)],
-    verify: bool,
     report: &mut Report,
 ) -> Result<(), TransferError> {
     let staged: Vec<(Digest, u64, tempfile::TempPath)> = missing
         .par_iter()
         .map(|(digest, size, media)| {
             let layer = media != CATALOG_MEDIA_TYPE;
-            let path = stage_blob(scratch, layout, digest, *size, verify && !layer)?;
+            let path = stage_blob(scratch, layout, digest, *size, !layer)?;
             if layer {
                 let file = File::open(&path).map_err(StoreError::io("read", &*path))?;
                 if let Err(e) = store.extract_layer_from(scratch, file, digest, media, false) {
@@ -256,8 +245,9 @@ fn stage_and_commit(
     Ok(())
 }
 
-/// Copies one blob from the layout into a scratch file, hashing as it goes (unless
-/// `verify` is off); the file is deleted if anything is wrong or when dropped.
+/// Copies one blob from the layout into a scratch file — never more than one byte past
+/// its size — hashing as it goes when `verify` (a layer is hashed by its extraction
+/// instead); the file is deleted if anything is wrong or when dropped.
 fn stage_blob(
     scratch: &store::Scratch,
     layout: &Layout,
@@ -266,13 +256,14 @@ fn stage_blob(
     verify: bool,
 ) -> Result<tempfile::TempPath, TransferError> {
     let location = layout.location();
-    let (mut reader, _) = layout
+    let (reader, _) = layout
         .open_entry(&Layout::blob_name(digest))?
         .ok_or_else(|| Error::MissingBlob {
             location: location.clone(),
             digest: digest.oci(),
             base: None,
         })?;
+    let mut reader = reader.take(size.saturating_add(1));
     let tmp = scratch.temp_file()?;
     let (file, path) = tmp.into_parts();
     let mut writer = BufWriter::with_capacity(1 << 20, file);
