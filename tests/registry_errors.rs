@@ -52,6 +52,36 @@ impl Server {
         Self::ready(child, port)
     }
 
+    /// A server of the test's own that answers `GET /v2/` as a registry does and every
+    /// manifest request with `size` bytes of JSON-looking junk.
+    fn huge_manifests(size: usize) -> Server {
+        let port = free_port();
+        let script = format!(
+            r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers(); return
+        body = b"{{" + b" " * ({size} - 2) + b"}}"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#
+        );
+        let child = Command::new("python3")
+            .args(["-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        Self::ready(child, port)
+    }
+
     fn ready(child: Child, port: u16) -> Server {
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -216,4 +246,24 @@ fn restore_from_a_spec_does_not_build_when_the_registry_is_unreachable() {
     );
     assert!(err.contains("connection refused"), "{err}");
     assert!(t.has_no_environments(), "nothing was built");
+}
+
+#[test]
+fn a_manifest_beyond_the_spec_limit_is_refused_unread() {
+    let server = Server::huge_manifests(100 << 20);
+    let t = Envoci::new();
+    let err = t.fail_as(
+        exit::OTHER,
+        &[
+            "pull",
+            &format!("{}/envs/x:y", server.addr),
+            "--retries",
+            "0",
+        ],
+    );
+    assert!(
+        err.contains(&server.addr) && err.contains("larger than 4194304 bytes"),
+        "{err}"
+    );
+    assert!(t.has_no_environments());
 }

@@ -144,18 +144,10 @@ pub async fn platforms(
     }))
 }
 
-/// The raw manifest or index `remote` names (retried).
+/// The raw manifest or index `remote` names (retried, size-capped).
 async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes::Bytes, Error> {
     let accepted = [artifact::MANIFEST_MEDIA_TYPE, artifact::INDEX_MEDIA_TYPE];
-    let (bytes, _) = registry
-        .retry(|| {
-            registry
-                .client
-                .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
-        })
-        .await
-        .map_err(|e| registry.fail(format!("pulling the manifest of {remote}"), e))?;
-    Ok(bytes)
+    registry.manifest(remote, &accepted).await
 }
 
 /// Downloads one blob into its partial (continuing what a previous pull left), commits

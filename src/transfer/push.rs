@@ -55,10 +55,9 @@ async fn send_blobs(
     let by_digest = remote.with_digest(&artifact.digest.oci());
     let accepted = [artifact::MANIFEST_MEDIA_TYPE];
     let complete = registry
-        .client
-        .pull_manifest_raw(&by_digest.0, &registry.auth, &accepted)
+        .manifest(&by_digest, &accepted)
         .await
-        .is_ok_and(|(bytes, _)| Digest::of(&bytes) == artifact.digest);
+        .is_ok_and(|bytes| Digest::of(&bytes) == artifact.digest);
     if complete {
         report.blobs_skipped = blobs.len() as u64;
         report.bytes_skipped = blobs.iter().map(|(_, s)| s).sum();
@@ -146,12 +145,11 @@ async fn merged_index(
     ours: &IndexEntry,
 ) -> Result<Option<Vec<u8>>, Error> {
     let accepted = [artifact::MANIFEST_MEDIA_TYPE, artifact::INDEX_MEDIA_TYPE];
-    let Ok((bytes, _)) = registry
-        .client
-        .pull_manifest_raw(&remote.0, &registry.auth, &accepted)
-        .await
-    else {
-        return Ok(None);
+    let bytes = match registry.manifest(remote, &accepted).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == super::ErrorKind::NotFound => return Ok(None),
+        // Anything else: the other platforms under the tag must not be lost.
+        Err(e) => return Err(e),
     };
     let mut entries = match artifact::parse_index(&bytes) {
         Ok(Some(index)) => artifact::envoci_entries(&index),

@@ -14,7 +14,8 @@ use oci_client::{Client, RegistryOperation};
 
 use super::credentials::Credential;
 use super::error::{
-    classify, classify_request, read_capped, summarize_body, BoxError, Context, Failure,
+    by_envelope, by_status, classify, classify_request, read_capped, summarize_body, BoxError,
+    Context, Failure,
 };
 use super::{Error, RemoteRef};
 
@@ -63,7 +64,19 @@ pub struct Registry {
     pub retries: u32,
     /// How requests are made, for classifying their failures.
     pub context: Context,
+    /// The HTTP client for the requests made here rather than by oci-client (the
+    /// probe, documents read through a size cap), with the registry's trust.
+    http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
+    /// What those requests authenticate with: the token oci-client obtained, or the
+    /// user's Basic credentials.
+    authorization: Option<String>,
 }
+
+/// The most a manifest or index may hold: the distribution spec's limit, which
+/// registries enforce on push. A bigger document is refused, not read into memory.
+pub const DOCUMENT_CAP: usize = 4 << 20;
 
 /// Delay before retry number `attempt` (0-based): 250 ms doubling, with ±25% jitter.
 pub fn backoff(attempt: u32) -> Duration {
@@ -175,20 +188,22 @@ impl Registry {
         let auth = credentials(reference, options, &endpoint, &http, operation).await?;
         let mut registry = Registry {
             client: Client::new(endpoint.client_config(options.jobs)),
-            auth,
-            host,
-            retries: options.retries,
             context: Context {
-                anonymous: false,
+                anonymous: matches!(auth, RegistryAuth::Anonymous),
                 plain_http: endpoint.plain_http,
                 loopback: is_loopback(reference.registry()),
                 timeout: options.timeout,
             },
+            auth,
+            host,
+            retries: options.retries,
+            http,
+            scheme: endpoint.scheme(),
+            authorization: None,
         };
-        registry.context.anonymous = matches!(registry.auth, RegistryAuth::Anonymous);
-        registry.probe(&http, &endpoint).await?;
+        registry.probe(&endpoint).await?;
         // Authenticate before any blob call, so parallel calls share one token.
-        registry
+        let token = registry
             .retry(|| {
                 registry
                     .client
@@ -196,16 +211,26 @@ impl Registry {
             })
             .await
             .map_err(|e| registry.fail("authenticating", e))?;
+        registry.authorization = match (token, &registry.auth) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, RegistryAuth::Basic(user, password)) => {
+                use base64::Engine as _;
+                let pair = format!("{user}:{password}");
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                Some(format!("Basic {encoded}"))
+            }
+            (None, _) => None,
+        };
         Ok(registry)
     }
 
     /// `GET /v2/`: a registry answers 200, or 401 when it wants credentials; anything
     /// else is not one. Retried like every request.
-    async fn probe(&self, http: &reqwest::Client, endpoint: &Endpoint) -> Result<(), Error> {
+    async fn probe(&self, endpoint: &Endpoint) -> Result<(), Error> {
         let url = format!("{}://{}/v2/", endpoint.scheme(), self.host);
         let mut attempt = 0;
         let response = loop {
-            let failure = match http.get(&url).send().await {
+            let failure = match self.http.get(&url).send().await {
                 Ok(response) => break response,
                 Err(e) => (classify_request(&e, &self.context), e),
             };
@@ -257,24 +282,97 @@ impl Registry {
         }
     }
 
+    /// The manifest or index `reference` names, read through [`DOCUMENT_CAP`] (retried
+    /// like every request; "not found" is an error of kind `NotFound`).
+    pub async fn manifest(
+        &self,
+        reference: &RemoteRef,
+        accept: &[&str],
+    ) -> Result<bytes::Bytes, Error> {
+        let name = reference
+            .0
+            .digest()
+            .or(reference.0.tag())
+            .unwrap_or("latest");
+        let url = format!(
+            "{}://{}/v2/{}/manifests/{name}",
+            self.scheme,
+            self.host,
+            reference.0.repository()
+        );
+        let what = format!("pulling the manifest of {reference}");
+        let mut attempt = 0;
+        loop {
+            match self.manifest_once(&url, accept).await {
+                Ok(bytes) => return Ok(bytes),
+                Err((failure, _)) if attempt < self.retries && failure.is_transient() => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err((failure, source)) => return Err(self.error(what, failure, source)),
+            }
+        }
+    }
+
+    /// One manifest request: the body of a 200 up to the cap; any other answer
+    /// classified by its status and, for a 4xx, the OCI error code in its body.
+    async fn manifest_once(
+        &self,
+        url: &str,
+        accept: &[&str],
+    ) -> Result<bytes::Bytes, (Failure, Option<BoxError>)> {
+        let mut request = self
+            .http
+            .get(url)
+            .header(reqwest::header::ACCEPT, accept.join(", "));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let response = request.send().await.map_err(|e| {
+            let failure = classify_request(&e, &self.context);
+            (failure, Some(Box::new(e) as BoxError))
+        })?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = read_capped(response, 4096).await;
+            let failure = match serde_json::from_str(&body) {
+                Ok(envelope) if (400..500).contains(&status) && status != 401 => {
+                    by_envelope(&envelope, &self.context)
+                }
+                _ => by_status(status, summarize_body(&body), &self.context),
+            };
+            return Err((failure, None));
+        }
+        let bytes = read_body(response, DOCUMENT_CAP + 1).await.map_err(|e| {
+            let failure = classify_request(&e, &self.context);
+            (failure, Some(Box::new(e) as BoxError))
+        })?;
+        if bytes.len() > DOCUMENT_CAP {
+            let detail = format!(
+                "the document is larger than {DOCUMENT_CAP} bytes, the most the distribution spec allows"
+            );
+            return Err((
+                Failure::Server {
+                    status: None,
+                    detail,
+                },
+                None,
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Checks credentials: connects and asks for a manifest that need not exist; only a
     /// refusal of access is an error.
     pub async fn check_login(probe: &RemoteRef, options: &RegistryOptions) -> Result<(), Error> {
         let registry = Registry::connect(probe, options, RegistryOperation::Pull).await?;
         match registry
-            .client
-            .pull_manifest_raw(
-                &probe.0,
-                &registry.auth,
-                &["application/vnd.oci.image.manifest.v1+json"],
-            )
+            .manifest(probe, &[crate::artifact::MANIFEST_MEDIA_TYPE])
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) => match registry.fail("checking the login", e) {
-                err if err.kind() == super::ErrorKind::Unauthorized => Err(err),
-                _ => Ok(()), // not found and the like: the credentials were accepted
-            },
+            Err(err) if err.kind() == super::ErrorKind::Unauthorized => Err(err),
+            Err(_) => Ok(()), // not found and the like: the credentials were accepted
         }
     }
 
@@ -374,4 +472,20 @@ async fn credentials(
             Ok(RegistryAuth::Bearer(access))
         }
     }
+}
+
+/// The body of a response, stopping once it holds `cap` bytes (the caller refuses a
+/// body that reached the cap).
+async fn read_body(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<bytes::Bytes, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match response.chunk().await? {
+            Some(chunk) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            None => break,
+        }
+    }
+    Ok(body.into())
 }
