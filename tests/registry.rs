@@ -229,6 +229,44 @@ fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
 }
 
 #[test]
+fn a_registry_that_trickles_fails_as_too_slow_and_the_next_pull_resumes() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let proxy = common::proxy::Proxy::start(
+        &registry.addr,
+        common::proxy::Fault::TrickleAfter((size / 4) as usize),
+        &digest,
+    );
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    // One byte every 50 ms is never silent for a second, but far below 4 MiB/s: the
+    // budget is 1 s plus the blob's time at that speed (about 1.5 s).
+    let err = user.fail_as(
+        exit::NETWORK,
+        &[
+            "pull",
+            &via_proxy,
+            "--jobs",
+            "1",
+            "--retries",
+            "0",
+            "--timeout",
+            "1",
+            "--min-speed",
+            "4096",
+        ],
+    );
+    assert!(proxy.fired(), "the trickle happened");
+    assert!(
+        err.contains("below 4096 KiB/s") && err.contains("kept to resume"),
+        "{err}"
+    );
+    assert!(user.has_no_environments(), "nothing committed");
+    let resumed = user.json(&["pull", &remote]);
+    assert_eq!(resumed["blobs_resumed"].as_u64(), Some(1), "{resumed}");
+}
+
+#[test]
 fn a_full_disk_during_a_pull_keeps_the_partial_blob_and_the_next_pull_resumes() {
     let registry = TestRegistry::start();
     let (_builder, remote, digest, size) = pushed_big_env(&registry);

@@ -113,6 +113,10 @@ pub struct TransferArgs {
     /// retried; a download resumes where it stopped).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     timeout: u64,
+    /// Slowest average download speed (KiB/s) a blob may have before it fails as timed
+    /// out (retried; the download resumes where it stopped).
+    #[arg(long, value_name = "KIB_PER_SEC", default_value_t = 16)]
+    min_speed: u64,
     /// PEM file of CA certificates to trust for the registry's TLS certificate.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
@@ -127,6 +131,7 @@ impl TransferArgs {
             ca_file: self.ca_file.clone(),
             credentials: None,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            min_speed: self.min_speed.max(1).saturating_mul(1024),
         }
     }
 }

@@ -232,6 +232,11 @@ pub enum Failure {
         /// What the transport said, capped.
         detail: String,
     },
+    /// A download slower on average than the least speed tolerated.
+    TooSlow {
+        /// That speed, in bytes per second.
+        min_speed: u64,
+    },
     /// No answer within the timeout.
     TimedOut {
         /// The timeout.
@@ -288,7 +293,7 @@ impl Failure {
             Failure::NotFound { .. } => ErrorKind::NotFound,
             Failure::Unauthorized { .. } | Failure::Forbidden { .. } => ErrorKind::Unauthorized,
             Failure::Unreachable { .. } | Failure::Interrupted { .. } => ErrorKind::Unreachable,
-            Failure::TimedOut { .. } => ErrorKind::TimedOut,
+            Failure::TimedOut { .. } | Failure::TooSlow { .. } => ErrorKind::TimedOut,
             Failure::NotRegistry { .. } => ErrorKind::NotRegistry,
             Failure::Integrity { .. } => ErrorKind::Integrity,
             Failure::Refused { .. } => ErrorKind::Refused,
@@ -302,7 +307,9 @@ impl Failure {
     /// delay the message.
     pub fn is_transient(&self) -> bool {
         match self {
-            Failure::TimedOut { .. } | Failure::Interrupted { .. } => true,
+            Failure::TimedOut { .. } | Failure::TooSlow { .. } | Failure::Interrupted { .. } => {
+                true
+            }
             Failure::Server { status, .. } => {
                 status.is_some_and(|s| s == 408 || s == 429 || s >= 500)
             }
@@ -344,6 +351,11 @@ impl std::fmt::Display for Failure {
             Failure::Interrupted { detail } => {
                 write!(f, "the connection broke off{}", gist(detail))
             }
+            Failure::TooSlow { min_speed } => write!(
+                f,
+                "timed out: the download ran below {} KiB/s on average (lower --min-speed for a slow link)",
+                min_speed / 1024
+            ),
             Failure::TimedOut { after } => write!(
                 f,
                 "timed out: no answer for {} s (raise --timeout for a slow registry or link)",

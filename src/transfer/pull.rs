@@ -291,7 +291,15 @@ async fn download_once(
     let start = if resumed { offset } else { 0 };
     let mut received = 0u64;
     let mut stop = None;
-    while let Some(chunk) = body.stream.next().await {
+    let deadline = tokio::time::Instant::now() + registry.download_budget(size - start);
+    loop {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.stream.next()).await else {
+            stop = Some(Stop::TooSlow);
+            break;
+        };
+        let Some(chunk) = next else {
+            break;
+        };
         match chunk {
             Ok(chunk) if start + received + chunk.len() as u64 > size => {
                 stop = Some(Stop::TooLong);
@@ -385,6 +393,12 @@ fn judge(
                 ..Interrupted::new(attempt, false, error)
             })
         }
+        (Ok(()), Some(Stop::TooSlow)) => {
+            let failure = Failure::TooSlow {
+                min_speed: registry.min_speed,
+            };
+            Err(Interrupted::new(attempt, true, interrupted(failure, None)))
+        }
         (Ok(()), Some(Stop::Stream(e))) => {
             let failure = classify_io(&e, &registry.context).unwrap_or(Failure::Interrupted {
                 detail: String::new(),
@@ -411,6 +425,8 @@ fn judge(
 enum Stop {
     /// More bytes than the manifest says.
     TooLong,
+    /// Slower than the least speed tolerated.
+    TooSlow,
     /// The stream failed.
     Stream(std::io::Error),
 }

@@ -37,6 +37,10 @@ pub struct RegistryOptions {
     /// How long a connection may stay silent (connecting, or between two reads) before
     /// the request counts as failed (transient: retried, and a download resumed).
     pub timeout: Duration,
+    /// The slowest average download a blob may take, in bytes per second: past
+    /// `timeout` plus the blob's size at this speed, the attempt fails as timed out
+    /// (a server trickling bytes never times out otherwise).
+    pub min_speed: u64,
 }
 
 impl Default for RegistryOptions {
@@ -48,6 +52,7 @@ impl Default for RegistryOptions {
             credentials: None,
             retries: 3,
             timeout: Duration::from_secs(30),
+            min_speed: 16 << 10,
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct Registry {
     pub host: String,
     /// Retries of transient failures.
     pub retries: u32,
+    /// The slowest average blob download tolerated, in bytes per second.
+    pub min_speed: u64,
     /// How requests are made, for classifying their failures.
     pub context: Context,
     /// The HTTP client for the requests made here rather than by oci-client (the
@@ -197,6 +204,7 @@ impl Registry {
             auth,
             host,
             retries: options.retries,
+            min_speed: options.min_speed.max(1),
             http,
             scheme: endpoint.scheme(),
             authorization: None,
@@ -360,6 +368,12 @@ impl Registry {
             ));
         }
         Ok(bytes)
+    }
+
+    /// How long downloading `bytes` may take at the slowest speed tolerated: the
+    /// timeout plus their time at `min_speed`.
+    pub fn download_budget(&self, bytes: u64) -> Duration {
+        self.context.timeout + Duration::from_secs_f64(bytes as f64 / self.min_speed as f64)
     }
 
     /// Checks credentials: connects and asks for a manifest that need not exist; only a

@@ -17,6 +17,9 @@ pub enum Fault {
     FlipAt(usize),
     /// Send this many body bytes, then nothing more (the connection stays open).
     StallAfter(usize),
+    /// Send this many body bytes, then one byte every 50 ms (never silent for long,
+    /// never done).
+    TrickleAfter(usize),
 }
 
 /// A running proxy.
@@ -127,6 +130,16 @@ fn serve(
                 let mut probe = [0u8; 1];
                 let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
                 let _ = client.read(&mut probe);
+                return Ok(());
+            }
+            Some(Fault::TrickleAfter(limit)) if sent + n >= limit => {
+                client.write_all(&chunk[..limit - sent])?;
+                for byte in &chunk[limit - sent..] {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if client.write_all(std::slice::from_ref(byte)).is_err() {
+                        return Ok(()); // the client gave up
+                    }
+                }
                 return Ok(());
             }
             _ => {}
