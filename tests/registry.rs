@@ -932,3 +932,36 @@ fn an_identity_token_from_docker_login_is_exchanged_for_access() {
     let pulled: serde_json::Value = serde_json::from_slice(&pull.stdout).unwrap();
     assert_eq!(pulled["digest"], snap["digest"]);
 }
+
+#[test]
+fn logout_keeps_a_linked_docker_config_a_link() {
+    let t = Envoci::new();
+    let dotfiles = t.dir().join("dotfiles");
+    let docker = t.dir().join("docker");
+    fs::create_dir_all(&dotfiles).unwrap();
+    fs::create_dir_all(&docker).unwrap();
+    let real = dotfiles.join("docker-config.json");
+    fs::write(
+        &real,
+        r#"{"auths":{"a.example:5000":{"auth":"dTpw"},"b.example":{"auth":"dTpw"}}}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&real, docker.join("config.json")).unwrap();
+    let out = t
+        .cmd(&["logout", "a.example:5000"])
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = fs::symlink_metadata(docker.join("config.json")).unwrap();
+    assert!(link.file_type().is_symlink(), "config.json is still a link");
+    let kept = fs::read_to_string(&real).unwrap();
+    assert!(
+        !kept.contains("a.example") && kept.contains("b.example"),
+        "{kept}"
+    );
+}

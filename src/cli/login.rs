@@ -49,6 +49,12 @@ pub fn login(args: LoginArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     } else {
         std::env::var("ENVOCI_REGISTRY_PASSWORD").map_err(|_| UsageError("give the password on standard input with --password-stdin (or ENVOCI_REGISTRY_PASSWORD)".into()))?
     };
+    if args.transfer.insecure && !envoci::transfer::is_loopback(&args.host) {
+        eprintln!(
+            "warning: {} is spoken to over plain HTTP (--insecure): the password crosses the network unencrypted",
+            args.host
+        );
+    }
     // Check the credentials against the registry before keeping them.
     let probe = RemoteRef::parse(&format!("{}/envoci/login-check:latest", args.host))?;
     let mut options = args.transfer.options();

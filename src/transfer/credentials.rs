@@ -187,7 +187,10 @@ pub fn remove_login(host: &str) -> Result<bool, Error> {
 
 fn write_config(config: &Value) -> Result<PathBuf, Error> {
     use std::os::unix::fs::PermissionsExt;
-    let path = docker_config_path();
+    // A config.json that is a link (dotfiles kept elsewhere) stays one: the file it
+    // points to is replaced.
+    let link = docker_config_path();
+    let path = std::fs::canonicalize(&link).unwrap_or(link);
     let bytes = serde_json::to_vec_pretty(config).map_err(|e| Error::Credentials {
         host: path.display().to_string(),
         reason: e.to_string(),

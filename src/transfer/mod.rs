@@ -27,7 +27,7 @@ pub use error::{Error, ErrorKind, Failure};
 pub use location::{copy, copy_all_platforms, fetch, send, Location};
 pub use pull::pull;
 pub use push::push;
-pub use registry::{Registry, RegistryOptions};
+pub use registry::{is_loopback, Registry, RegistryOptions};
 
 /// Runs `work` on every item, at most `jobs` at a time, and collects the results in the
 /// order they finish; the first error stops the rest. This is the one bound on parallel

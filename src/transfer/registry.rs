@@ -92,8 +92,9 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base - base / 4 + jitter)
 }
 
-/// Loopback registries speak plain HTTP (as `docker` and `skopeo` assume too).
-fn is_loopback(host: &str) -> bool {
+/// Whether `host` (with its port) is a loopback address; loopback registries speak
+/// plain HTTP (as `docker` and `skopeo` assume too).
+pub fn is_loopback(host: &str) -> bool {
     let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
     name == "localhost" || name.starts_with("127.") || name == "[::1]"
 }
