@@ -79,6 +79,9 @@ pub fn import(
         options.verify,
         &mut report,
     )?;
+    for (name, bytes, _) in &manifests {
+        artifact::parse_artifact(store, name, Digest::of(bytes), bytes)?;
+    }
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
