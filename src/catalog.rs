@@ -18,7 +18,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The catalog of one environment for one platform.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Catalog {
     /// Always [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -46,7 +46,7 @@ pub struct Catalog {
 
 /// One conda package of the environment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Record {
     /// Package name.
     pub name: String,
@@ -103,7 +103,7 @@ impl LayerKind {
 
 /// The catalog's description of one layer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CatalogLayer {
     /// Digest of the layer blob (as in the manifest).
     pub digest: Digest,
@@ -143,7 +143,7 @@ pub struct CatalogLayer {
 /// What owns a layer's files: a conda package, a pip distribution, or the environment
 /// (and in a group layer, each of its packages).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LayerPackage {
     /// `conda`, `pypi` (or `env`/`group` for an owner that is no package).
     pub kind: LayerKind,
@@ -183,6 +183,7 @@ impl CatalogLayer {
 
 /// A file whose content must be rewritten for the space's path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Relocation {
     /// Path in the layer.
     pub path: String,
@@ -195,7 +196,7 @@ pub struct Relocation {
 
 /// Activation information.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Environment {
     /// Variables set on activation (`conda env config vars`, spec `variables`).
     #[serde(default)]
@@ -206,13 +207,14 @@ pub struct Environment {
 }
 
 impl Catalog {
-    /// Total number of paths over all layers.
+    /// Total number of paths over all layers (saturating; a loaded catalog's totals
+    /// are at most [`crate::artifact::MAX_SIZE`]).
     pub fn file_count(&self) -> u64 {
-        self.layers.iter().map(|l| l.files).sum()
+        self.layers.iter().fold(0, |n, l| n.saturating_add(l.files))
     }
 
-    /// Total uncompressed size over all layers.
+    /// Total uncompressed size over all layers (saturating, like [`Self::file_count`]).
     pub fn size(&self) -> u64 {
-        self.layers.iter().map(|l| l.size).sum()
+        self.layers.iter().fold(0, |n, l| n.saturating_add(l.size))
     }
 }

@@ -49,7 +49,11 @@ pub fn listing(tag: &str, a: &Artifact) -> Listing {
         layers: a.catalog.layers.len() as u64,
         files: a.catalog.file_count(),
         size: a.catalog.size(),
-        blob_size: a.manifest.layers().iter().map(|l| l.size()).sum(),
+        blob_size: a
+            .manifest
+            .layers()
+            .iter()
+            .fold(0, |n, l| n.saturating_add(l.size())),
     }
 }
 

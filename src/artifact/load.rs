@@ -1,10 +1,13 @@
 //! Loading an artifact from the store: its manifest, checked to be envoci's, and the
-//! catalog it names, checked to agree with it.
+//! catalog it names, validated ([`super::validate`]) and checked to agree with it.
+//! Pull and import load what they fetched before they tag it; restore, push, `ls` and
+//! `inspect` load what they use.
 
 use oci_spec::image::{Descriptor, ImageManifest};
 
+use super::validate::{parse_catalog, CatalogError, MAX_CATALOG_BYTES};
 use super::{check_envoci, parse_index};
-use crate::catalog::{Catalog, SCHEMA_VERSION};
+use crate::catalog::Catalog;
 use crate::digest::Digest;
 
 /// An envoci artifact loaded from the store: its manifest and catalog.
@@ -92,7 +95,8 @@ pub fn load(store: &crate::store::Store, reference: &str) -> Result<Artifact, Lo
     parse_artifact(store, reference, digest, &bytes)
 }
 
-/// Parses manifest bytes and loads the catalog they reference.
+/// Parses manifest bytes and loads the catalog they reference, validated against them
+/// ([`super::validate`]): a catalog that fails is [`LoadError::Invalid`].
 pub fn parse_artifact(
     store: &crate::store::Store,
     reference: &str,
@@ -121,36 +125,14 @@ pub fn parse_artifact(
     })?;
     let config_digest = crate::store::from_oci_digest(manifest.config().digest())
         .ok_or_else(|| invalid("manifest", "config digest is not sha256".into()))?;
+    let catalog_size = store.blob_size(&config_digest)?;
+    if catalog_size > MAX_CATALOG_BYTES {
+        let too_big = CatalogError::TooBig { size: catalog_size };
+        return Err(invalid("catalog", too_big.to_string()));
+    }
     let catalog_bytes = store.read_blob(&config_digest)?;
-    let catalog: Catalog =
-        serde_json::from_slice(&catalog_bytes).map_err(|e| invalid("catalog", e.to_string()))?;
-    if catalog.schema_version != SCHEMA_VERSION {
-        return Err(invalid(
-            "catalog",
-            format!(
-                "schema version {} (this envoci reads {SCHEMA_VERSION})",
-                catalog.schema_version
-            ),
-        ));
-    }
-    if catalog.layers.len() != manifest.layers().len() {
-        return Err(invalid(
-            "catalog",
-            "layer count differs from the manifest's".into(),
-        ));
-    }
-    for (layer, descriptor) in catalog.layers.iter().zip(manifest.layers()) {
-        if crate::store::from_oci_digest(descriptor.digest()) != Some(layer.digest) {
-            return Err(invalid(
-                "catalog",
-                format!(
-                    "layer {} is not the manifest's {}",
-                    layer.digest,
-                    descriptor.digest()
-                ),
-            ));
-        }
-    }
+    let catalog =
+        parse_catalog(&catalog_bytes, &manifest).map_err(|e| invalid("catalog", e.to_string()))?;
     Ok(Artifact {
         digest,
         manifest,

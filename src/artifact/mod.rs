@@ -2,7 +2,7 @@
 //! that decides what they look like — media types, annotations, the manifest built
 //! from a catalog, the multi-platform index, which platform to pick from one, whether
 //! a manifest is an envoci environment at all, the blueprint tag, and loading an
-//! artifact (manifest + catalog) from the store. The catalog's own schema types live
+//! artifact (manifest + catalog) from the store, the catalog validated first. The catalog's own schema types live
 //! in [`crate::catalog`]; moving artifacts around lives in [`crate::transfer`].
 //!
 //! ```text
@@ -15,11 +15,13 @@ mod index;
 mod load;
 mod manifest;
 mod platform;
+mod validate;
 
 pub use index::{choose_platform, envoci_entries, index_document, parse_index, IndexEntry};
 pub use load::{load, parse_artifact, Artifact, LoadError};
 pub use manifest::{build_manifest, check_envoci, manifest_descriptor};
 pub use platform::{host_platform, oci_platform};
+pub use validate::{parse_catalog, validate, CatalogError, MAX_CATALOG_BYTES, MAX_SIZE};
 
 /// OCI image manifest media type.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::restore::Job;
 use super::{link, Actual, Error, Method, PathRecord, PlanError, Report, Want};
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingWriter};
 use crate::relocate::{self, FileMode};
 use crate::store::{self, CasKey};
 
@@ -136,7 +136,8 @@ impl Job<'_> {
     }
 
     /// Writes CAS file `key` at `full` as a private copy with `placeholder` replaced by
-    /// the space's path; returns the digest of what was written.
+    /// the space's path, streamed in constant memory and hashed while written; returns
+    /// the digest of what was written.
     fn relocate_file(
         &self,
         key: &CasKey,
@@ -145,24 +146,38 @@ impl Job<'_> {
         mode: FileMode,
         placeholder: &str,
     ) -> Result<Digest, Error> {
-        let content = self.store.cas_read(key)?;
-        let content = relocate::relocate(
-            &content,
+        let cas = self.store.cas_link_source(key);
+        let source = fs::File::open(&cas).map_err(store::Error::io("read", &cas))?;
+        let write_err = |source| Error::Write {
+            path: full.to_path_buf(),
+            source,
+        };
+        let file = create_private(full, key.exec).map_err(write_err)?;
+        let mut out = HashingWriter::new(io::BufWriter::new(file));
+        relocate::relocate_stream(
+            source,
+            &mut out,
             mode,
             placeholder.as_bytes(),
             self.target_str.as_bytes(),
         )
-        .map_err(|e| PlanError::TooLong {
-            path: path.into(),
-            max_len: e.max_len,
-            target: self.target_str.into(),
-            target_len: e.new_len,
+        .map_err(|e| match e {
+            relocate::Error::TooLong(e) => PlanError::TooLong {
+                path: path.into(),
+                max_len: e.max_len,
+                target: self.target_str.into(),
+                target_len: e.new_len,
+            }
+            .into(),
+            relocate::Error::Read(e) => store::Error::io("read", &cas)(e).into(),
+            relocate::Error::Write(e) => write_err(e),
         })?;
-        write_private(full, &content, key.exec).map_err(|source| Error::Write {
-            path: full.to_path_buf(),
-            source,
-        })?;
-        Ok(Digest::of(&content))
+        let (digest, _, buffered) = out.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| write_err(e.into_error()))?;
+        finish_private(full, key.exec).map_err(write_err)?;
+        Ok(digest)
     }
 
     /// Checks every CAS file about to be used and re-extracts the layers of any that
@@ -277,18 +292,19 @@ fn write_links(
     Ok(records)
 }
 
-/// Writes a private, relocated copy: a new file with normal permissions and the layer
-/// mtime.
-fn write_private(path: &Path, content: &[u8], exec: bool) -> io::Result<()> {
-    use std::io::Write;
+/// Creates the private, relocated copy at `path`: a new file with normal permissions.
+fn create_private(path: &Path, exec: bool) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
+    fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(link::private_mode(exec))
-        .open(path)?;
-    f.write_all(content)?;
-    drop(f);
+        .open(path)
+}
+
+/// Gives a written private copy its normal permissions (whatever the umask) and the
+/// layer mtime.
+fn finish_private(path: &Path, exec: bool) -> io::Result<()> {
     fs::set_permissions(
         path,
         std::os::unix::fs::PermissionsExt::from_mode(link::private_mode(exec)),

@@ -44,6 +44,7 @@ pub async fn pull(
         report.blobs_resumed += u64::from(resumed);
     }
     // The manifest last: once it is in the store, everything it names is there.
+    artifact::parse_artifact(store, &remote.to_string(), digest, &bytes)?;
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
     let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);

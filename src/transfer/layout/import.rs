@@ -69,6 +69,10 @@ pub fn import(
     let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
     let scratch = store.scratch()?;
     stage_and_commit(store, &scratch, layout, &missing, &mut report)?;
+    // Every catalog is checked before the first tag is set: all or nothing.
+    for (name, bytes, _) in &manifests {
+        artifact::parse_artifact(store, name, Digest::of(bytes), bytes)?;
+    }
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
