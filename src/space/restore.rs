@@ -13,6 +13,7 @@ use super::drift::drift;
 use super::target::{absolute_target, is_empty_dir, utf8};
 use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
+use crate::catalog::CatalogLayer;
 use crate::fsutil::{parent_of, remove_any, sync_dir};
 use crate::store::{LayerIndex, Scratch, Store};
 
@@ -48,6 +49,7 @@ pub fn restore(
         store,
         scratch: &scratch,
         indexes: &indexes,
+        layers: &artifact.catalog.layers,
         media_types: &media_types,
         plan: &plan,
         target_str,
@@ -80,23 +82,30 @@ fn already_restored(
     }))
 }
 
-/// The index of every layer of `artifact`, extracting layers that were never indexed.
+/// The index of every layer of `artifact`, extracting each layer that has no index
+/// checked against the catalog's digest, diff id and size (never indexed, or indexed
+/// before indexes recorded them). A catalog that lies about a layer fails here.
 pub fn layer_indexes(
     store: &Store,
     scratch: &Scratch,
     artifact: &Artifact,
 ) -> Result<Vec<LayerIndex>, Error> {
     artifact
-        .layer_blobs()
-        .map(|(digest, descriptor)| match store.layer_index(&digest)? {
-            Some(index) => Ok(index),
-            None => Ok(store.extract_layer(
-                scratch,
-                &digest,
-                descriptor.media_type().as_ref(),
-                false,
-            )?),
-        })
+        .catalog
+        .layers
+        .iter()
+        .zip(artifact.manifest.layers())
+        .map(
+            |(layer, descriptor)| match store.layer_index(&layer.digest)? {
+                Some(index) if index.is_of(layer) => Ok(index),
+                _ => Ok(store.extract_layer(
+                    scratch,
+                    layer,
+                    descriptor.media_type().as_ref(),
+                    false,
+                )?),
+            },
+        )
         .collect()
 }
 
@@ -124,6 +133,7 @@ pub(super) struct Job<'a> {
     pub(super) store: &'a Store,
     pub(super) scratch: &'a Scratch,
     pub(super) indexes: &'a [LayerIndex],
+    pub(super) layers: &'a [CatalogLayer],
     pub(super) media_types: &'a [String],
     pub(super) plan: &'a Plan,
     pub(super) target_str: &'a str,

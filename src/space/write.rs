@@ -220,10 +220,10 @@ impl Job<'_> {
     /// Re-extracts, repairing, every layer holding one of `bad`. Returns how many.
     fn repair_layers(&self, bad: &HashSet<CasKey>) -> Result<u64, Error> {
         let mut repaired = 0;
-        for (index, media) in self.indexes.iter().zip(self.media_types) {
+        let layers = self.indexes.iter().zip(self.layers).zip(self.media_types);
+        for ((index, layer), media) in layers {
             if index.files().any(|(k, _)| bad.contains(&k)) {
-                self.store
-                    .extract_layer(self.scratch, &index.digest, media, true)?;
+                self.store.extract_layer(self.scratch, layer, media, true)?;
                 repaired += 1;
             }
         }
@@ -264,7 +264,7 @@ fn write_links(
     for (path, want) in wanted {
         if let Want::Symlink { target } = want {
             let full = root.join(path);
-            std::os::unix::fs::symlink(target, &full)
+            std::os::unix::fs::symlink(target.as_os_str(), &full)
                 .map_err(|source| Error::Write { path: full, source })?;
             records.insert(
                 (*path).clone(),

@@ -107,29 +107,63 @@ impl Store {
         exec: bool,
         repair: bool,
     ) -> Result<(CasKey, u64)> {
+        let (key, size, staged) = self.cas_stage(scratch, reader, exec, repair)?;
+        if let Some(staged) = staged {
+            staged.commit(self)?;
+        }
+        Ok((key, size))
+    }
+
+    /// Streams `reader` into a staged file in `scratch`, hashing on the way, and readies
+    /// it to become CAS file (digest, `exec`) — nothing is visible in the CAS until
+    /// [`Staged::commit`]. `None` when the CAS holds that key already (with `repair`:
+    /// holds it intact, rehashed). Returns the key, the size and the staged file.
+    pub(super) fn cas_stage(
+        &self,
+        scratch: &Scratch,
+        reader: &mut dyn Read,
+        exec: bool,
+        repair: bool,
+    ) -> Result<(CasKey, u64, Option<Staged>)> {
         let tmp = scratch.temp_file()?;
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
+        let key = CasKey { digest, exec };
+        let present = self.cas_has(&key);
+        if present && !(repair && self.cas_verify(&key) != CasState::Ok) {
+            return Ok((key, size, None));
+        }
         let tmp = buffered
             .into_inner()
             .map_err(|e| e.into_error())
             .map_err(Error::io("write", scratch.dir()))?;
-        let key = CasKey { digest, exec };
-        if repair && self.cas_has(&key) && self.cas_verify(&key) != CasState::Ok {
-            // A fresh inode renamed over the damaged one: links to the damaged copy keep
-            // it (and are found modified by their space's check), the CAS is whole again.
-            prepare(&tmp, &key)?;
-            let dest = self.cas_path(&key);
-            tmp.persist(&dest).map_err(|e| Error::Io {
-                action: "replace",
-                path: dest,
-                source: e.error,
-            })?;
-        } else {
-            self.cas_commit(tmp, &key)?;
+        prepare(&tmp, &key)?;
+        // The descriptor is closed now: a layer of many files holds none open.
+        let staged = Staged {
+            path: tmp.into_temp_path(),
+            key,
+            replace: present,
+        };
+        Ok((key, size, Some(staged)))
+    }
+
+    /// Replaces CAS file `key`, known damaged, with `reader`'s content, which must hash
+    /// to `key` (else nothing changes). Returns whether it did.
+    pub fn cas_replace(
+        &self,
+        scratch: &Scratch,
+        reader: &mut dyn Read,
+        key: &CasKey,
+    ) -> Result<bool> {
+        let (got, _, staged) = self.cas_stage(scratch, reader, key.exec, true)?;
+        match staged {
+            Some(staged) if got == *key => {
+                staged.commit(self)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok((key, size))
     }
 
     fn cas_commit(&self, tmp: tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
@@ -167,6 +201,50 @@ impl Store {
                 Ok((d, _)) if d == key.digest => CasState::Ok,
                 _ => CasState::Damaged,
             },
+        }
+    }
+}
+
+/// A file staged for the CAS: complete, read-only, with the layer mtime, not visible
+/// until committed; dropped uncommitted, it is deleted.
+#[derive(Debug)]
+pub(super) struct Staged {
+    path: tempfile::TempPath,
+    key: CasKey,
+    /// The CAS holds a damaged copy: the commit renames over it.
+    replace: bool,
+}
+
+impl Staged {
+    /// The key it will have.
+    pub(super) fn key(&self) -> CasKey {
+        self.key
+    }
+
+    /// Moves the file into the CAS. A fresh inode renamed over a damaged copy: links to
+    /// the damaged copy keep it (and are found modified by their space's check), the
+    /// CAS is whole again. Otherwise an existing file wins (same name, same content).
+    pub(super) fn commit(self, store: &Store) -> Result<()> {
+        let dest = store.cas_path(&self.key);
+        let persist = |path: tempfile::TempPath| {
+            if self.replace {
+                path.persist(&dest)
+            } else {
+                path.persist_noclobber(&dest)
+            }
+        };
+        let path = match persist(self.path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.path,
+            Err(e) => return Err(Error::io("commit", &dest)(e.error)),
+        };
+        let dir = crate::fsutil::parent_of(&dest);
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        match persist(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("commit", &dest)(e.error)),
         }
     }
 }
