@@ -293,3 +293,231 @@ fn a_non_utf8_symlink_target_is_restored_byte_exact() {
     let out = t.json(&["restore", "odd", "--target", s(&space)]);
     assert_eq!(out["written"], 0, "the link is found unchanged: {out}");
 }
+
+/// Overwrites `path` in place with as many bytes of `fill`, keeping size, mode and the
+/// layer mtime: a corruption only a rehash finds.
+fn corrupt_in_place(path: &Path, fill: u8) {
+    let len = fs::metadata(path).unwrap().len() as usize;
+    let mut f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all(&vec![fill; len]).unwrap();
+    drop(f);
+    let mtime = filetime::FileTime::from_unix_time(envoci::layer::LAYER_MTIME as i64, 0);
+    filetime::set_file_mtime(path, mtime).unwrap();
+}
+
+#[test]
+fn a_cas_file_corrupted_with_its_metadata_intact_is_found_and_repaired() {
+    let t = Envoci::new();
+    let payload = b"the real content of a file".as_slice();
+    let blob = raw_tar(&[("data.txt", payload)], &[]);
+    tag_layer(
+        t.home(),
+        "e",
+        &blob,
+        Compression::None.media_type(),
+        plain(&blob),
+    );
+    let one = t.dir().join("one");
+    let hard = ["--link", "hardlink"];
+    t.ok(&[&["restore", "e", "--target", s(&one)][..], &hard].concat());
+    // Written through the hard link: the CAS file is the same inode.
+    corrupt_in_place(&one.join("data.txt"), b'X');
+    t.ok(&["check"]); // metadata cannot tell
+
+    // restore --verify rehashes what it links: a new space gets the real content.
+    let two = t.dir().join("two");
+    t.ok(&[
+        &["restore", "e", "--target", s(&two), "--verify"][..],
+        &hard,
+    ]
+    .concat());
+    assert_eq!(fs::read(two.join("data.txt")).unwrap(), payload);
+
+    // Corrupt again; check --verify finds it, and the next plain restore repairs the
+    // CAS and the space, as it says.
+    corrupt_in_place(&two.join("data.txt"), b'Y');
+    let out = t.run(&["check", "--verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(
+        report.contains("changed in the file CAS") && report.contains("next restore repairs it"),
+        "{report}"
+    );
+    t.ok(&[&["restore", "e", "--target", s(&two)][..], &hard].concat());
+    assert_eq!(
+        fs::read(two.join("data.txt")).unwrap(),
+        payload,
+        "space repaired"
+    );
+    let three = t.dir().join("three");
+    t.ok(&["restore", "e", "--target", s(&three), "--link", "copy"]);
+    assert_eq!(
+        fs::read(three.join("data.txt")).unwrap(),
+        payload,
+        "never the bad copy"
+    );
+    // `one` still holds the old, damaged inode: check --verify says so, restore
+    // --verify repairs it; then all is consistent.
+    t.ok(&["restore", "e", "--target", s(&one), "--verify"]);
+    assert_eq!(fs::read(one.join("data.txt")).unwrap(), payload);
+    t.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn check_lists_leftovers_with_sizes_and_repair_removes_them() {
+    let t = Envoci::new();
+    let blob = raw_tar(&[("data.txt", b"payload")], &[]);
+    tag_layer(
+        t.home(),
+        "e",
+        &blob,
+        Compression::None.media_type(),
+        plain(&blob),
+    );
+    let space = t.dir().join("space");
+    t.ok(&["restore", "e", "--target", s(&space)]);
+    // An unreferenced blob and CAS file, and the scratch of a dead process with the
+    // temporary of the restore it was running.
+    let store = Store::open(t.home()).unwrap();
+    let scratch = store.scratch().unwrap();
+    let (junk, _) = store.put_blob(&scratch, &[7u8; 1000]).unwrap();
+    let (key, _) = store
+        .cas_insert_reader(&scratch, &mut &[8u8; 300][..], false, false)
+        .unwrap();
+    drop(scratch);
+    drop(store);
+    let dead = t.home().join("ingest/999999-00000000deadbeef");
+    fs::create_dir_all(&dead).unwrap();
+    fs::write(dead.join("tmp-1"), [0u8; 50]).unwrap();
+    let temp = t.dir().join(".other.envoci-0123456789abcdef");
+    fs::create_dir_all(temp.join("lib")).unwrap();
+    fs::write(temp.join("lib/x"), [0u8; 20]).unwrap();
+    fs::write(dead.join("owned-dir"), temp.to_str().unwrap()).unwrap();
+
+    // The scratch holds its 50 bytes and the note naming the temporary.
+    let scratch_bytes = 50 + temp.to_str().unwrap().len() as u64;
+    let total = 1000 + 300 + 20 + scratch_bytes;
+    let out = t.stdout(&["check"]);
+    assert!(out.contains("all consistent"), "{out}");
+    for needle in [
+        format!(
+            "blob {}: blob no tag and no space references, 1000 bytes",
+            junk.oci()
+        ),
+        format!(
+            "file {}: CAS file no layer and no space references, 300 bytes",
+            key.name()
+        ),
+        format!(
+            "scratch {}: scratch of a process that is gone, {scratch_bytes} bytes",
+            dead.display()
+        ),
+        format!(
+            "temp {}: temporary directory of a killed restore, 20 bytes",
+            temp.display()
+        ),
+        format!("4 left over ({total} bytes"),
+    ] {
+        assert!(out.contains(&needle), "`{needle}` in:\n{out}");
+    }
+    let out = t.stdout(&["check", "--repair"]);
+    assert!(out.contains(&format!("4 removed ({total} bytes)")), "{out}");
+    assert!(!dead.exists() && !temp.exists());
+    let out = t.stdout(&["check", "--verify"]);
+    assert!(!out.contains("left over"), "{out}");
+    t.ok(&["restore", "e", "--target", s(&space), "--verify"]);
+}
+
+/// A pseudo-random number below `n` (no need for a real RNG).
+fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.finish() % n
+}
+
+#[test]
+fn restores_killed_at_random_points_leave_only_what_check_names() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = Envoci::new();
+    let names: Vec<String> = (0..4000)
+        .map(|i| format!("lib/d{:02}/f{i}.txt", i % 40))
+        .collect();
+    let contents: Vec<Vec<u8>> = (0..4000)
+        .map(|i| format!("{i}\n").repeat(200).into_bytes())
+        .collect();
+    let files: Vec<(&str, &[u8])> = names
+        .iter()
+        .zip(&contents)
+        .map(|(n, c)| (n.as_str(), c.as_slice()))
+        .collect();
+    let blob = raw_tar(&files, &[]);
+    tag_layer(
+        t.home(),
+        "big",
+        &blob,
+        Compression::None.media_type(),
+        plain(&blob),
+    );
+    let target = t.dir().join("space");
+    let args = ["restore", "big", "--target", s(&target), "--link", "copy"];
+
+    let mut kills = 0;
+    for _ in 0..80 {
+        if kills >= 10 {
+            break;
+        }
+        if target.exists() {
+            // Make the next restore an update with work to do.
+            fs::remove_dir_all(target.join(format!("lib/d{:02}", random_below(40)))).unwrap();
+        }
+        let mut child = t
+            .cmd(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5 + random_below(300)));
+        let _ = child.kill();
+        if child.wait().unwrap().signal() != Some(libc::SIGKILL) {
+            continue;
+        }
+        kills += 1;
+        let out = t.run(&["--json", "check"]);
+        let report: common::envoci::Json = serde_json::from_slice(&out.stdout).unwrap();
+        for p in report["problems"].as_array().unwrap() {
+            assert_eq!(p["kind"], "space", "only an interrupted update: {report}");
+        }
+        let listed: Vec<&str> = report["leftovers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["subject"].as_str().unwrap())
+            .collect();
+        for entry in fs::read_dir(t.dir()).unwrap().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".space.envoci-") {
+                let path = entry.path().display().to_string();
+                assert!(listed.contains(&path.as_str()), "{path} is named: {report}");
+            }
+        }
+        for entry in fs::read_dir(t.home().join("ingest")).unwrap().flatten() {
+            let path = entry.path().display().to_string();
+            assert!(
+                entry.file_name() == "partial" || listed.contains(&path.as_str()),
+                "{path} is named: {report}"
+            );
+        }
+    }
+    assert!(kills >= 10, "only {kills} restores could be killed mid-way");
+    t.ok(&args);
+    t.ok(&["check", "--repair"]);
+    let out = t.stdout(&["check", "--verify"]);
+    assert!(
+        out.contains("all consistent") && !out.contains("left over"),
+        "{out}"
+    );
+    for (name, content) in names.iter().zip(&contents).step_by(97) {
+        assert_eq!(&fs::read(target.join(name)).unwrap(), content);
+    }
+}

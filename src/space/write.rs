@@ -166,8 +166,10 @@ impl Job<'_> {
     }
 
     /// Checks every CAS file about to be used and re-extracts the layers of any that
-    /// is missing or damaged. Returns the number of layers re-extracted and each file's
-    /// inode and mode (what a hard link to it gets, so it need not be stat'ed again).
+    /// is missing or damaged: by its metadata, because `check` found it damaged, or,
+    /// with `--verify`, by a rehash. Returns the number of layers re-extracted and each
+    /// file's inode and mode (what a hard link to it gets, so it need not be stat'ed
+    /// again).
     fn prepare_cas(&self, wanted: &[(&String, &Want)]) -> Result<(u64, CasInodes), Error> {
         let keys: Vec<(CasKey, u64)> = wanted
             .iter()
@@ -179,11 +181,24 @@ impl Job<'_> {
             .into_iter()
             .collect();
         let (mut inodes, bad) = self.stat_cas(&keys);
+        let mut bad: HashSet<CasKey> = bad.into_iter().collect();
+        // A damaged file with its size, mode and mtime intact: only a rehash tells.
+        let intact: Vec<CasKey> = inodes.keys().copied().collect();
+        let suspect: Vec<CasKey> = intact
+            .par_iter()
+            .filter(|k| {
+                self.damaged.contains(k)
+                    || (self.verify && self.store.cas_verify(k) != store::CasState::Ok)
+            })
+            .copied()
+            .collect();
+        bad.extend(suspect);
         if bad.is_empty() {
             return Ok((0, inodes));
         }
-        let bad: HashSet<CasKey> = bad.into_iter().collect();
+        inodes.retain(|k, _| !bad.contains(k));
         let repaired = self.repair_layers(&bad)?;
+        self.store.forget_damaged(&bad)?;
         let again: Vec<(CasKey, u64)> = keys.into_iter().filter(|(k, _)| bad.contains(k)).collect();
         let (fixed, still_bad) = self.stat_cas(&again);
         if let Some(key) = still_bad.first() {
