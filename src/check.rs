@@ -3,7 +3,14 @@
 //! The quick check reads metadata only: every tagged manifest, catalog and layer blob is
 //! present with its size, every indexed CAS file is read-only with the layer mtime and
 //! its size, every space matches its recorded state. `verify` rehashes every blob, every
-//! CAS file and every space file.
+//! CAS file and every space file; a CAS file found damaged is recorded, and the next
+//! restore repairs it from its layer before using it.
+//!
+//! `check` also lists what is left over and takes space without being wrong: scratch
+//! directories of processes that died (with the temporary directory of a restore that
+//! was killed), and blobs and CAS files that no tag and no space references. `repair`
+//! removes them; blobs and CAS files only while no other envoci process is writing to
+//! the store (a pull's blobs are unreferenced until it tags them).
 
 use std::collections::HashSet;
 
@@ -42,12 +49,31 @@ pub struct Report {
     pub foreign: Vec<String>,
     /// Spaces whose directory was deleted; their state was dropped.
     pub forgotten: Vec<String>,
+    /// What takes space without being referenced (removed, with `repair`).
+    pub leftovers: Vec<Leftover>,
+    /// The leftovers were removed (`repair`).
+    pub removed: bool,
+    /// Unreferenced blobs and CAS files were kept because another envoci process was
+    /// writing to the store.
+    pub busy: bool,
+}
+
+/// Something that takes space and that nothing needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct Leftover {
+    /// `scratch` (of a dead process), `temp` (a killed restore's new space), `blob`,
+    /// `file` (in the CAS).
+    pub kind: &'static str,
+    /// Its path or digest.
+    pub subject: String,
+    /// Bytes it takes.
+    pub bytes: u64,
 }
 
 /// Checks `store` and its spaces: the tagged artifacts and what they reference, then
 /// the blobs (all of them, rehashed, with `verify`), the CAS files the layer indexes
 /// name, and the spaces.
-pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
+pub fn check(store: &Store, verify: bool, repair: bool) -> Result<Report, store::Error> {
     let mut report = Report::default();
     let seen = check_tags(store, &mut report)?;
     if verify {
@@ -55,9 +81,130 @@ pub fn check(store: &Store, verify: bool) -> Result<Report, store::Error> {
     } else {
         report.blobs = seen.blobs.len() as u64;
     }
-    check_files(store, seen.files, verify, &mut report);
+    check_files(store, seen.files, verify, &mut report)?;
     check_spaces(store, verify, &mut report)?;
+    leftovers(store, repair, &mut report)?;
     Ok(report)
+}
+
+/// Lists (and with `repair` removes) dead processes' scratch, killed restores'
+/// temporaries, and unreferenced blobs and CAS files.
+fn leftovers(store: &Store, repair: bool, report: &mut Report) -> Result<(), store::Error> {
+    for stale in store.stale_scratch() {
+        if let Some((dir, bytes)) = &stale.owned {
+            report.leftovers.push(Leftover {
+                kind: "temp",
+                subject: dir.display().to_string(),
+                bytes: *bytes,
+            });
+        }
+        report.leftovers.push(Leftover {
+            kind: "scratch",
+            subject: stale.dir.display().to_string(),
+            bytes: stale.bytes,
+        });
+    }
+    // Nobody may commit a blob while this looks for unreferenced ones.
+    let writers = store.try_lock_writers()?;
+    let (blobs, files) = unreferenced(store)?;
+    report
+        .leftovers
+        .extend(blobs.iter().map(|(d, bytes)| Leftover {
+            kind: "blob",
+            subject: d.oci(),
+            bytes: *bytes,
+        }));
+    report
+        .leftovers
+        .extend(files.iter().map(|(k, bytes)| Leftover {
+            kind: "file",
+            subject: k.name(),
+            bytes: *bytes,
+        }));
+    if !repair {
+        return Ok(());
+    }
+    store.clean_stale_scratch();
+    report.removed = true;
+    if writers.is_none() {
+        report.busy = true;
+        report
+            .leftovers
+            .retain(|l| l.kind == "scratch" || l.kind == "temp");
+        return Ok(());
+    }
+    for (digest, _) in &blobs {
+        store.remove_blob(digest)?;
+        store.remove_layer_index(digest)?;
+    }
+    for (key, _) in &files {
+        store.cas_remove(key)?;
+    }
+    Ok(())
+}
+
+/// Blobs no tag and no space reaches (through manifests and indexes), and CAS files
+/// no reached layer and no space names, with their sizes.
+type Unreferenced = (Vec<(Digest, u64)>, Vec<(CasKey, u64)>);
+
+fn unreferenced(store: &Store) -> Result<Unreferenced, store::Error> {
+    let mut roots: Vec<Digest> = store
+        .tags()?
+        .iter()
+        .filter_map(|t| store::from_oci_digest(t.descriptor.digest()))
+        .collect();
+    let mut files: HashSet<CasKey> = HashSet::new();
+    for state in store.space_states()? {
+        roots.push(state.manifest);
+        files.extend(state.paths.values().filter_map(|r| r.cas_key()));
+    }
+    let mut blobs: HashSet<Digest> = HashSet::new();
+    while let Some(digest) = roots.pop() {
+        if !blobs.insert(digest) {
+            continue;
+        }
+        if let Some(index) = store.layer_index(&digest).ok().flatten() {
+            files.extend(index.files().map(|(k, _)| k));
+        }
+        roots.extend(children(store, &digest));
+    }
+    let blobs_left = store
+        .blob_list()?
+        .into_iter()
+        .filter(|(d, _)| !blobs.contains(d))
+        .collect();
+    let files_left = store
+        .cas_list()
+        .into_iter()
+        .filter(|(k, _)| !files.contains(k))
+        .collect();
+    Ok((blobs_left, files_left))
+}
+
+/// The blobs a manifest or index names (none for other blobs, or small ones that do
+/// not parse).
+fn children(store: &Store, digest: &Digest) -> Vec<Digest> {
+    // Manifests and indexes are small; layers are not read.
+    const MAX_DOCUMENT: u64 = 4 << 20;
+    if store.blob_size(digest).map_or(true, |s| s > MAX_DOCUMENT) {
+        return Vec::new();
+    }
+    let Ok(bytes) = store.read_blob(digest) else {
+        return Vec::new();
+    };
+    let descriptors: Vec<oci_spec::image::Descriptor> = match artifact::parse_index(&bytes) {
+        Ok(Some(index)) => index.manifests().clone(),
+        _ => match serde_json::from_slice::<oci_spec::image::ImageManifest>(&bytes) {
+            Ok(m) => std::iter::once(m.config().clone())
+                .chain(m.layers().iter().cloned())
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+    };
+    descriptors
+        .iter()
+        .filter_map(|d| store::from_oci_digest(d.digest()))
+        .collect()
 }
 
 /// What the tags reference: blobs (manifests and layers) and CAS files with sizes.
@@ -151,14 +298,26 @@ fn verify_blobs(store: &Store, report: &mut Report) -> Result<(), store::Error> 
     Ok(())
 }
 
-/// Checks the CAS files the layer indexes name (content too with `verify`).
-fn check_files(store: &Store, files: HashSet<(CasKey, u64)>, verify: bool, report: &mut Report) {
+/// Checks the CAS files the layer indexes name (content too with `verify`), and
+/// records the damaged ones so that the next restore repairs them before using them.
+fn check_files(
+    store: &Store,
+    files: HashSet<(CasKey, u64)>,
+    verify: bool,
+    report: &mut Report,
+) -> Result<(), store::Error> {
     report.files = files.len() as u64;
     let files: Vec<(CasKey, u64)> = files.into_iter().collect();
-    let mut bad: Vec<Problem> = store
-        .check_cas_files(&files, verify)
+    let found = store.check_cas_files(&files, verify);
+    let damaged: Vec<CasKey> = found
+        .iter()
+        .filter(|(_, _, state)| *state == CasState::Damaged)
+        .map(|(key, _, _)| *key)
+        .collect();
+    store.mark_damaged(&damaged)?;
+    let mut bad: Vec<Problem> = found
         .into_iter()
-        .filter_map(|(path, state)| {
+        .filter_map(|(_, path, state)| {
             let detail = match state {
                 CasState::Ok => return None,
                 CasState::Missing => "missing from the file CAS; the next restore re-extracts it",
@@ -169,6 +328,7 @@ fn check_files(store: &Store, files: HashSet<(CasKey, u64)>, verify: bool, repor
         .collect();
     bad.sort_by(|a, b| a.subject.cmp(&b.subject));
     report.problems.extend(bad);
+    Ok(())
 }
 
 /// Checks every recorded space against its record; forgets spaces whose directory

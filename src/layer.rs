@@ -4,9 +4,14 @@
 //! written: entries sorted by path, mtime fixed to [`LAYER_MTIME`], uid/gid 0 without
 //! names, modes normalised to 0644/0755 (0755 for directories), no xattrs, and one pinned
 //! compression level. That is what lets registries and stores share a package's layer
-//! between environments. Reading a layer never trusts its paths: see [`safe_path`].
+//! between environments. Reading a layer never trusts it: paths are checked by
+//! [`safe_path`], and [`read_layer`] stops as soon as the uncompressed stream passes the
+//! size the catalog gives, and returns the digests the caller checks before it commits
+//! anything the layer held.
 
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,11 +79,95 @@ pub enum EntryKind {
     },
     /// A symbolic link, recreated as a link and never followed while writing.
     Symlink {
-        /// The link target, verbatim.
-        target: String,
+        /// The link target, byte for byte.
+        target: LinkTarget,
     },
     /// An (otherwise empty) directory.
     Dir,
+}
+
+/// A symbolic link's target, byte for byte: a Unix link target is any bytes but NUL, and
+/// a package may ship one that is not UTF-8. In JSON (the layer index, a space's state)
+/// it is a plain string when it is UTF-8, else `{"hex": "<the bytes in hex>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkTarget(Vec<u8>);
+
+impl LinkTarget {
+    /// The target's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The target as an OS string (what `symlink(2)` takes).
+    pub fn as_os_str(&self) -> &OsStr {
+        OsStr::from_bytes(&self.0)
+    }
+
+    /// The target as UTF-8, if it is.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl std::fmt::Display for LinkTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl From<Vec<u8>> for LinkTarget {
+    fn from(bytes: Vec<u8>) -> Self {
+        LinkTarget(bytes)
+    }
+}
+
+impl From<String> for LinkTarget {
+    fn from(s: String) -> Self {
+        LinkTarget(s.into_bytes())
+    }
+}
+
+impl From<&str> for LinkTarget {
+    fn from(s: &str) -> Self {
+        LinkTarget(s.as_bytes().to_vec())
+    }
+}
+
+impl From<std::path::PathBuf> for LinkTarget {
+    fn from(p: std::path::PathBuf) -> Self {
+        LinkTarget(p.into_os_string().into_encoded_bytes())
+    }
+}
+
+/// How a [`LinkTarget`] is written in JSON.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum LinkTargetRepr<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Raw { hex: String },
+}
+
+impl Serialize for LinkTarget {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.as_str() {
+            Some(text) => LinkTargetRepr::Text(text.into()),
+            None => LinkTargetRepr::Raw {
+                hex: hex::encode(&self.0),
+            },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for LinkTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match LinkTargetRepr::deserialize(d)? {
+            LinkTargetRepr::Text(text) => Ok(LinkTarget(text.into_owned().into_bytes())),
+            LinkTargetRepr::Raw { hex } => hex::decode(hex)
+                .map(LinkTarget)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// One path of a layer: the unit of the per-layer index.
@@ -247,9 +336,9 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// Appends a symbolic link.
-    pub fn append_symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+    pub fn append_symlink(&mut self, path: &str, target: &LinkTarget) -> io::Result<()> {
         let mut header = self.header(path, tar::EntryType::Symlink, 0o777, 0)?;
-        self.tar.append_link(&mut header, path, target)
+        self.tar.append_link(&mut header, path, target.as_os_str())
     }
 
     /// Appends a directory.
@@ -338,61 +427,129 @@ impl<R: Read> Read for SizeChecked<'_, R> {
 
 /// Reads a layer blob, calling `visit(path, content, exec)` for each regular file; `visit`
 /// consumes the content and returns its digest (it is the one hashing it, usually while
-/// storing it). Paths are validated with [`safe_path`]. Returns the entries, and the
-/// digest and size of the blob itself.
+/// staging it). Paths are validated with [`safe_path`]. Reading stops with
+/// [`ReadError::TooLarge`] as soon as the uncompressed tar passes `limit` bytes, whatever
+/// its headers claim, so a small hostile blob cannot make the caller write more than
+/// that. Returns the entries and the digests and sizes of the blob and of the
+/// uncompressed tar (the diff id): the caller compares them with what it expected
+/// before it trusts anything `visit` was given.
 pub fn read_layer<R: Read>(
     blob: R,
     compression: Compression,
+    limit: u64,
     mut visit: impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
-) -> Result<(Vec<Entry>, Digest, u64), ReadError> {
+) -> Result<(Vec<Entry>, LayerDigests), ReadError> {
     let mut hashed = HashingReader::new(blob);
-    let entries = {
+    let (entries, diff_id, uncompressed_size) = {
         let decoder: Box<dyn Read + '_> = match compression {
             Compression::Zstd => Box::new(zstd::Decoder::new(&mut hashed).map_err(ReadError::Io)?),
             Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut hashed)),
             Compression::None => Box::new(&mut hashed),
         };
-        let mut archive = tar::Archive::new(decoder);
-        let mut entries = Vec::new();
-        for item in archive.entries().map_err(ReadError::Io)? {
-            let mut item = item.map_err(ReadError::Io)?;
-            let raw = String::from_utf8(item.path_bytes().into_owned()).map_err(|e| {
-                ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned())
-            })?;
-            let path = safe_path(&raw)?;
-            let header = item.header();
-            let kind = match header.entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let exec = header.mode().map_err(ReadError::Io)? & 0o111 != 0;
-                    let size = header.size().map_err(ReadError::Io)?;
-                    let digest = visit(&path, &mut item, exec).map_err(ReadError::Io)?;
-                    EntryKind::File { digest, size, exec }
-                }
-                tar::EntryType::Symlink => {
-                    let target = item
-                        .link_name_bytes()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned())
-                        .ok_or_else(|| {
-                            ReadError::Unsupported(path.clone(), "symlink without target")
-                        })?;
-                    EntryKind::Symlink { target }
-                }
-                tar::EntryType::Directory => EntryKind::Dir,
-                _ => {
-                    return Err(ReadError::Unsupported(
-                        path,
-                        "entry type (only files, directories and symlinks)",
-                    ))
-                }
-            };
-            entries.push(Entry { path, kind });
+        let mut tar_stream = Bounded::new(decoder, limit);
+        let result = read_entries(&mut tar_stream, &mut visit).and_then(|entries| {
+            // Drain the tar's trailing blocks so the diff id covers every byte.
+            io::copy(&mut tar_stream, &mut io::sink()).map_err(ReadError::Io)?;
+            Ok(entries)
+        });
+        if tar_stream.exceeded {
+            return Err(ReadError::TooLarge { limit });
         }
-        entries
+        let entries = result?;
+        let (diff_id, size) = tar_stream.inner.finish();
+        (entries, diff_id, size)
     };
-    // Drain trailing padding so the blob digest covers every byte.
+    // Drain what follows the compressed stream so the blob digest covers every byte.
     io::copy(&mut hashed, &mut io::sink()).map_err(ReadError::Io)?;
     let (digest, size) = hashed.finish();
-    Ok((entries, digest, size))
+    Ok((
+        entries,
+        LayerDigests {
+            digest,
+            size,
+            diff_id,
+            uncompressed_size,
+        },
+    ))
+}
+
+/// The entries of the tar read from `stream`, file contents handed to `visit`.
+fn read_entries(
+    stream: &mut dyn Read,
+    visit: &mut impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
+) -> Result<Vec<Entry>, ReadError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut entries = Vec::new();
+    for item in archive.entries().map_err(ReadError::Io)? {
+        let mut item = item.map_err(ReadError::Io)?;
+        let raw = String::from_utf8(item.path_bytes().into_owned())
+            .map_err(|e| ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
+        let path = safe_path(&raw)?;
+        let header = item.header();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let exec = header.mode().map_err(ReadError::Io)? & 0o111 != 0;
+                let size = header.size().map_err(ReadError::Io)?;
+                let digest = visit(&path, &mut item, exec).map_err(ReadError::Io)?;
+                EntryKind::File { digest, size, exec }
+            }
+            tar::EntryType::Symlink => {
+                let target = item
+                    .link_name_bytes()
+                    .map(|t| LinkTarget(t.into_owned()))
+                    .ok_or_else(|| {
+                        ReadError::Unsupported(path.clone(), "symlink without target")
+                    })?;
+                EntryKind::Symlink { target }
+            }
+            tar::EntryType::Directory => EntryKind::Dir,
+            _ => {
+                return Err(ReadError::Unsupported(
+                    path,
+                    "entry type (only files, directories and symlinks)",
+                ))
+            }
+        };
+        entries.push(Entry { path, kind });
+    }
+    Ok(entries)
+}
+
+/// A hashing reader that refuses to yield more than `limit` bytes: the read that would
+/// pass it fails (and sets `exceeded`) instead.
+struct Bounded<R> {
+    inner: HashingReader<R>,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Bounded<R> {
+    fn new(inner: R, limit: u64) -> Self {
+        Bounded {
+            inner: HashingReader::new(inner),
+            left: limit,
+            exceeded: false,
+        }
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.exceeded {
+            return Err(io::Error::other("layer larger than its catalog says"));
+        }
+        // One byte more than is left is asked for: getting it proves the stream too long.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            self.exceeded = true;
+            return Err(io::Error::other("layer larger than its catalog says"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 /// Why a layer could not be read.
@@ -410,6 +567,14 @@ pub enum ReadError {
     /// An entry envoci does not restore.
     #[error("unsupported {1} at `{0}` in layer")]
     Unsupported(String, &'static str),
+    /// The uncompressed tar is longer than the size it was given; reading stopped there.
+    #[error(
+        "layer unpacks to more than the {limit} bytes its catalog says; reading stopped there"
+    )]
+    TooLarge {
+        /// The most it was allowed.
+        limit: u64,
+    },
 }
 
 #[cfg(test)]
@@ -475,7 +640,7 @@ mod tests {
         let (entries, files) = sample();
         let (digests, blob) = write(&entries, &files, Compression::Zstd);
         let mut seen = Vec::new();
-        let (read, digest, size) = read_layer(&blob[..], Compression::Zstd, |p, r, _| {
+        let (read, got) = read_layer(&blob[..], Compression::Zstd, u64::MAX, |p, r, _| {
             let mut buf = Vec::new();
             r.read_to_end(&mut buf)?;
             let d = Digest::of(&buf);
@@ -483,8 +648,8 @@ mod tests {
             Ok(d)
         })
         .unwrap();
-        assert_eq!(digest, digests.digest);
-        assert_eq!(size, blob.len() as u64);
+        assert_eq!(got, digests, "blob and diff id, both sizes");
+        assert_eq!(got.size, blob.len() as u64);
         let mut want = entries.clone();
         want.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(read, want);
@@ -510,10 +675,71 @@ mod tests {
         h.set_cksum();
         builder.append(&h, &b"x"[..]).unwrap();
         let tar = builder.into_inner().unwrap();
-        let err = read_layer(&tar[..], Compression::None, |_, r, _| {
-            Ok(Digest::of_reader(r)?.0)
+        let err = read_layer(&tar[..], Compression::None, u64::MAX, hash).unwrap_err();
+        assert!(matches!(err, ReadError::Unsafe(_)), "{err}");
+    }
+
+    fn hash(_: &str, r: &mut dyn Read, _: bool) -> io::Result<Digest> {
+        Ok(Digest::of_reader(r)?.0)
+    }
+
+    #[test]
+    fn reading_stops_at_the_limit_whatever_the_headers_say() {
+        // 64 MiB of zeros compress to a few KB; the limit says 4 bytes.
+        let big = 64 << 20;
+        let entries = vec![Entry {
+            path: "zeros".into(),
+            kind: EntryKind::File {
+                digest: Digest::of(b""),
+                size: big,
+                exec: false,
+            },
+        }];
+        let (digests, blob) = write_layer(&entries, Compression::Zstd, Vec::new(), |_| {
+            Ok(Box::new(io::repeat(0).take(big)))
+        })
+        .unwrap();
+        assert!(blob.len() < 64 << 10, "{}", blob.len());
+        let mut consumed = 0u64;
+        let err = read_layer(&blob[..], Compression::Zstd, 4, |_, r, _| {
+            let n = io::copy(r, &mut io::sink());
+            consumed += *n.as_ref().unwrap_or(&0);
+            n.map(|_| Digest::of(b""))
         })
         .unwrap_err();
-        assert!(matches!(err, ReadError::Unsafe(_)), "{err}");
+        assert!(matches!(err, ReadError::TooLarge { limit: 4 }), "{err}");
+        assert_eq!(consumed, 0, "not one byte of content past the limit");
+        // Exactly the real size passes; one byte less does not.
+        let exact = digests.uncompressed_size;
+        let (_, got) = read_layer(&blob[..], Compression::Zstd, exact, hash).unwrap();
+        assert_eq!(got, digests);
+        let err = read_layer(&blob[..], Compression::Zstd, exact - 1, hash).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn non_utf8_symlink_targets_are_kept_byte_exact() {
+        let target = LinkTarget::from(b"lib\xff\xfe.so".to_vec());
+        let entries = vec![Entry {
+            path: "link".into(),
+            kind: EntryKind::Symlink {
+                target: target.clone(),
+            },
+        }];
+        let (_, blob) = write_layer(&entries, Compression::Gzip, Vec::new(), |_| {
+            unreachable!("no files")
+        })
+        .unwrap();
+        let (read, _) = read_layer(&blob[..], Compression::Gzip, u64::MAX, hash).unwrap();
+        assert_eq!(read, entries);
+        // The index keeps it too; UTF-8 targets stay plain strings.
+        let json = serde_json::to_string(&read).unwrap();
+        assert!(
+            json.contains(r#""target":{"hex":"6c6962fffe2e736f"}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<Vec<Entry>>(&json).unwrap(), entries);
+        let plain = serde_json::to_string(&LinkTarget::from("../a.sh")).unwrap();
+        assert_eq!(plain, r#""../a.sh""#);
     }
 }

@@ -47,7 +47,7 @@ pub(super) fn scan_layer(
         let kind = match &walked.kind {
             WalkedKind::EmptyDir => EntryKind::Dir,
             WalkedKind::Symlink { target } => EntryKind::Symlink {
-                target: relative_symlink(rel, target, ctx.prefix_str),
+                target: relative_symlink(rel, target, ctx.prefix_str).into(),
             },
             WalkedKind::File { size, exec, .. } => {
                 let (key, size, reloc) = if *size > IN_MEMORY_LIMIT {

@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::Error;
 use crate::digest::Digest;
+use crate::layer::LinkTarget;
 use crate::store::{PathRecord, SpaceState};
 
 /// What is on disk at a space path, as far as the quick check cares.
@@ -30,7 +31,7 @@ pub enum Actual {
         mtime: i64,
     },
     /// A symbolic link and its target.
-    Symlink(String),
+    Symlink(LinkTarget),
     /// A directory.
     Dir,
     /// Something else (FIFO, socket, device).
@@ -50,7 +51,7 @@ impl Actual {
                 mtime: m.mtime(),
             }
         } else if ft.is_symlink() {
-            Actual::Symlink(fs::read_link(path)?.to_string_lossy().into_owned())
+            Actual::Symlink(fs::read_link(path)?.into())
         } else if ft.is_dir() {
             Actual::Dir
         } else {

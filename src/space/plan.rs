@@ -9,7 +9,7 @@ use std::path::Path;
 use super::drift::{file_intact, scan_tree, Actual};
 use super::Error;
 use crate::catalog::Catalog;
-use crate::layer::{safe_path, EntryKind};
+use crate::layer::{safe_path, EntryKind, LinkTarget};
 use crate::relocate::FileMode;
 use crate::store::{CasKey, LayerIndex, PathRecord, SpaceState};
 
@@ -28,7 +28,7 @@ pub enum Want {
     /// A symbolic link.
     Symlink {
         /// Its target.
-        target: String,
+        target: LinkTarget,
     },
     /// A directory.
     Dir,
@@ -313,7 +313,12 @@ mod tests {
                 relocations,
                 packages: Vec::new(),
             });
-            indexes.push(LayerIndex { digest, entries });
+            indexes.push(LayerIndex {
+                digest,
+                diff_id: None,
+                size: None,
+                entries,
+            });
         }
         let catalog = Catalog {
             schema_version: crate::catalog::SCHEMA_VERSION,
@@ -492,7 +497,7 @@ mod tests {
             for (path, target) in links {
                 std::os::unix::fs::symlink(target, dir.path().join(path)).unwrap();
                 let record = PathRecord::Symlink {
-                    target: target.to_string(),
+                    target: (*target).into(),
                 };
                 paths.insert(path.to_string(), record);
             }

@@ -5,7 +5,7 @@
 //! disk; only what differs is removed and rewritten, with the record marked dirty
 //! meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -13,8 +13,9 @@ use super::drift::drift;
 use super::target::{absolute_target, is_empty_dir, utf8};
 use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
+use crate::catalog::CatalogLayer;
 use crate::fsutil::{parent_of, remove_any, sync_dir};
-use crate::store::{LayerIndex, Scratch, Store};
+use crate::store::{CasKey, LayerIndex, PathRecord, Scratch, Store};
 
 /// Restores `reference` (a tag or manifest digest in `store`) into `target`.
 pub fn restore(
@@ -30,7 +31,14 @@ pub fn restore(
     temp::clean_stale_temps(&target);
 
     let recorded = store.space_state(&target)?;
-    if let Some(report) = already_restored(recorded.as_ref(), &artifact, &target, options.verify)? {
+    let damaged = store.damaged_files()?;
+    if let Some(report) = already_restored(
+        recorded.as_ref(),
+        &artifact,
+        &target,
+        options.verify,
+        &damaged,
+    )? {
         return Ok(report);
     }
 
@@ -48,27 +56,35 @@ pub fn restore(
         store,
         scratch: &scratch,
         indexes: &indexes,
+        layers: &artifact.catalog.layers,
         media_types: &media_types,
         plan: &plan,
         target_str,
         linker: Linker::new(options.link),
+        verify: options.verify,
+        damaged: &damaged,
     };
     job.run(&artifact, reference, &target, recorded, options)
 }
 
 /// The common case: the space holds this catalog already and nothing drifted. Its
-/// record is the plan then, so a clean drift check is all there is to do.
+/// record is the plan then, so a clean drift check is all there is to do — unless a
+/// file came from a CAS file known damaged.
 fn already_restored(
     recorded: Option<&SpaceState>,
     artifact: &Artifact,
     target: &Path,
     verify: bool,
+    damaged: &HashSet<CasKey>,
 ) -> Result<Option<Report>, Error> {
     let Some(state) =
         recorded.filter(|s| !s.dirty && s.manifest == artifact.digest && s.target.is_dir())
     else {
         return Ok(None);
     };
+    if from_damaged(state.paths.iter(), damaged).next().is_some() {
+        return Ok(None);
+    }
     if !drift(state, verify)?.is_clean() {
         return Ok(None);
     }
@@ -80,23 +96,30 @@ fn already_restored(
     }))
 }
 
-/// The index of every layer of `artifact`, extracting layers that were never indexed.
+/// The index of every layer of `artifact`, extracting each layer that has no index
+/// checked against the catalog's digest, diff id and size (never indexed, or indexed
+/// before indexes recorded them). A catalog that lies about a layer fails here.
 pub fn layer_indexes(
     store: &Store,
     scratch: &Scratch,
     artifact: &Artifact,
 ) -> Result<Vec<LayerIndex>, Error> {
     artifact
-        .layer_blobs()
-        .map(|(digest, descriptor)| match store.layer_index(&digest)? {
-            Some(index) => Ok(index),
-            None => Ok(store.extract_layer(
-                scratch,
-                &digest,
-                descriptor.media_type().as_ref(),
-                false,
-            )?),
-        })
+        .catalog
+        .layers
+        .iter()
+        .zip(artifact.manifest.layers())
+        .map(
+            |(layer, descriptor)| match store.layer_index(&layer.digest)? {
+                Some(index) if index.is_of(layer) => Ok(index),
+                _ => Ok(store.extract_layer(
+                    scratch,
+                    layer,
+                    descriptor.media_type().as_ref(),
+                    false,
+                )?),
+            },
+        )
         .collect()
 }
 
@@ -124,10 +147,16 @@ pub(super) struct Job<'a> {
     pub(super) store: &'a Store,
     pub(super) scratch: &'a Scratch,
     pub(super) indexes: &'a [LayerIndex],
+    pub(super) layers: &'a [CatalogLayer],
     pub(super) media_types: &'a [String],
     pub(super) plan: &'a Plan,
     pub(super) target_str: &'a str,
     pub(super) linker: Linker,
+    /// Rehash the CAS files used (`--verify`).
+    pub(super) verify: bool,
+    /// CAS files `check` found damaged: repaired before use, and the space files that
+    /// came from them rewritten.
+    pub(super) damaged: &'a HashSet<CasKey>,
 }
 
 impl Job<'_> {
@@ -168,6 +197,8 @@ impl Job<'_> {
     /// A new space: assembled beside the target, recorded, renamed into place.
     fn create(&self, artifact: &Artifact, reference: &str, target: &Path) -> Result<Report, Error> {
         let tmp = temp::temp_beside(target);
+        // Should this process die, whoever cleans its scratch removes `tmp` too.
+        self.scratch.own_dir(&tmp)?;
         let parent = parent_of(target);
         fs::create_dir_all(parent).map_err(|source| Error::Write {
             path: parent.to_path_buf(),
@@ -226,7 +257,19 @@ impl Job<'_> {
         mut state: SpaceState,
         verify: bool,
     ) -> Result<Report, Error> {
-        let changes = self.plan.changes(target, &state, verify)?;
+        let mut changes = self.plan.changes(target, &state, verify)?;
+        // Files that came from a CAS file known damaged are damaged too: rewrite them.
+        let suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
+            .cloned()
+            .collect();
+        for path in suspect {
+            changes.keep.remove(&path);
+            if let Some(wanted) = self.plan.paths.get_key_value(&path) {
+                changes.write.push(wanted);
+            }
+            changes.remove.push(path);
+        }
+        changes.remove.sort();
         let mut report = Report {
             target: target.to_path_buf(),
             manifest: artifact.digest.oci(),
@@ -260,6 +303,16 @@ impl Job<'_> {
         self.store.write_space_state(&state)?;
         Ok(report)
     }
+}
+
+/// The paths of `records` whose file came from a CAS file in `damaged`.
+fn from_damaged<'r>(
+    records: impl Iterator<Item = (&'r String, &'r PathRecord)>,
+    damaged: &'r HashSet<CasKey>,
+) -> impl Iterator<Item = &'r String> {
+    records
+        .filter(move |(_, r)| r.cas_key().is_some_and(|k| damaged.contains(&k)))
+        .map(|(path, _)| path)
 }
 
 /// Names paths in an error as the user knows them, not by the temporary directory.

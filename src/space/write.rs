@@ -181,8 +181,10 @@ impl Job<'_> {
     }
 
     /// Checks every CAS file about to be used and re-extracts the layers of any that
-    /// is missing or damaged. Returns the number of layers re-extracted and each file's
-    /// inode and mode (what a hard link to it gets, so it need not be stat'ed again).
+    /// is missing or damaged: by its metadata, because `check` found it damaged, or,
+    /// with `--verify`, by a rehash. Returns the number of layers re-extracted and each
+    /// file's inode and mode (what a hard link to it gets, so it need not be stat'ed
+    /// again).
     fn prepare_cas(&self, wanted: &[(&String, &Want)]) -> Result<(u64, CasInodes), Error> {
         let keys: Vec<(CasKey, u64)> = wanted
             .iter()
@@ -194,11 +196,24 @@ impl Job<'_> {
             .into_iter()
             .collect();
         let (mut inodes, bad) = self.stat_cas(&keys);
+        let mut bad: HashSet<CasKey> = bad.into_iter().collect();
+        // A damaged file with its size, mode and mtime intact: only a rehash tells.
+        let intact: Vec<CasKey> = inodes.keys().copied().collect();
+        let suspect: Vec<CasKey> = intact
+            .par_iter()
+            .filter(|k| {
+                self.damaged.contains(k)
+                    || (self.verify && self.store.cas_verify(k) != store::CasState::Ok)
+            })
+            .copied()
+            .collect();
+        bad.extend(suspect);
         if bad.is_empty() {
             return Ok((0, inodes));
         }
-        let bad: HashSet<CasKey> = bad.into_iter().collect();
+        inodes.retain(|k, _| !bad.contains(k));
         let repaired = self.repair_layers(&bad)?;
+        self.store.forget_damaged(&bad)?;
         let again: Vec<(CasKey, u64)> = keys.into_iter().filter(|(k, _)| bad.contains(k)).collect();
         let (fixed, still_bad) = self.stat_cas(&again);
         if let Some(key) = still_bad.first() {
@@ -235,10 +250,10 @@ impl Job<'_> {
     /// Re-extracts, repairing, every layer holding one of `bad`. Returns how many.
     fn repair_layers(&self, bad: &HashSet<CasKey>) -> Result<u64, Error> {
         let mut repaired = 0;
-        for (index, media) in self.indexes.iter().zip(self.media_types) {
+        let layers = self.indexes.iter().zip(self.layers).zip(self.media_types);
+        for ((index, layer), media) in layers {
             if index.files().any(|(k, _)| bad.contains(&k)) {
-                self.store
-                    .extract_layer(self.scratch, &index.digest, media, true)?;
+                self.store.extract_layer(self.scratch, layer, media, true)?;
                 repaired += 1;
             }
         }
@@ -279,7 +294,7 @@ fn write_links(
     for (path, want) in wanted {
         if let Want::Symlink { target } = want {
             let full = root.join(path);
-            std::os::unix::fs::symlink(target, &full)
+            std::os::unix::fs::symlink(target.as_os_str(), &full)
                 .map_err(|source| Error::Write { path: full, source })?;
             records.insert(
                 (*path).clone(),

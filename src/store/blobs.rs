@@ -117,6 +117,30 @@ impl Store {
         Ok((names.len() as u64, bad))
     }
 
+    /// Every blob in the store with its size (for finding unreferenced ones).
+    pub fn blob_list(&self) -> Result<Vec<(Digest, u64)>> {
+        let dir = self.blobs_dir();
+        let mut out: Vec<(Digest, u64)> = fs::read_dir(&dir)
+            .map_err(Error::io("read", &dir))?
+            .flatten()
+            .filter_map(|e| {
+                let digest = Digest::parse(&e.file_name().to_string_lossy()).ok()?;
+                Some((digest, e.metadata().ok()?.len()))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes blob `digest` (nothing references it; the caller made sure).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        let path = self.blob_path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+            _ => Ok(()),
+        }
+    }
+
     /// Commits a complete, verified file (a finished download) as blob `digest`.
     pub fn commit_file(&self, path: &std::path::Path, digest: &Digest) -> Result<()> {
         let dest = self.blob_path(digest);

@@ -2,7 +2,14 @@
 //! read-only, with the layer mtime. It is the source of hardlinks and reflinks into
 //! spaces, so its files must never change; [`Store::cas_quick_check`] notices when one
 //! did (a write through a hardlink changes its mtime), `--verify` rehashes.
+//!
+//! A damaged file whose size, mode and mtime are unchanged only a rehash finds. `check`
+//! records the ones it finds in `damaged-v1.json` ([`Store::mark_damaged`]); restore
+//! treats those as damaged whatever their metadata says, repairs them from their layer
+//! before linking anything, rewrites the space files that came from them, and forgets
+//! them once repaired.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -29,6 +36,28 @@ pub struct CasKey {
 }
 
 impl CasKey {
+    /// Its file name in the CAS: the hex digest, `.x` appended when executable.
+    pub fn name(&self) -> String {
+        let hex = self.digest.hex();
+        if self.exec {
+            format!("{hex}.x")
+        } else {
+            hex
+        }
+    }
+
+    /// The key a CAS file name stands for.
+    pub fn from_name(name: &str) -> Option<CasKey> {
+        let (hex, exec) = match name.strip_suffix(".x") {
+            Some(hex) => (hex, true),
+            None => (name, false),
+        };
+        Some(CasKey {
+            digest: Digest::parse(hex).ok()?,
+            exec,
+        })
+    }
+
     fn mode(&self) -> u32 {
         if self.exec {
             FILE_MODE_EXEC
@@ -41,13 +70,8 @@ impl CasKey {
 impl Store {
     /// Where the CAS keeps `key` (whether or not it is there).
     pub(super) fn cas_path(&self, key: &CasKey) -> PathBuf {
-        let hex = key.digest.hex();
-        let name = if key.exec {
-            format!("{hex}.x")
-        } else {
-            hex.clone()
-        };
-        self.files_dir().join(&hex[..2]).join(name)
+        let name = key.name();
+        self.files_dir().join(&name[..2]).join(name)
     }
 
     /// The CAS file a space links, clones or copies `key` from. It is shared and
@@ -69,7 +93,7 @@ impl Store {
         &self,
         files: &[(CasKey, u64)],
         verify: bool,
-    ) -> Vec<(PathBuf, CasState)> {
+    ) -> Vec<(CasKey, PathBuf, CasState)> {
         files
             .par_iter()
             .filter_map(|(key, size)| {
@@ -77,9 +101,82 @@ impl Store {
                     CasState::Ok if verify => self.cas_verify(key),
                     s => s,
                 };
-                (state != CasState::Ok).then(|| (self.cas_path(key), state))
+                (state != CasState::Ok).then(|| (*key, self.cas_path(key), state))
             })
             .collect()
+    }
+
+    /// Every file in the CAS with its size (for finding unreferenced ones).
+    pub fn cas_list(&self) -> Vec<(CasKey, u64)> {
+        let mut out = Vec::new();
+        let Ok(shards) = fs::read_dir(self.files_dir()) else {
+            return out;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let key = CasKey::from_name(&file.file_name().to_string_lossy());
+                if let (Some(key), Ok(m)) = (key, file.metadata()) {
+                    out.push((key, m.len()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Removes CAS file `key` (no layer index and no space references it; the caller
+    /// made sure).
+    pub fn cas_remove(&self, key: &CasKey) -> Result<()> {
+        let path = self.cas_path(key);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the keys of CAS files known damaged are kept.
+    fn damaged_path(&self) -> PathBuf {
+        self.root
+            .join(format!("damaged-{}.json", super::STORE_VERSION))
+    }
+
+    /// CAS files a check found damaged and no restore has repaired yet.
+    pub fn damaged_files(&self) -> Result<HashSet<CasKey>> {
+        let names: Vec<String> = super::read_json(self.damaged_path())?.unwrap_or_default();
+        Ok(names.iter().filter_map(|n| CasKey::from_name(n)).collect())
+    }
+
+    /// Records `keys` as damaged: restore repairs them before it links them.
+    pub fn mark_damaged(&self, keys: &[CasKey]) -> Result<()> {
+        self.update_damaged(|known| known.extend(keys.iter().copied()))
+    }
+
+    /// Forgets `keys`, repaired.
+    pub fn forget_damaged(&self, keys: &HashSet<CasKey>) -> Result<()> {
+        self.update_damaged(|known| known.retain(|k| !keys.contains(k)))
+    }
+
+    fn update_damaged(&self, change: impl FnOnce(&mut HashSet<CasKey>)) -> Result<()> {
+        let _lock = self.lock("damaged")?;
+        let mut known = self.damaged_files()?;
+        let before = known.clone();
+        change(&mut known);
+        if known == before {
+            return Ok(());
+        }
+        let path = self.damaged_path();
+        if known.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let mut names: Vec<String> = known.iter().map(CasKey::name).collect();
+        names.sort();
+        super::write_json(&path, &names)
     }
 
     /// Whether the CAS holds `key`.
@@ -107,29 +204,63 @@ impl Store {
         exec: bool,
         repair: bool,
     ) -> Result<(CasKey, u64)> {
+        let (key, size, staged) = self.cas_stage(scratch, reader, exec, repair)?;
+        if let Some(staged) = staged {
+            staged.commit(self)?;
+        }
+        Ok((key, size))
+    }
+
+    /// Streams `reader` into a staged file in `scratch`, hashing on the way, and readies
+    /// it to become CAS file (digest, `exec`) — nothing is visible in the CAS until
+    /// [`Staged::commit`]. `None` when the CAS holds that key already (with `repair`:
+    /// holds it intact, rehashed). Returns the key, the size and the staged file.
+    pub(super) fn cas_stage(
+        &self,
+        scratch: &Scratch,
+        reader: &mut dyn Read,
+        exec: bool,
+        repair: bool,
+    ) -> Result<(CasKey, u64, Option<Staged>)> {
         let tmp = scratch.temp_file()?;
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
+        let key = CasKey { digest, exec };
+        let present = self.cas_has(&key);
+        if present && !(repair && self.cas_verify(&key) != CasState::Ok) {
+            return Ok((key, size, None));
+        }
         let tmp = buffered
             .into_inner()
             .map_err(|e| e.into_error())
             .map_err(Error::io("write", scratch.dir()))?;
-        let key = CasKey { digest, exec };
-        if repair && self.cas_has(&key) && self.cas_verify(&key) != CasState::Ok {
-            // A fresh inode renamed over the damaged one: links to the damaged copy keep
-            // it (and are found modified by their space's check), the CAS is whole again.
-            prepare(&tmp, &key)?;
-            let dest = self.cas_path(&key);
-            tmp.persist(&dest).map_err(|e| Error::Io {
-                action: "replace",
-                path: dest,
-                source: e.error,
-            })?;
-        } else {
-            self.cas_commit(tmp, &key)?;
+        prepare(&tmp, &key)?;
+        // The descriptor is closed now: a layer of many files holds none open.
+        let staged = Staged {
+            path: tmp.into_temp_path(),
+            key,
+            replace: present,
+        };
+        Ok((key, size, Some(staged)))
+    }
+
+    /// Replaces CAS file `key`, known damaged, with `reader`'s content, which must hash
+    /// to `key` (else nothing changes). Returns whether it did.
+    pub fn cas_replace(
+        &self,
+        scratch: &Scratch,
+        reader: &mut dyn Read,
+        key: &CasKey,
+    ) -> Result<bool> {
+        let (got, _, staged) = self.cas_stage(scratch, reader, key.exec, true)?;
+        match staged {
+            Some(staged) if got == *key => {
+                staged.commit(self)?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok((key, size))
     }
 
     fn cas_commit(&self, tmp: tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
@@ -167,6 +298,50 @@ impl Store {
                 Ok((d, _)) if d == key.digest => CasState::Ok,
                 _ => CasState::Damaged,
             },
+        }
+    }
+}
+
+/// A file staged for the CAS: complete, read-only, with the layer mtime, not visible
+/// until committed; dropped uncommitted, it is deleted.
+#[derive(Debug)]
+pub(super) struct Staged {
+    path: tempfile::TempPath,
+    key: CasKey,
+    /// The CAS holds a damaged copy: the commit renames over it.
+    replace: bool,
+}
+
+impl Staged {
+    /// The key it will have.
+    pub(super) fn key(&self) -> CasKey {
+        self.key
+    }
+
+    /// Moves the file into the CAS. A fresh inode renamed over a damaged copy: links to
+    /// the damaged copy keep it (and are found modified by their space's check), the
+    /// CAS is whole again. Otherwise an existing file wins (same name, same content).
+    pub(super) fn commit(self, store: &Store) -> Result<()> {
+        let dest = store.cas_path(&self.key);
+        let persist = |path: tempfile::TempPath| {
+            if self.replace {
+                path.persist(&dest)
+            } else {
+                path.persist_noclobber(&dest)
+            }
+        };
+        let path = match persist(self.path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.path,
+            Err(e) => return Err(Error::io("commit", &dest)(e.error)),
+        };
+        let dir = crate::fsutil::parent_of(&dest);
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        match persist(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::io("commit", &dest)(e.error)),
         }
     }
 }

@@ -1,26 +1,51 @@
 //! Per-layer indexes: the list of paths a layer holds, with each file's CAS key. Written
-//! when a layer is created (ingest) or extracted (pull, repair); restore reads only these
-//! and the CAS, never the layer blob, unless something is missing.
+//! when a layer is created (ingest) or extracted (pull, import, repair); restore reads
+//! only these and the CAS, never the layer blob, unless something is missing.
+//!
+//! Extraction is where a layer from elsewhere becomes trusted, and only once its blob
+//! digest, its diff id (the uncompressed tar's digest) and its uncompressed size all
+//! match the catalog: reading stops at the catalog's size, and the files are staged in
+//! scratch and moved into the file CAS only after every check passed. A layer that
+//! fails leaves nothing behind.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufReader};
 
 use serde::{Deserialize, Serialize};
 
+use super::cas::Staged;
 use super::{CasKey, Error, Result, Scratch, Store};
+use crate::catalog::CatalogLayer;
 use crate::digest::Digest;
-use crate::layer::{self, Compression, Entry, EntryKind, LayerDigests};
+use crate::layer::{self, Compression, Entry, EntryKind, LayerDigests, ReadError};
 
 /// The index of one layer blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LayerIndex {
     /// The layer blob's digest.
     pub digest: Digest,
+    /// The digest of the uncompressed tar, as checked when the index was written
+    /// (absent from indexes written before it was checked: those are rebuilt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// The size of the uncompressed tar, as checked with `diff_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// Every path in the layer, sorted.
     pub entries: Vec<Entry>,
 }
 
 impl LayerIndex {
+    /// Whether this index was checked to be the content `layer` describes: blob digest,
+    /// diff id and uncompressed size.
+    pub fn is_of(&self, layer: &CatalogLayer) -> bool {
+        self.digest == layer.digest
+            && self.diff_id == Some(layer.diff_id)
+            && self.size == Some(layer.size)
+    }
+
     /// CAS keys and sizes of every file of the layer.
     pub fn files(&self) -> impl Iterator<Item = (CasKey, u64)> + '_ {
         self.entries.iter().filter_map(|e| match &e.kind {
@@ -145,64 +170,112 @@ impl Store {
         sorted.sort_by(|a, b| a.path.cmp(&b.path));
         self.write_layer_index(&LayerIndex {
             digest,
+            diff_id: Some(digests.diff_id),
+            size: Some(digests.uncompressed_size),
             entries: sorted,
         })?;
         self.remember_layer(entries, compression, &digests)?;
         Ok(digests)
     }
 
-    /// Extracts layer blob `digest` into the CAS (files it lacks, or all of them when
-    /// `repair` is set, replacing damaged copies) and writes its index. The blob's digest
-    /// is verified while reading; on mismatch no index is written.
+    /// Extracts the layer blob `layer` describes into the CAS (files it lacks, or, with
+    /// `repair`, also those whose copy is damaged) and writes its index — only once the
+    /// blob's digest, its diff id and its uncompressed size all match `layer`. Reading
+    /// stops as soon as the uncompressed tar passes `layer.size`; until every check
+    /// passed the files wait in `scratch`, so a layer that fails adds nothing to the CAS.
     pub fn extract_layer(
         &self,
         scratch: &Scratch,
-        digest: &Digest,
+        layer: &CatalogLayer,
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
-        self.extract_layer_from(scratch, self.open_blob(digest)?, digest, media_type, repair)
+        let file = self.open_blob(&layer.digest)?;
+        self.extract_layer_from(scratch, file, layer, media_type, repair)
     }
 
-    /// Like [`Store::extract_layer`], reading layer `digest` from `file` — a blob not
+    /// Like [`Store::extract_layer`], reading the layer from `file` — a blob not
     /// committed yet, so that the one pass that unpacks it is also the one that checks
-    /// its digest before it is committed.
+    /// it before it is committed.
     pub fn extract_layer_from(
         &self,
         scratch: &Scratch,
         file: fs::File,
-        digest: &Digest,
+        layer: &CatalogLayer,
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
+        let digest = layer.digest;
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
-        let (entries, actual, _size) = layer::read_layer(
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut keys = HashSet::new();
+        let (entries, got) = layer::read_layer(
             BufReader::with_capacity(256 * 1024, file),
             compression,
+            layer.size,
             |_, content, exec| {
-                let (key, _) = self
-                    .cas_insert_reader(scratch, content, exec, repair)
+                let (key, _, file) = self
+                    .cas_stage(scratch, content, exec, repair)
                     .map_err(io::Error::other)?;
+                // The same content twice in one layer is staged once.
+                if let Some(file) = file.filter(|f| keys.insert(f.key())) {
+                    staged.push(file);
+                }
                 Ok(key.digest)
             },
         )
-        .map_err(|source| Error::BadLayer {
-            digest: *digest,
-            source,
-        })?;
-        if actual != *digest {
-            return Err(Error::Corrupt {
+        .map_err(|source| match source {
+            ReadError::TooLarge { limit } => Error::Corrupt {
                 what: "layer",
-                digest: *digest,
-                expected: digest.oci(),
-                actual: actual.oci(),
-            });
+                digest,
+                expected: format!("{limit} bytes uncompressed"),
+                actual: "more (extraction stopped there)".into(),
+            },
+            source => Error::BadLayer { digest, source },
+        })?;
+        let corrupt = |expected: String, actual: String| Error::Corrupt {
+            what: "layer",
+            digest,
+            expected,
+            actual,
+        };
+        if got.digest != digest {
+            return Err(corrupt(digest.oci(), got.digest.oci()));
+        }
+        if got.diff_id != layer.diff_id {
+            return Err(corrupt(
+                format!("diffId {}", layer.diff_id.oci()),
+                format!("diffId {}", got.diff_id.oci()),
+            ));
+        }
+        if got.uncompressed_size != layer.size {
+            return Err(corrupt(
+                format!("{} bytes uncompressed", layer.size),
+                format!("{} bytes", got.uncompressed_size),
+            ));
+        }
+        // Trusted now: into the CAS with it.
+        for file in staged {
+            file.commit(self)?;
         }
         let index = LayerIndex {
-            digest: *digest,
+            digest,
+            diff_id: Some(got.diff_id),
+            size: Some(got.uncompressed_size),
             entries,
         };
         self.write_layer_index(&index)?;
         Ok(index)
+    }
+}
+
+impl Store {
+    /// Removes the index of layer `digest`, if there is one (its blob is gone).
+    pub fn remove_layer_index(&self, digest: &Digest) -> Result<()> {
+        let path = self.layers_dir().join(format!("{}.json", digest.hex()));
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+            _ => Ok(()),
+        }
     }
 }

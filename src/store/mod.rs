@@ -8,6 +8,7 @@
 //! ├── files-v1/<hex[..2]>/<hex>[.x]  file CAS: one read-only copy per (sha256, exec bit)
 //! ├── layers-v1/<hex>.json        per-layer index: path → kind, digest, size, link target
 //! ├── layers-v1/by-content/<hex>.json  the layer blob some entries made (for re-snapshots)
+//! ├── damaged-v1.json             CAS files `check` found damaged; the next restore repairs them
 //! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
 //! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
 //! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, ingest-…, partial-…
@@ -41,7 +42,7 @@ pub use refs::{
     from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM,
     ANNOTATION_REF_NAME,
 };
-pub use scratch::{rand_u64, Scratch};
+pub use scratch::{rand_u64, Scratch, StaleScratch};
 pub use spaces::{space_id, Method, PathRecord, SpaceState};
 
 use crate::digest::Digest;

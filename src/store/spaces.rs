@@ -59,7 +59,7 @@ pub enum PathRecord {
     /// A symbolic link.
     Symlink {
         /// Its target.
-        target: String,
+        target: crate::layer::LinkTarget,
     },
     /// A directory.
     Dir,

@@ -13,7 +13,8 @@ use oci_spec::image::ImageManifest;
 
 use super::error::{classify_io, Failure};
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
-use crate::artifact::{self, CATALOG_MEDIA_TYPE};
+use crate::artifact;
+use crate::catalog::CatalogLayer;
 use crate::digest::Digest;
 use crate::store::{self, Store};
 
@@ -34,17 +35,30 @@ pub async fn pull(
         ..Report::default()
     };
     let missing = missing_blobs(store, &registry, &manifest, &mut report)?;
-    let fetched = super::bounded(missing, options.jobs, |(d, size, media)| {
-        fetch_blob(store, &scratch, &registry, remote, d, size, media)
+    // The catalog first: it says what each layer must unpack to.
+    let config = store::from_oci_digest(manifest.config().digest());
+    let (catalog, layers): (Vec<_>, Vec<_>) =
+        missing.into_iter().partition(|b| Some(b.0) == config);
+    let mut fetched = super::bounded(catalog, 1, |(d, size, _)| {
+        fetch_blob(store, &scratch, &registry, remote, d, size, None)
     })
     .await?;
+    // Validated before any layer is fetched against it.
+    let artifact = artifact::parse_artifact(store, &remote.to_string(), digest, &bytes)?;
+    let layer = |d: Digest| artifact.catalog.layers.iter().find(|l| l.digest == d);
+    fetched.extend(
+        super::bounded(layers, options.jobs, |(d, size, media)| {
+            let layer = layer(d).map(|l| (l, media));
+            fetch_blob(store, &scratch, &registry, remote, d, size, layer)
+        })
+        .await?,
+    );
     for (bytes, resumed) in fetched {
         report.blobs_transferred += 1;
         report.bytes_transferred += bytes;
         report.blobs_resumed += u64::from(resumed);
     }
     // The manifest last: once it is in the store, everything it names is there.
-    artifact::parse_artifact(store, &remote.to_string(), digest, &bytes)?;
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
     let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
@@ -152,7 +166,8 @@ async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes
 }
 
 /// Downloads one blob into its partial (continuing what a previous pull left), commits
-/// it once its size and digest are right, and extracts it if it is a layer. Returns
+/// it once its size and digest are right, and extracts it if it is a layer (the
+/// catalog's entry for it, and its media type). Returns
 /// bytes downloaded now and whether the download was resumed.
 async fn fetch_blob(
     store: &Store,
@@ -161,7 +176,7 @@ async fn fetch_blob(
     remote: &RemoteRef,
     digest: Digest,
     size: u64,
-    media: String,
+    layer: Option<(&CatalogLayer, String)>,
 ) -> Result<(u64, bool), Error> {
     // Taking the partial waits for another process holding it and hashes what is
     // there: blocking work, off the async workers.
@@ -208,9 +223,9 @@ async fn fetch_blob(
             store::Error::Corrupt { .. } => mismatch(registry, digest, actual),
             other => other.into(),
         })?;
-    if media != CATALOG_MEDIA_TYPE {
+    if let Some((layer, media)) = layer {
         // Extract while other downloads go on.
-        tokio::task::block_in_place(|| store.extract_layer(scratch, &digest, &media, false))?;
+        tokio::task::block_in_place(|| store.extract_layer(scratch, layer, &media, false))?;
     }
     Ok((total, resumed_any))
 }

@@ -10,7 +10,8 @@ use oci_spec::image::{ImageIndex, ImageManifest};
 use rayon::prelude::*;
 
 use super::{Error, Layout, ANNOTATION_SINCE};
-use crate::artifact::{self, CATALOG_MEDIA_TYPE};
+use crate::artifact;
+use crate::catalog::CatalogLayer;
 use crate::digest::{Digest, HashingWriter};
 use crate::store::Error as StoreError;
 use crate::store::{self, Store, ANNOTATION_REF_NAME};
@@ -68,11 +69,7 @@ pub fn import(
     };
     let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
     let scratch = store.scratch()?;
-    stage_and_commit(store, &scratch, layout, &missing, &mut report)?;
-    // Every catalog is checked before the first tag is set: all or nothing.
-    for (name, bytes, _) in &manifests {
-        artifact::parse_artifact(store, name, Digest::of(bytes), bytes)?;
-    }
+    stage_and_commit(store, &scratch, layout, &manifests, &missing, &mut report)?;
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
@@ -216,37 +213,90 @@ fn missing_blobs(
     Ok(missing)
 }
 
-/// Stages every missing blob, then commits them all. The catalog (and any blob that is
-/// not a layer) is hashed as it is copied; a layer is unpacked into the file CAS from
-/// its staged copy, and that one pass hashes it — so every blob is checked, each read
-/// once, before anything is committed.
+/// Stages every missing blob, then commits them all. The catalogs come first, hashed
+/// as they are copied and validated: each says what its layers must unpack to. A
+/// layer is unpacked into the file CAS from its staged copy, and that one pass hashes
+/// it — digest, diff id and uncompressed size checked — so every blob is checked, each
+/// read once, before anything is committed.
 fn stage_and_commit(
     store: &Store,
     scratch: &store::Scratch,
     layout: &Layout,
+    manifests: &[(String, Vec<u8>, ImageManifest)],
     missing: &[(Digest, u64, String)],
     report: &mut Report,
 ) -> Result<(), TransferError> {
-    let staged: Vec<(Digest, u64, tempfile::TempPath)> = missing
+    let configs: Vec<Option<Digest>> = manifests
+        .iter()
+        .map(|(_, _, m)| store::from_oci_digest(m.config().digest()))
+        .collect();
+    let (catalogs, layers): (Vec<_>, Vec<_>) =
+        missing.iter().partition(|b| configs.contains(&Some(b.0)));
+    let mut staged: Vec<(Digest, u64, tempfile::TempPath)> = catalogs
+        .par_iter()
+        .map(|(digest, size, _)| {
+            Ok((
+                *digest,
+                *size,
+                stage_blob(scratch, layout, digest, *size, true)?,
+            ))
+        })
+        .collect::<Result<_, TransferError>>()?;
+    let expected = expected_layers(store, manifests, &staged)?;
+    let staged_layers: Vec<(Digest, u64, tempfile::TempPath)> = layers
         .par_iter()
         .map(|(digest, size, media)| {
-            let layer = media != CATALOG_MEDIA_TYPE;
-            let path = stage_blob(scratch, layout, digest, *size, !layer)?;
-            if layer {
+            let layer = expected.iter().find(|l| l.digest == *digest);
+            let path = stage_blob(scratch, layout, digest, *size, layer.is_none())?;
+            if let Some(layer) = layer {
                 let file = File::open(&path).map_err(StoreError::io("read", &*path))?;
-                if let Err(e) = store.extract_layer_from(scratch, file, digest, media, false) {
+                if let Err(e) = store.extract_layer_from(scratch, file, layer, media, false) {
                     return Err(mismatch_or(e, layout, digest, &path));
                 }
             }
             Ok((*digest, *size, path))
         })
         .collect::<Result<_, TransferError>>()?;
+    staged.extend(staged_layers);
     for (digest, size, path) in &staged {
         store.commit_file(path, digest)?;
         report.blobs_transferred += 1;
         report.bytes_transferred += size;
     }
     Ok(())
+}
+
+/// What each layer of `manifests` must unpack to, from their catalogs (staged, or
+/// already in the store).
+fn expected_layers(
+    store: &Store,
+    manifests: &[(String, Vec<u8>, ImageManifest)],
+    staged: &[(Digest, u64, tempfile::TempPath)],
+) -> Result<Vec<CatalogLayer>, TransferError> {
+    let mut expected = Vec::new();
+    for (name, _, manifest) in manifests {
+        let invalid = |reason: String| artifact::LoadError::Invalid {
+            reference: name.clone(),
+            what: "catalog",
+            reason,
+        };
+        let config = store::from_oci_digest(manifest.config().digest())
+            .ok_or_else(|| invalid("its digest is not sha256".into()))?;
+        let bytes = match staged.iter().find(|(d, ..)| *d == config) {
+            Some((_, _, path)) => std::fs::read(path).map_err(StoreError::io("read", &**path))?,
+            None => store.read_blob(&config)?,
+        };
+        // Validated before any layer is unpacked against it.
+        let catalog = artifact::parse_catalog(&bytes, manifest)
+            .map_err(|e| invalid(crate::error_chain(&e)))?;
+        let layers = catalog.layers.into_iter().zip(manifest.layers());
+        expected.extend(
+            layers
+                .filter(|(l, d)| store::from_oci_digest(d.digest()) == Some(l.digest))
+                .map(|(l, _)| l),
+        );
+    }
+    Ok(expected)
 }
 
 /// Copies one blob from the layout into a scratch file — never more than one byte past
