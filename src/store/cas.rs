@@ -227,8 +227,10 @@ impl Store {
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
         let key = CasKey { digest, exec };
-        let present = self.cas_has(&key);
-        if present && !(repair && self.cas_verify(&key) != CasState::Ok) {
+        // Only a repair asks whether the file is there (and sound): otherwise the
+        // commit's no-clobber rename finds out, without a stat per file.
+        let present = repair && self.cas_has(&key);
+        if present && self.cas_verify(&key) == CasState::Ok {
             return Ok((key, size, None));
         }
         let tmp = buffered

@@ -307,6 +307,9 @@ async fn download_once(
     let start = if resumed { offset } else { 0 };
     let mut received = 0u64;
     let mut stop = None;
+    // Small network chunks are gathered into larger writes: fewer hand-offs to the
+    // writer, whose queue stays short (memory: a few batches per download).
+    let mut pending = bytes::BytesMut::with_capacity(WRITE_BATCH);
     let deadline = tokio::time::Instant::now() + registry.download_budget(size - start);
     loop {
         let Ok(next) = tokio::time::timeout_at(deadline, body.stream.next()).await else {
@@ -323,7 +326,10 @@ async fn download_once(
             }
             Ok(chunk) => {
                 received += chunk.len() as u64;
-                if chunks.send(chunk).await.is_err() {
+                pending.extend_from_slice(&chunk);
+                if pending.len() >= WRITE_BATCH
+                    && chunks.send(pending.split().freeze()).await.is_err()
+                {
                     break; // the writer failed: its error is reported below
                 }
             }
@@ -332,6 +338,10 @@ async fn download_once(
                 break;
             }
         }
+    }
+    // What arrived before a failure is kept too, for the next attempt to continue.
+    if !pending.is_empty() {
+        let _ = chunks.send(pending.freeze()).await;
     }
     drop(chunks);
     // A blocking task runs to its end once started: the only join error is its panic.
@@ -437,6 +447,9 @@ fn judge(
     }
 }
 
+/// How many bytes of a download are handed to its writer at a time.
+const WRITE_BATCH: usize = 256 << 10;
+
 /// Why reading a blob's body stopped early.
 enum Stop {
     /// More bytes than the manifest says.
@@ -457,7 +470,7 @@ fn spawn_writer(
     tokio::sync::mpsc::Sender<bytes::Bytes>,
     tokio::task::JoinHandle<(store::Partial, Result<(), store::Error>)>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(2);
     let writer = tokio::task::spawn_blocking(move || {
         let mut result = if restart { partial.restart() } else { Ok(()) };
         while let Some(chunk) = rx.blocking_recv() {
