@@ -15,7 +15,7 @@ use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
 use crate::catalog::CatalogLayer;
 use crate::fsutil::{parent_of, remove_any, sync_dir};
-use crate::store::{CasKey, LayerIndex, PathRecord, Scratch, Store};
+use crate::store::{CasKey, LayerIndex, Method, PathRecord, Scratch, Store};
 
 /// Restores `reference` (a tag or manifest digest in `store`) into `target`.
 pub fn restore(
@@ -33,6 +33,7 @@ pub fn restore(
     let recorded = store.space_state(&target)?;
     let damaged = store.damaged_files()?;
     if let Some(report) = already_restored(
+        store,
         recorded.as_ref(),
         &artifact,
         &target,
@@ -69,8 +70,9 @@ pub fn restore(
 
 /// The common case: the space holds this catalog already and nothing drifted. Its
 /// record is the plan then, so a clean drift check is all there is to do — unless a
-/// file came from a CAS file known damaged.
+/// file came from a CAS file known damaged, or is a hard link to one repaired since.
 fn already_restored(
+    store: &Store,
     recorded: Option<&SpaceState>,
     artifact: &Artifact,
     target: &Path,
@@ -82,7 +84,9 @@ fn already_restored(
     else {
         return Ok(None);
     };
-    if from_damaged(state.paths.iter(), damaged).next().is_some() {
+    if from_damaged(state.paths.iter(), damaged).next().is_some()
+        || !stale_links(store, state.paths.iter())?.is_empty()
+    {
         return Ok(None);
     }
     if !drift(state, verify)?.is_clean() {
@@ -259,9 +263,11 @@ impl Job<'_> {
     ) -> Result<Report, Error> {
         let mut changes = self.plan.changes(target, &state, verify)?;
         // Files that came from a CAS file known damaged are damaged too: rewrite them.
-        let suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
+        let mut suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
             .cloned()
             .collect();
+        // Hard links to a CAS file that was repaired since: they hold the damaged inode.
+        suspect.extend(stale_links(self.store, changes.keep.iter())?);
         for path in suspect {
             changes.keep.remove(&path);
             if let Some(wanted) = self.plan.paths.get_key_value(&path) {
@@ -303,6 +309,28 @@ impl Job<'_> {
         self.store.write_space_state(&state)?;
         Ok(report)
     }
+}
+
+/// The paths of `records` hard-linked to a CAS file that a repair has replaced since
+/// (their inode is not the CAS file's any more): only files of repaired keys are
+/// stat'ed, so a pristine space costs nothing more.
+fn stale_links<'r>(
+    store: &Store,
+    records: impl Iterator<Item = (&'r String, &'r PathRecord)>,
+) -> Result<Vec<String>, Error> {
+    let repaired = store.repaired_files()?;
+    if repaired.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(records
+        .filter(|(_, r)| match r {
+            PathRecord::File { method, ino, .. } if *method == Method::Hardlink => r
+                .cas_key()
+                .is_some_and(|k| repaired.contains(&k) && store.cas_inode(&k) != Some(*ino)),
+            _ => false,
+        })
+        .map(|(path, _)| path.clone())
+        .collect())
 }
 
 /// The paths of `records` whose file came from a CAS file in `damaged`.

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -154,29 +154,59 @@ impl Store {
         self.update_damaged(|known| known.extend(keys.iter().copied()))
     }
 
-    /// Forgets `keys`, repaired.
+    /// Forgets `keys`, repaired — and remembers them as repaired: a space that
+    /// hard-linked a damaged file still holds its old inode, which its own record
+    /// cannot tell from a sound one.
     pub fn forget_damaged(&self, keys: &HashSet<CasKey>) -> Result<()> {
+        self.update_keys(&self.repaired_path(), |known| {
+            known.extend(keys.iter().copied())
+        })?;
         self.update_damaged(|known| known.retain(|k| !keys.contains(k)))
     }
 
+    /// CAS files once found damaged and replaced by a repair (their inode changed).
+    pub fn repaired_files(&self) -> Result<HashSet<CasKey>> {
+        let names: Vec<String> = super::read_json(self.repaired_path())?.unwrap_or_default();
+        Ok(names.iter().filter_map(|n| CasKey::from_name(n)).collect())
+    }
+
+    /// The inode of CAS file `key` now, if it is there.
+    pub fn cas_inode(&self, key: &CasKey) -> Option<u64> {
+        fs::symlink_metadata(self.cas_path(key))
+            .ok()
+            .map(|m| m.ino())
+    }
+
+    fn repaired_path(&self) -> PathBuf {
+        self.root
+            .join(format!("repaired-{}.json", super::STORE_VERSION))
+    }
+
     fn update_damaged(&self, change: impl FnOnce(&mut HashSet<CasKey>)) -> Result<()> {
+        self.update_keys(&self.damaged_path(), change)
+    }
+
+    /// Changes the set of keys kept at `path` (removed when it becomes empty), under
+    /// one lock for both lists.
+    fn update_keys(&self, path: &Path, change: impl FnOnce(&mut HashSet<CasKey>)) -> Result<()> {
         let _lock = self.lock("damaged")?;
-        let mut known = self.damaged_files()?;
+        let names: Vec<String> = super::read_json(path.to_path_buf())?.unwrap_or_default();
+        let mut known: HashSet<CasKey> =
+            names.iter().filter_map(|n| CasKey::from_name(n)).collect();
         let before = known.clone();
         change(&mut known);
         if known == before {
             return Ok(());
         }
-        let path = self.damaged_path();
         if known.is_empty() {
-            return match fs::remove_file(&path) {
+            return match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
                 _ => Ok(()),
             };
         }
         let mut names: Vec<String> = known.iter().map(CasKey::name).collect();
         names.sort();
-        super::write_json(&path, &names)
+        super::write_json(path, &names)
     }
 
     /// Whether the CAS holds `key`.

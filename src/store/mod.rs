@@ -9,6 +9,7 @@
 //! ├── layers-v1/<hex>.json        per-layer index: path → kind, digest, size, link target
 //! ├── layers-v1/by-content/<hex>.json  the layer blob some entries made (for re-snapshots)
 //! ├── damaged-v1.json             CAS files `check` found damaged; the next restore repairs them
+//! ├── repaired-v1.json            CAS files repaired since: hard links to the old inode are relinked
 //! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
 //! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
 //! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, ingest-…, partial-…
