@@ -159,8 +159,9 @@ pub fn relocate_binary_stream(
         }
         .into());
     }
-    if from.is_empty() {
-        return replace_stream(reader, writer, from, to);
+    if from.is_empty() || from.contains(&0) {
+        // Nothing to find (a C string cannot hold its own terminator): pass it on.
+        return replace_stream(reader, writer, b"", b"");
     }
     let shrink = (from.len() - to.len()) as u64;
     let finder = memmem::Finder::new(from);
@@ -615,6 +616,20 @@ mod tests {
             }
             let got = relocate_binary(src, from.as_bytes(), to.as_bytes()).unwrap();
             assert_eq!(&got[..], *want);
+        }
+    }
+
+    #[test]
+    fn binary_placeholders_holding_a_nul_or_empty_pass_content_through() {
+        // Found by fuzzing: these made the C-string loop stand still.
+        for (from, to, content) in [
+            (&b"\0"[..], &b""[..], &b"\0"[..]),
+            (b"", b"", b"\0"),
+            (b"ab\0c", b"x", b"zzab\0czz\0"),
+        ] {
+            let mut out = Vec::new();
+            relocate_binary_stream(content, &mut out, from, to).unwrap();
+            assert_eq!(out, content, "{from:?}");
         }
     }
 
