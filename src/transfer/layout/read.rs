@@ -79,7 +79,7 @@ impl Layout {
             reason: e.to_string(),
         })?;
         let len = file.metadata().map_err(StoreError::io("read", path))?.len();
-        let mut archive = tar::Archive::new(file);
+        let mut archive = tar::Archive::new(HeaderReader::new(file));
         let damaged = |e: io::Error| Error::Truncated {
             location: location.clone(),
             reason: e.to_string(),
@@ -270,5 +270,104 @@ impl Layout {
             .read_file("index.json")?
             .ok_or_else(|| bad("missing".into()))?;
         serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))
+    }
+}
+
+/// The most an archive's reader takes between two seeks: a header and the extended
+/// header after it (a GNU long name or link, PAX records), which legitimately hold a
+/// path or a few attributes.
+const HEADER_READ_CAP: u64 = 1 << 20;
+
+/// An archive file as the tar reader indexing it sees it: it seeks to every header, so
+/// the only bytes it reads are headers and the extended headers it keeps in memory
+/// whole; capping the bytes read between two seeks keeps a long name that claims
+/// gigabytes from being read into memory.
+struct HeaderReader {
+    file: File,
+    left: u64,
+}
+
+impl HeaderReader {
+    fn new(file: File) -> Self {
+        HeaderReader {
+            file,
+            left: HEADER_READ_CAP,
+        }
+    }
+}
+
+impl Read for HeaderReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 && !buf.is_empty() {
+            return Err(io::Error::other(format!(
+                "an extended header (long name or PAX records) holds more than {HEADER_READ_CAP} bytes"
+            )));
+        }
+        let most = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..most])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for HeaderReader {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.left = HEADER_READ_CAP;
+        self.file.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn archive_with(dir: &Path, extra: &str) -> PathBuf {
+        let path = dir.join("layout.tar");
+        let mut tar = tar::Builder::new(File::create(&path).unwrap());
+        for (name, data) in [
+            ("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+            ("index.json", br#"{"schemaVersion":2,"manifests":[]}"#),
+            (extra, b"x"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, name, data).unwrap();
+        }
+        tar.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn long_names_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = format!("{}/file", "d".repeat(3000));
+        let layout = Layout::open_archive(&archive_with(dir.path(), &long)).unwrap();
+        assert!(layout.has(&long));
+    }
+
+    /// A GNU long name claiming 3 GiB (a sparse file of 4 KiB on disk) made the index
+    /// of the archive read all of it into memory (4.2 GB resident for `import`).
+    #[test]
+    fn a_huge_long_name_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostile.tar");
+        let claimed: u64 = 3 << 30;
+        let mut header = tar::Header::new_gnu();
+        header.set_path("././@LongLink").unwrap();
+        header.set_entry_type(tar::EntryType::GNULongName);
+        header.set_size(claimed);
+        header.set_cksum();
+        let mut file = File::create(&path).unwrap();
+        io::Write::write_all(&mut file, header.as_bytes()).unwrap();
+        file.set_len(512 + claimed + 1024).unwrap();
+        drop(file);
+        let error = Layout::open_archive(&path).err().expect("refused");
+        assert!(
+            matches!(&error, Error::Truncated { reason, .. } if reason.contains("extended header")),
+            "{error}"
+        );
     }
 }

@@ -1,0 +1,27 @@
+//! The layer tar reader (`envoci::layer::read_layer`) on any blob: the first byte picks
+//! the compression (none, gzip, zstd), the rest is the blob. Every file's content is
+//! hashed, as the store does while it unpacks a layer.
+#![no_main]
+
+use envoci::digest::Digest;
+use envoci::layer::{read_layer, Compression};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&first, blob)) = data.split_first() else {
+        return;
+    };
+    let compression = match first % 3 {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        _ => Compression::Zstd,
+    };
+    let read = read_layer(blob, compression, |_path, content, _exec| {
+        Digest::of_reader(content).map(|(digest, _)| digest)
+    });
+    if let Ok((_entries, digest, size)) = read {
+        // The blob's digest covers every byte of it, however much the tar used.
+        assert_eq!(size, blob.len() as u64);
+        assert_eq!(digest, Digest::of(blob));
+    }
+});

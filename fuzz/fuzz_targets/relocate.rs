@@ -1,0 +1,40 @@
+//! Relocation's pure functions (`envoci::relocate`) on any content, placeholder and
+//! target. Input: one byte each for the lengths of `from` and `to` (at most 255, a
+//! placeholder's limit), then `from`, `to`, and the file content.
+#![no_main]
+
+use envoci::relocate::{self, FileMode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let [from_len, to_len, rest @ ..] = data else {
+        return;
+    };
+    let (from_len, to_len) = (usize::from(*from_len), usize::from(*to_len));
+    if rest.len() < from_len + to_len {
+        return;
+    }
+    let (from, rest) = rest.split_at(from_len);
+    let (to, src) = rest.split_at(to_len);
+
+    let _ = relocate::contains(src, from);
+    let mode = relocate::guess_mode(src);
+    let _ = relocate::replace_text(src, from, to);
+    let _ = relocate::relocate_text(src, from, to);
+    let _ = relocate::fix_long_shebang(src.to_vec());
+    // Open finding (fuzz/regressions/relocate/): binary relocation never ends when
+    // `from` starts with a NUL, or when both are empty. Skipped until relocate.rs
+    // refuses such placeholders, so the runs go on finding what else there is.
+    if from.first() == Some(&0) || from.is_empty() && to.is_empty() {
+        return;
+    }
+    match relocate::relocate_binary(src, from, to) {
+        Ok(out) => assert_eq!(out.len(), src.len(), "binary relocation keeps the length"),
+        Err(e) => assert!(to.len() > from.len(), "refused: {e}"),
+    }
+    if let Some(out) = relocate::unrelocate_binary(src, from, to) {
+        assert_eq!(out.len(), src.len(), "unrelocation keeps the length");
+    }
+    let _ = relocate::relocate(src, mode, from, to);
+    let _ = relocate::relocate(src, FileMode::Text, from, to);
+});
