@@ -55,7 +55,12 @@ fn entry_kind(link_target: BoxedStrategy<String>) -> impl Strategy<Value = (Entr
             };
             (kind, content)
         }),
-        1 => link_target.prop_map(|target| (EntryKind::Symlink { target }, Vec::new())),
+        1 => link_target.prop_map(|target| {
+            let kind = EntryKind::Symlink {
+                target: target.into(),
+            };
+            (kind, Vec::new())
+        }),
         1 => Just((EntryKind::Dir, Vec::new())),
     ]
 }
@@ -104,9 +109,12 @@ fn read_layer(
     blob: &[u8],
     compression: Compression,
 ) -> Result<(Vec<Entry>, Digest, u64), layer::ReadError> {
-    layer::read_layer(blob, compression, |_, content, _| {
+    // The bound a catalog would give: far above anything generated here.
+    let limit = 1 << 30;
+    layer::read_layer(blob, compression, limit, |_, content, _| {
         Digest::of_reader(content).map(|(digest, _)| digest)
     })
+    .map(|(entries, got)| (entries, got.digest, got.size))
 }
 
 /// A catalog's JSON for one layer, as the schema has it.
