@@ -9,13 +9,10 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::process::Command;
 
-use envoci::artifact::CATALOG_MEDIA_TYPE;
-use envoci::catalog::{Catalog, CatalogLayer, Environment, LayerKind, Relocation, SCHEMA_VERSION};
+use envoci::catalog::Relocation;
 use envoci::digest::Digest;
-use envoci::ingest::commit_catalog;
 use envoci::layer::{Compression, LayerWriter};
 use envoci::relocate::{FileMode, PLACEHOLDER};
-use envoci::store::Store;
 
 use common::envoci::{exit, Envoci, Json};
 use common::{install_env, ENV_ONE, ENV_TWO};
@@ -66,50 +63,20 @@ fn tag_layer(
     relocations: Vec<Relocation>,
     placeholder: &str,
 ) {
-    let store = Store::open(home).unwrap();
-    let scratch = store.scratch().unwrap();
     let count = files.len() as u64;
     let mut writer = LayerWriter::new(Vec::new(), Compression::Zstd).unwrap();
     for (path, size, content) in files {
         writer.append_file(path, false, size, content).unwrap();
     }
     let (digests, blob) = writer.finish().unwrap();
-    let (digest, _) = store.put_blob(&scratch, &blob).unwrap();
-    assert_eq!(digest, digests.digest);
-    let catalog = Catalog {
-        schema_version: SCHEMA_VERSION,
-        media_type: CATALOG_MEDIA_TYPE.into(),
-        tool: "test".into(),
-        platform: "linux-64".into(),
-        blueprint: None,
-        spec: None,
-        placeholder: placeholder.into(),
-        records: vec![],
-        layers: vec![CatalogLayer {
-            digest,
-            diff_id: digests.diff_id,
-            size: digests.uncompressed_size,
-            files: count,
-            kind: LayerKind::Env,
-            name: "env".into(),
-            version: None,
-            build: None,
-            subdir: None,
-            channel: None,
-            sha256: None,
-            relocations,
-            packages: Vec::new(),
-        }],
-        environment: Environment::default(),
+    let claim = common::catalog::Claim {
+        digests,
+        media: Compression::Zstd.media_type(),
+        files: count,
+        relocations,
+        placeholder,
     };
-    commit_catalog(
-        &store,
-        &scratch,
-        &catalog,
-        &[(digests, Compression::Zstd.media_type())],
-        tag,
-    )
-    .unwrap();
+    common::catalog::tag_single_layer(home, tag, &blob, claim);
 }
 
 fn text(path: &str, placeholder: Option<&str>) -> Relocation {

@@ -12,10 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use envoci::artifact::CATALOG_MEDIA_TYPE;
-use envoci::catalog::{Catalog, CatalogLayer, Environment, LayerKind, SCHEMA_VERSION};
 use envoci::digest::Digest;
-use envoci::ingest::commit_catalog;
 use envoci::layer::{Compression, LayerDigests};
 use envoci::relocate::PLACEHOLDER;
 use envoci::store::Store;
@@ -102,37 +99,15 @@ fn zeros_bomb(size: u64, claimed_size: u64) -> (LayerDigests, Vec<u8>) {
 /// Tags a one-layer catalog in the store at `home` whose layer blob is `blob`, with
 /// the catalog claiming `claimed` (diff id and uncompressed size may lie).
 fn tag_layer(home: &Path, tag: &str, blob: &[u8], media: &'static str, claimed: LayerDigests) {
-    let store = Store::open(home).unwrap();
-    let scratch = store.scratch().unwrap();
-    let (digest, size) = store.put_blob(&scratch, blob).unwrap();
-    assert_eq!((digest, size), (claimed.digest, claimed.size));
-    let catalog = Catalog {
-        schema_version: SCHEMA_VERSION,
-        media_type: CATALOG_MEDIA_TYPE.into(),
-        tool: "test".into(),
-        platform: "linux-64".into(),
-        blueprint: None,
-        spec: None,
-        placeholder: PLACEHOLDER.into(),
-        records: vec![],
-        layers: vec![CatalogLayer {
-            digest,
-            diff_id: claimed.diff_id,
-            size: claimed.uncompressed_size,
-            files: 1,
-            kind: LayerKind::Env,
-            name: "env".into(),
-            version: None,
-            build: None,
-            subdir: None,
-            channel: None,
-            sha256: None,
-            relocations: vec![],
-            packages: Vec::new(),
-        }],
-        environment: Environment::default(),
+    assert_eq!(claimed.size, blob.len() as u64);
+    let claim = common::catalog::Claim {
+        digests: claimed,
+        media,
+        files: 1,
+        relocations: vec![],
+        placeholder: PLACEHOLDER,
     };
-    commit_catalog(&store, &scratch, &catalog, &[(claimed, media)], tag).unwrap();
+    common::catalog::tag_single_layer(home, tag, blob, claim);
 }
 
 /// Every regular file below `dir`, with its size.

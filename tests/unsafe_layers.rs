@@ -5,13 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use envoci::artifact::CATALOG_MEDIA_TYPE;
-use envoci::catalog::{Catalog, CatalogLayer, Environment, LayerKind, SCHEMA_VERSION};
 use envoci::digest::Digest;
-use envoci::ingest::commit_catalog;
 use envoci::layer::{Compression, LayerDigests};
 use envoci::relocate::PLACEHOLDER;
-use envoci::store::Store;
 
 mod common;
 use common::envoci::{exit, Envoci};
@@ -46,50 +42,21 @@ fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
 
 /// Tags a one-layer catalog whose layer is `tar` (uncompressed).
 fn tag_layer(home: &Path, tag: &str, tar: &[u8], files: u64) {
-    let store = Store::open(home).unwrap();
-    let scratch = store.scratch().unwrap();
-    let (digest, size) = store.put_blob(&scratch, tar).unwrap();
-    let catalog = Catalog {
-        schema_version: SCHEMA_VERSION,
-        media_type: CATALOG_MEDIA_TYPE.into(),
-        tool: "test".into(),
-        platform: "linux-64".into(),
-        blueprint: None,
-        spec: None,
-        placeholder: PLACEHOLDER.into(),
-        records: vec![],
-        layers: vec![CatalogLayer {
+    let digest = Digest::of(tar);
+    let size = tar.len() as u64;
+    let claim = common::catalog::Claim {
+        digests: LayerDigests {
             digest,
-            diff_id: digest,
             size,
-            files,
-            kind: LayerKind::Env,
-            name: "env".into(),
-            version: None,
-            build: None,
-            subdir: None,
-            channel: None,
-            sha256: None,
-            relocations: vec![],
-            packages: Vec::new(),
-        }],
-        environment: Environment::default(),
+            diff_id: digest,
+            uncompressed_size: size,
+        },
+        media: Compression::None.media_type(),
+        files,
+        relocations: vec![],
+        placeholder: PLACEHOLDER,
     };
-    let digests = LayerDigests {
-        digest,
-        size,
-        diff_id: digest,
-        uncompressed_size: size,
-    };
-    commit_catalog(
-        &store,
-        &scratch,
-        &catalog,
-        &[(digests, Compression::None.media_type())],
-        tag,
-    )
-    .unwrap();
-    assert_eq!(Digest::of(tar), digest);
+    common::catalog::tag_single_layer(home, tag, tar, claim);
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod catalog;
 pub mod conda;
 pub mod envoci;
 pub mod oci;
