@@ -437,28 +437,10 @@ pub fn read_layer<R: Read>(
     blob: R,
     compression: Compression,
     limit: u64,
-    mut visit: impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
+    visit: impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
 ) -> Result<(Vec<Entry>, LayerDigests), ReadError> {
     let mut hashed = HashingReader::new(blob);
-    let (entries, diff_id, uncompressed_size) = {
-        let decoder: Box<dyn Read + '_> = match compression {
-            Compression::Zstd => Box::new(zstd::Decoder::new(&mut hashed).map_err(ReadError::Io)?),
-            Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut hashed)),
-            Compression::None => Box::new(&mut hashed),
-        };
-        let mut tar_stream = Bounded::new(decoder, limit);
-        let result = read_entries(&mut tar_stream, &mut visit).and_then(|entries| {
-            // Drain the tar's trailing blocks so the diff id covers every byte.
-            io::copy(&mut tar_stream, &mut io::sink()).map_err(ReadError::Io)?;
-            Ok(entries)
-        });
-        if tar_stream.exceeded {
-            return Err(ReadError::TooLarge { limit });
-        }
-        let entries = result?;
-        let (diff_id, size) = tar_stream.inner.finish();
-        (entries, diff_id, size)
-    };
+    let (entries, content) = read_layer_content(&mut hashed, compression, limit, visit)?;
     // Drain what follows the compressed stream so the blob digest covers every byte.
     io::copy(&mut hashed, &mut io::sink()).map_err(ReadError::Io)?;
     let (digest, size) = hashed.finish();
@@ -467,10 +449,48 @@ pub fn read_layer<R: Read>(
         LayerDigests {
             digest,
             size,
-            diff_id,
-            uncompressed_size,
+            diff_id: content.diff_id,
+            uncompressed_size: content.size,
         },
     ))
+}
+
+/// What the uncompressed tar of a layer was: its digest (the diff id) and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContentDigest {
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+/// Like [`read_layer`] without hashing the compressed blob: for a blob already checked
+/// against its digest (committed to the store), whose content the diff id and size
+/// still vouch for. Stops at `limit` uncompressed bytes the same way.
+pub fn read_layer_content<R: Read>(
+    blob: R,
+    compression: Compression,
+    limit: u64,
+    mut visit: impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
+) -> Result<(Vec<Entry>, ContentDigest), ReadError> {
+    let mut blob = blob;
+    let decoder: Box<dyn Read + '_> = match compression {
+        Compression::Zstd => Box::new(zstd::Decoder::new(&mut blob).map_err(ReadError::Io)?),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(&mut blob)),
+        Compression::None => Box::new(&mut blob),
+    };
+    let mut tar_stream = Bounded::new(decoder, limit);
+    let result = read_entries(&mut tar_stream, &mut visit).and_then(|entries| {
+        // Drain the tar's trailing blocks so the diff id covers every byte.
+        io::copy(&mut tar_stream, &mut io::sink()).map_err(ReadError::Io)?;
+        Ok(entries)
+    });
+    if tar_stream.exceeded {
+        return Err(ReadError::TooLarge { limit });
+    }
+    let entries = result?;
+    let (diff_id, size) = tar_stream.inner.finish();
+    Ok((entries, ContentDigest { diff_id, size }))
 }
 
 /// The entries of the tar read from `stream`, file contents handed to `visit`.

@@ -190,8 +190,10 @@ impl Store {
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
+        // A committed blob was checked against its digest when it was committed: only
+        // its content is checked again (diff id and size), not its compressed bytes.
         let file = self.open_blob(&layer.digest)?;
-        self.extract_layer_from(scratch, file, layer, media_type, repair)
+        self.extract(scratch, file, layer, media_type, repair, true)
     }
 
     /// Like [`Store::extract_layer`], reading the layer from `file` — a blob not
@@ -205,26 +207,49 @@ impl Store {
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
+        self.extract(scratch, file, layer, media_type, repair, false)
+    }
+
+    /// Unpacks a layer into staged CAS files, checks it against the catalog's entry
+    /// (its blob digest too unless `blob_checked`), then commits the files and writes
+    /// the layer index.
+    fn extract(
+        &self,
+        scratch: &Scratch,
+        file: fs::File,
+        layer: &CatalogLayer,
+        media_type: &str,
+        repair: bool,
+        blob_checked: bool,
+    ) -> Result<LayerIndex> {
         let digest = layer.digest;
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
         let mut staged: Vec<Staged> = Vec::new();
         let mut keys = HashSet::new();
-        let (entries, got) = layer::read_layer(
-            BufReader::with_capacity(256 * 1024, file),
-            compression,
-            layer.size,
-            |_, content, exec| {
-                let (key, _, file) = self
-                    .cas_stage(scratch, content, exec, repair)
-                    .map_err(io::Error::other)?;
-                // The same content twice in one layer is staged once.
-                if let Some(file) = file.filter(|f| keys.insert(f.key())) {
-                    staged.push(file);
-                }
-                Ok(key.digest)
-            },
-        )
-        .map_err(|source| match source {
+        let visit = |_: &str, content: &mut dyn io::Read, exec: bool| {
+            let (key, _, file) = self
+                .cas_stage(scratch, content, exec, repair)
+                .map_err(io::Error::other)?;
+            // The same content twice in one layer is staged once.
+            if let Some(file) = file.filter(|f| keys.insert(f.key())) {
+                staged.push(file);
+            }
+            Ok(key.digest)
+        };
+        let reader = BufReader::with_capacity(256 * 1024, file);
+        let read = if blob_checked {
+            layer::read_layer_content(reader, compression, layer.size, visit)
+                .map(|(entries, content)| (entries, None, content))
+        } else {
+            layer::read_layer(reader, compression, layer.size, visit).map(|(entries, got)| {
+                let content = layer::ContentDigest {
+                    diff_id: got.diff_id,
+                    size: got.uncompressed_size,
+                };
+                (entries, Some(got.digest), content)
+            })
+        };
+        let (entries, blob_digest, got) = read.map_err(|source| match source {
             ReadError::TooLarge { limit } => Error::Corrupt {
                 what: "layer",
                 digest,
@@ -239,8 +264,8 @@ impl Store {
             expected,
             actual,
         };
-        if got.digest != digest {
-            return Err(corrupt(digest.oci(), got.digest.oci()));
+        if let Some(actual) = blob_digest.filter(|d| *d != digest) {
+            return Err(corrupt(digest.oci(), actual.oci()));
         }
         if got.diff_id != layer.diff_id {
             return Err(corrupt(
@@ -248,10 +273,10 @@ impl Store {
                 format!("diffId {}", got.diff_id.oci()),
             ));
         }
-        if got.uncompressed_size != layer.size {
+        if got.size != layer.size {
             return Err(corrupt(
                 format!("{} bytes uncompressed", layer.size),
-                format!("{} bytes", got.uncompressed_size),
+                format!("{} bytes", got.size),
             ));
         }
         // Trusted now: into the CAS with it.
@@ -261,7 +286,7 @@ impl Store {
         let index = LayerIndex {
             digest,
             diff_id: Some(got.diff_id),
-            size: Some(got.uncompressed_size),
+            size: Some(got.size),
             entries,
         };
         self.write_layer_index(&index)?;
