@@ -424,6 +424,19 @@ impl RegistryBlobs {
     }
 
     /// The error of content from the registry that does not match its digest.
+    /// The body of blob `digest` (retried), a failure named as `what`.
+    async fn open(&self, digest: &Digest, what: &str) -> Result<SizedStream, Error> {
+        let (registry, name) = (&self.registry, digest.oci());
+        registry
+            .retry(|| {
+                registry
+                    .client
+                    .pull_blob_stream(&self.remote.0, name.as_str())
+            })
+            .await
+            .map_err(|e| registry.fail(what, e))
+    }
+
     fn mismatch(&self, digest: &Digest, actual: Digest) -> Error {
         Error::DigestMismatch {
             registry: self.registry.host.clone(),
@@ -458,30 +471,16 @@ impl BlobStore for RegistryBlobs {
     /// The `Content-Length` of a GET whose body is not read (oci-client's HEAD says
     /// only whether the blob is there).
     async fn size(&self, digest: &Digest) -> Result<u64, Error> {
-        let (registry, name) = (&self.registry, digest.oci());
-        let body = registry
-            .retry(|| {
-                registry
-                    .client
-                    .pull_blob_stream(&self.remote.0, name.as_str())
-            })
-            .await
-            .map_err(|e| registry.fail(format!("sizing blob {digest}"), e))?;
-        body.content_length.ok_or_else(|| {
-            registry.malformed(format!("sizing blob {digest}"), &"no Content-Length")
-        })
+        let what = format!("sizing blob {digest}");
+        let body = self.open(digest, &what).await?;
+        body.content_length
+            .ok_or_else(|| self.registry.malformed(what, &"no Content-Length"))
     }
 
     async fn read(&self, digest: &Digest, limit: u64) -> Result<Vec<u8>, Error> {
-        let (registry, name) = (&self.registry, digest.oci());
-        let body = registry
-            .retry(|| {
-                registry
-                    .client
-                    .pull_blob_stream(&self.remote.0, name.as_str())
-            })
-            .await
-            .map_err(|e| registry.fail(format!("downloading blob {digest}"), e))?;
+        let body = self
+            .open(digest, &format!("downloading blob {digest}"))
+            .await?;
         let bytes = self.collect(digest, body, limit).await?;
         let actual = Digest::of(&bytes);
         if actual != *digest {

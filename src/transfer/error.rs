@@ -436,15 +436,26 @@ fn html_title(body: &str) -> Option<&str> {
 
 /// At most `cap` bytes of a response body, as text (a body that breaks off gives what
 /// arrived).
-pub async fn read_capped(mut response: reqwest::Response, cap: usize) -> String {
+pub async fn read_capped(response: reqwest::Response, cap: usize) -> String {
+    let (body, _) = read_body(response, cap).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The body of a response, stopping once it holds `cap` bytes (a caller that must refuse
+/// a longer body reads `cap + 1`), and the error that cut it short, if one did.
+pub async fn read_body(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> (Vec<u8>, Option<reqwest::Error>) {
     let mut body = Vec::new();
     while body.len() < cap {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
-            _ => break,
+            Ok(None) => break,
+            Err(e) => return (body, Some(e)),
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    (body, None)
 }
 
 /// The failure an oci-client error stands for.

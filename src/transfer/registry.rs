@@ -14,8 +14,8 @@ use oci_client::{Client, RegistryOperation};
 
 use super::credentials::Credential;
 use super::error::{
-    by_envelope, by_status, classify, classify_request, read_capped, summarize_body, BoxError,
-    Context, Failure,
+    by_envelope, by_status, classify, classify_request, read_body, read_capped, summarize_body,
+    BoxError, Context, Failure,
 };
 use super::{Error, RemoteRef};
 
@@ -352,10 +352,13 @@ impl Registry {
             };
             return Err((failure, None));
         }
-        let bytes = read_body(response, DOCUMENT_CAP + 1).await.map_err(|e| {
-            let failure = classify_request(&e, &self.context);
-            (failure, Some(Box::new(e) as BoxError))
-        })?;
+        let bytes = match read_body(response, DOCUMENT_CAP + 1).await {
+            (bytes, None) => bytes::Bytes::from(bytes),
+            (_, Some(e)) => {
+                let failure = classify_request(&e, &self.context);
+                return Err((failure, Some(Box::new(e) as BoxError)));
+            }
+        };
         if bytes.len() > DOCUMENT_CAP {
             let detail = format!(
                 "the document is larger than {DOCUMENT_CAP} bytes, the most the distribution spec allows"
@@ -487,20 +490,4 @@ async fn credentials(
             Ok(RegistryAuth::Bearer(access))
         }
     }
-}
-
-/// The body of a response, stopping once it holds `cap` bytes (the caller refuses a
-/// body that reached the cap).
-async fn read_body(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<bytes::Bytes, reqwest::Error> {
-    let mut body = Vec::new();
-    while body.len() < cap {
-        match response.chunk().await? {
-            Some(chunk) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
-            None => break,
-        }
-    }
-    Ok(body.into())
 }
