@@ -145,8 +145,7 @@ impl Store {
 
     /// CAS files a check found damaged and no restore has repaired yet.
     pub fn damaged_files(&self) -> Result<HashSet<CasKey>> {
-        let names: Vec<String> = super::read_json(self.damaged_path())?.unwrap_or_default();
-        Ok(names.iter().filter_map(|n| CasKey::from_name(n)).collect())
+        read_keys(self.damaged_path())
     }
 
     /// Records `keys` as damaged: restore repairs them before it links them.
@@ -166,8 +165,7 @@ impl Store {
 
     /// CAS files once found damaged and replaced by a repair (their inode changed).
     pub fn repaired_files(&self) -> Result<HashSet<CasKey>> {
-        let names: Vec<String> = super::read_json(self.repaired_path())?.unwrap_or_default();
-        Ok(names.iter().filter_map(|n| CasKey::from_name(n)).collect())
+        read_keys(self.repaired_path())
     }
 
     /// The inode of CAS file `key` now, if it is there.
@@ -190,9 +188,7 @@ impl Store {
     /// one lock for both lists.
     fn update_keys(&self, path: &Path, change: impl FnOnce(&mut HashSet<CasKey>)) -> Result<()> {
         let _lock = self.lock("damaged")?;
-        let names: Vec<String> = super::read_json(path.to_path_buf())?.unwrap_or_default();
-        let mut known: HashSet<CasKey> =
-            names.iter().filter_map(|n| CasKey::from_name(n)).collect();
+        let mut known = read_keys(path.to_path_buf())?;
         let before = known.clone();
         change(&mut known);
         if known == before {
@@ -376,6 +372,12 @@ impl Staged {
             Err(e) => Err(Error::io("commit", &dest)(e.error)),
         }
     }
+}
+
+/// The CAS keys listed (by name) in the JSON file at `path`; none when it is absent.
+fn read_keys(path: PathBuf) -> Result<HashSet<CasKey>> {
+    let names: Vec<String> = super::read_json(path)?.unwrap_or_default();
+    Ok(names.iter().filter_map(|n| CasKey::from_name(n)).collect())
 }
 
 /// What a check found about one CAS file.
