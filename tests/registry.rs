@@ -389,6 +389,33 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
 }
 
 #[test]
+fn a_registry_sending_more_bytes_than_the_blob_has_is_refused_and_nothing_is_kept() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, _size) = pushed_big_env(&registry);
+    let proxy =
+        common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::Pad(4096), &digest);
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let user = Envoci::new();
+    let err = user.fail_as(exit::INTEGRITY, &["pull", &via_proxy]);
+    assert!(proxy.fired());
+    assert!(
+        err.contains("more bytes than the manifest says") && err.contains(&digest),
+        "{err}"
+    );
+    assert!(user.has_no_environments(), "nothing committed");
+    // Other downloads cut short by the failure may keep their partials to resume;
+    // the one with the wrong bytes is gone.
+    let check = user.json(&["check"]);
+    let kept = check["leftovers"].as_array().unwrap();
+    assert!(
+        kept.iter().all(|l| l["subject"] != digest.as_str()),
+        "no partial of the padded blob {digest}: {check}"
+    );
+    let clean = user.json(&["pull", &remote]);
+    assert_eq!(clean["blobs_resumed"].as_u64(), Some(0), "{clean}");
+}
+
+#[test]
 fn two_platforms_pushed_to_one_tag_make_an_index_and_pull_picks_by_platform() {
     use envoci::artifact;
     use envoci::layer::{Compression, LayerDigests};
@@ -878,6 +905,85 @@ fn credentials_never_go_over_plain_http_to_a_token_service_of_a_tls_registry() {
         token.issued(),
         0,
         "the password never reached the token service"
+    );
+}
+
+/// Runs envoci with the token registry's user and `password` (and no Docker config).
+fn as_robot(t: &Envoci, args: &[&str], password: &str) -> std::process::Output {
+    t.cmd(args)
+        .env("ENVOCI_REGISTRY_USER", "robot")
+        .env("ENVOCI_REGISTRY_PASSWORD", password)
+        .env("DOCKER_CONFIG", t.dir().join("no-docker-config"))
+        .output()
+        .unwrap()
+}
+
+/// A token registry holding one pushed environment: its reference and the digests of
+/// its config blob and first layer.
+fn pushed_to_token_registry(registry: &TestRegistry, builder: &Envoci) -> (String, String, String) {
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-bin", "links", "shared-dep"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/renew:x");
+    let push = as_robot(builder, &["push", "x", &remote], "s3cret");
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let manifest = builder.json(&["inspect", "x"])["manifest"].clone();
+    let digest = |v: &serde_json::Value| v["digest"].as_str().unwrap().to_string();
+    (
+        remote,
+        digest(&manifest["config"]),
+        digest(&manifest["layers"][0]),
+    )
+}
+
+#[test]
+fn a_token_the_registry_refuses_is_renewed_once_and_the_pull_goes_on() {
+    let registry = TestRegistry::start_token("robot", "s3cret");
+    let tokens = registry.token.as_ref().unwrap();
+    let (remote, _config, layer) = pushed_to_token_registry(&registry, &Envoci::new());
+    let proxy = common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::Refuse, &layer);
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let before = tokens.issued();
+    let user = Envoci::new();
+    let pull = as_robot(&user, &["pull", &via_proxy, "--retries", "0"], "s3cret");
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    assert!(proxy.fired(), "the layer's first request was refused");
+    assert_eq!(tokens.issued() - before, 2, "one token, then one renewal");
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn a_token_is_renewed_when_the_token_service_says_its_life_is_over() {
+    let registry = TestRegistry::start_token("robot", "s3cret");
+    let tokens = registry.token.as_ref().unwrap();
+    let (remote, config, _layer) = pushed_to_token_registry(&registry, &Envoci::new());
+    // The config blob is fetched first, the layers after it: slowed down past the
+    // token's announced one second, the layers need a new token.
+    let delay = common::proxy::Fault::Delay(std::time::Duration::from_millis(1500));
+    let proxy = common::proxy::Proxy::start(&registry.addr, delay, &config);
+    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    tokens.set_lifetime(1);
+    let before = tokens.issued();
+    let user = Envoci::new();
+    let pull = as_robot(&user, &["pull", &via_proxy, "--jobs", "1"], "s3cret");
+    assert!(
+        pull.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pull.stderr)
+    );
+    assert!(proxy.fired());
+    assert_eq!(
+        tokens.issued() - before,
+        2,
+        "renewed once, before it expired"
     );
 }
 

@@ -43,13 +43,7 @@ impl Server {
         let script = format!(
             "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',{port}))\ns.listen(64)\nconns=[]\nwhile True:\n    c,_=s.accept(); conns.append(c)\n"
         );
-        let child = Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        Self::ready(child, port)
+        Self::python(&script, port)
     }
 
     /// A server of the test's own that answers `GET /v2/` as a registry does and every
@@ -73,8 +67,50 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
 "#
         );
+        Self::python(&script, port)
+    }
+
+    /// A token service of the test's own whose answers are `size` bytes of a token
+    /// that never ends, behind a registry front (`GET /v2/` answers 401 with a Bearer
+    /// challenge naming it). How many bytes it managed to send is written to `sent`.
+    fn endless_tokens(size: usize, sent: &std::path::Path) -> Server {
+        let port = free_port();
+        let script = format!(
+            r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Bearer realm="http://127.0.0.1:{port}/token",service="hostile"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str({size}))
+        self.end_headers()
+        sent = 0
+        try:
+            self.wfile.write(b'{{"token":"')
+            while sent < {size}:
+                self.wfile.write(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        with open({sent:?}, "w") as f:
+            f.write(str(sent))
+http.server.ThreadingHTTPServer(("127.0.0.1", {port}), H).serve_forever()
+"#
+        );
+        Self::python(&script, port)
+    }
+
+    /// Runs a server script of the test's own, listening on `port`.
+    fn python(script: &str, port: u16) -> Server {
         let child = Command::new("python3")
-            .args(["-c", &script])
+            .args(["-c", script])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -264,6 +300,43 @@ fn a_manifest_beyond_the_spec_limit_is_refused_unread() {
     assert!(
         err.contains(&server.addr) && err.contains("larger than 4194304 bytes"),
         "{err}"
+    );
+    assert!(t.has_no_environments());
+}
+
+#[test]
+fn a_token_service_answer_beyond_its_cap_is_refused_unread() {
+    let t = Envoci::new();
+    let sent = t.dir().join("token-bytes-sent");
+    let server = Server::endless_tokens(1 << 30, &sent);
+    let err = t.fail_as(
+        exit::OTHER,
+        &[
+            "pull",
+            &format!("{}/envs/x:y", server.addr),
+            "--retries",
+            "0",
+        ],
+    );
+    assert!(
+        err.contains("token service") && err.contains("larger than 65536 bytes"),
+        "{err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let sent: u64 = loop {
+        if let Ok(text) = std::fs::read_to_string(&sent) {
+            break text.parse().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the token service noticed no hang-up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        sent < 64 << 20,
+        "envoci stopped reading early: {sent} of {} bytes were sent",
+        1u64 << 30
     );
     assert!(t.has_no_environments());
 }

@@ -428,13 +428,12 @@ impl RegistryBlobs {
     async fn open(&self, digest: &Digest, what: &str) -> Result<SizedStream, Error> {
         let (registry, name) = (&self.registry, digest.oci());
         registry
-            .retry(|| {
+            .retry(what, || {
                 registry
                     .client
                     .pull_blob_stream(&self.remote.0, name.as_str())
             })
             .await
-            .map_err(|e| registry.fail(what, e))
     }
 
     fn mismatch(&self, digest: &Digest, actual: Digest) -> Error {
@@ -463,9 +462,10 @@ impl BlobStore for RegistryBlobs {
     async fn has(&self, digest: &Digest) -> Result<bool, Error> {
         let (registry, name) = (&self.registry, digest.oci());
         registry
-            .retry(|| registry.client.blob_exists(&self.remote.0, &name))
+            .retry(&format!("checking blob {digest}"), || {
+                registry.client.blob_exists(&self.remote.0, &name)
+            })
             .await
-            .map_err(|e| registry.fail(format!("checking blob {digest}"), e))
     }
 
     /// The `Content-Length` of a GET whose body is not read (oci-client's HEAD says
@@ -494,7 +494,7 @@ impl BlobStore for RegistryBlobs {
     async fn read_from(&self, digest: &Digest, offset: u64, limit: u64) -> Result<Vec<u8>, Error> {
         let (registry, name) = (&self.registry, digest.oci());
         let response = registry
-            .retry(|| {
+            .retry(&format!("downloading blob {digest} from {offset}"), || {
                 registry.client.pull_blob_stream_partial(
                     &self.remote.0,
                     name.as_str(),
@@ -502,8 +502,7 @@ impl BlobStore for RegistryBlobs {
                     None,
                 )
             })
-            .await
-            .map_err(|e| registry.fail(format!("downloading blob {digest} from {offset}"), e))?;
+            .await?;
         match response {
             BlobResponse::Partial(body) => self.collect(digest, body, limit).await,
             BlobResponse::Full(body) => {
@@ -528,12 +527,11 @@ impl BlobStore for RegistryBlobs {
         }
         let (registry, name) = (&self.registry, digest.oci());
         registry
-            .retry(|| {
+            .retry(&format!("uploading blob {digest}"), || {
                 let data = bytes::Bytes::copy_from_slice(bytes);
                 registry.client.push_blob(&self.remote.0, data, &name)
             })
-            .await
-            .map_err(|e| registry.fail(format!("uploading blob {digest}"), e))?;
+            .await?;
         Ok(Written::Stored)
     }
 

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
-use oci_client::secrets::RegistryAuth;
 use serde_json::{json, Value};
 
 use super::Error;
@@ -41,13 +40,26 @@ fn read_config() -> Result<Value, Error> {
 }
 
 /// What the credential sources hold for a registry.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Credential {
-    /// Credentials oci-client uses as they are (anonymous, or user and password).
-    Auth(RegistryAuth),
+    /// Nothing: requests go without credentials.
+    Anonymous,
+    /// A user and password (HTTP Basic, to the registry or its token service).
+    Basic(String, String),
     /// An identity (OAuth2 refresh) token, as `docker login` stores for some registries
-    /// (ACR, for one): exchanged for an access token by [`super::token::exchange`].
+    /// (ACR, for one): exchanged for access tokens by [`super::token::TokenService`].
     IdentityToken(String),
+}
+
+impl std::fmt::Debug for Credential {
+    /// Says which kind, never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Anonymous => f.write_str("Anonymous"),
+            Credential::Basic(user, _) => write!(f, "Basic({user}, ***)"),
+            Credential::IdentityToken(_) => f.write_str("IdentityToken(***)"),
+        }
+    }
 }
 
 /// The credentials to use for `host`. Blocking (may run a credential helper).
@@ -57,7 +69,7 @@ pub fn resolve(host: &str) -> Result<Credential, Error> {
         std::env::var("ENVOCI_REGISTRY_PASSWORD"),
     ) {
         if !user.is_empty() {
-            return Ok(Credential::Auth(RegistryAuth::Basic(user, password)));
+            return Ok(Credential::Basic(user, password));
         }
     }
     let config = read_config()?;
@@ -93,20 +105,14 @@ pub fn resolve(host: &str) -> Result<Credential, Error> {
                     ),
                 })?;
             if let Some((user, password)) = decoded.split_once(':') {
-                return Ok(Credential::Auth(RegistryAuth::Basic(
-                    user.into(),
-                    password.into(),
-                )));
+                return Ok(Credential::Basic(user.into(), password.into()));
             }
         }
         if let (Some(user), Some(password)) = (
             entry.get("username").and_then(Value::as_str),
             entry.get("password").and_then(Value::as_str),
         ) {
-            return Ok(Credential::Auth(RegistryAuth::Basic(
-                user.into(),
-                password.into(),
-            )));
+            return Ok(Credential::Basic(user.into(), password.into()));
         }
     }
     let helper = config["credHelpers"]
@@ -116,7 +122,7 @@ pub fn resolve(host: &str) -> Result<Credential, Error> {
     if let Some(helper) = helper {
         return from_helper(helper, host);
     }
-    Ok(Credential::Auth(RegistryAuth::Anonymous))
+    Ok(Credential::Anonymous)
 }
 
 fn from_helper(helper: &str, host: &str) -> Result<Credential, Error> {
@@ -141,7 +147,7 @@ fn from_helper(helper: &str, host: &str) -> Result<Credential, Error> {
     if !out.status.success() {
         let message = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if message.contains("not found") {
-            return Ok(Credential::Auth(RegistryAuth::Anonymous));
+            return Ok(Credential::Anonymous);
         }
         return Err(fail(message));
     }
@@ -152,10 +158,7 @@ fn from_helper(helper: &str, host: &str) -> Result<Credential, Error> {
     if user == "<token>" {
         return Ok(Credential::IdentityToken(secret.into()));
     }
-    Ok(Credential::Auth(RegistryAuth::Basic(
-        user.into(),
-        secret.into(),
-    )))
+    Ok(Credential::Basic(user.into(), secret.into()))
 }
 
 /// Stores a login for `host` in Docker's config file (mode 0600), keeping everything

@@ -7,7 +7,6 @@
 
 use futures_util::StreamExt;
 use oci_client::client::BlobResponse;
-use oci_client::errors::OciDistributionError;
 use oci_client::RegistryOperation;
 use oci_spec::image::ImageManifest;
 
@@ -205,13 +204,12 @@ async fn fetch_blob(
                 attempt += 1;
             }
             Err(interrupted) if interrupted.corrupt => {
-                let actual = partial.digest_so_far();
                 blocking(move || {
                     partial.discard();
                     Ok(())
                 })
                 .await?;
-                return Err(mismatch(registry, digest, actual));
+                return Err(*interrupted.error);
             }
             Err(interrupted) => return Err(*interrupted.error),
         }
@@ -296,9 +294,8 @@ async fn download_once(
     let layer = partial.digest().oci();
     let (mut body, resumed) = match request_body(registry, remote, &layer, offset).await {
         Ok(ok) => ok,
-        Err(e) => {
-            let transient = registry.is_transient(&e);
-            let error = registry.fail(format!("downloading blob {layer}"), e);
+        Err(error) => {
+            let transient = error.is_transient();
             let interrupted = Interrupted::new(Attempt::default(), transient, error);
             return (partial, Err(interrupted));
         }
@@ -352,33 +349,32 @@ async fn download_once(
         downloaded: received,
         resumed,
     };
-    let outcome = judge(
-        registry,
-        &layer,
-        size,
-        partial.len(),
-        attempt,
-        written,
-        stop,
-    );
+    let outcome = judge(registry, &partial, size, attempt, written, stop);
     (partial, outcome)
 }
 
 /// The body of blob `layer`: the rest after `offset` when the registry honours the
-/// `Range` (206: true), else all of it (false).
+/// `Range` (206: true), else all of it (false). Not retried here: the download loop
+/// retries, resuming what arrived.
 async fn request_body(
     registry: &Registry,
     remote: &RemoteRef,
     layer: &str,
     offset: u64,
-) -> Result<(oci_client::client::SizedStream, bool), OciDistributionError> {
+) -> Result<(oci_client::client::SizedStream, bool), Error> {
+    let what = format!("downloading blob {layer}");
     if offset == 0 {
-        let body = registry.client.pull_blob_stream(&remote.0, layer).await?;
+        let body = registry
+            .once(&what, || registry.client.pull_blob_stream(&remote.0, layer))
+            .await?;
         return Ok((body, false));
     }
     let response = registry
-        .client
-        .pull_blob_stream_partial(&remote.0, layer, offset, None)
+        .once(&what, || {
+            registry
+                .client
+                .pull_blob_stream_partial(&remote.0, layer, offset, None)
+        })
         .await?;
     Ok(match response {
         BlobResponse::Partial(body) => (body, true),
@@ -391,13 +387,13 @@ async fn request_body(
 /// its partial discarded when the bytes cannot be right.
 fn judge(
     registry: &Registry,
-    layer: &str,
+    partial: &store::Partial,
     size: u64,
-    kept: u64,
     attempt: Attempt,
     written: Result<(), store::Error>,
     stop: Option<Stop>,
 ) -> Result<Attempt, Interrupted> {
+    let (layer, kept) = (partial.digest().oci(), partial.len());
     let interrupted = |failure: Failure, source: Option<std::io::Error>| {
         registry.error(
             format!(
@@ -429,13 +425,20 @@ fn judge(
             let failure = classify_io(&e, &registry.context).unwrap_or(Failure::Interrupted {
                 detail: String::new(),
             });
-            // oci-client checked the complete blob and found it corrupt: not resumable.
-            let corrupt = matches!(failure, Failure::Integrity { .. });
+            if let Failure::Integrity { .. } = failure {
+                // oci-client checked the complete blob and found it corrupt: not resumable.
+                let error = mismatch(registry, partial.digest(), partial.digest_so_far());
+                return Err(Interrupted {
+                    corrupt: true,
+                    ..Interrupted::new(attempt, false, error)
+                });
+            }
             let transient = failure.is_transient();
-            Err(Interrupted {
-                corrupt,
-                ..Interrupted::new(attempt, transient, interrupted(failure, Some(e)))
-            })
+            Err(Interrupted::new(
+                attempt,
+                transient,
+                interrupted(failure, Some(e)),
+            ))
         }
         (Ok(()), None) if kept != size => {
             let failure = Failure::Interrupted {

@@ -124,15 +124,14 @@ async fn put_manifest(
     media_type: &'static str,
 ) -> Result<(), Error> {
     registry
-        .retry(|| {
+        .retry(&format!("pushing the manifest to {target}"), || {
             registry.client.push_manifest_raw(
                 &target.0,
                 body.clone(),
                 http::HeaderValue::from_static(media_type),
             )
         })
-        .await
-        .map_err(|e| registry.fail(format!("pushing the manifest to {target}"), e))?;
+        .await?;
     Ok(())
 }
 
@@ -255,9 +254,10 @@ async fn push_blob(
 ) -> Result<(Sent, u64), Error> {
     let name = digest.oci();
     let exists = registry
-        .retry(|| registry.client.blob_exists(&remote.0, &name))
-        .await
-        .map_err(|e| registry.fail(format!("checking blob {digest}"), e))?;
+        .retry(&format!("checking blob {digest}"), || {
+            registry.client.blob_exists(&remote.0, &name)
+        })
+        .await?;
     if exists {
         return Ok((Sent::Present, size));
     }
@@ -276,7 +276,7 @@ async fn push_blob(
     let blob = tokio::fs::File::from_std(blob);
     // Each attempt streams the file from its start again.
     registry
-        .retry(|| async {
+        .retry(&format!("uploading blob {digest}"), || async {
             let mut file = blob.try_clone().await?;
             file.seek(std::io::SeekFrom::Start(0)).await?;
             registry
@@ -284,7 +284,6 @@ async fn push_blob(
                 .push_blob_stream(&remote.0, file_chunks(file), &name, Some(size))
                 .await
         })
-        .await
-        .map_err(|e| registry.fail(format!("uploading blob {digest}"), e))?;
+        .await?;
     Ok((Sent::Uploaded, size))
 }

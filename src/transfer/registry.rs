@@ -1,7 +1,8 @@
 //! The registry client: oci-client plus what envoci needs around it — protocol choice
 //! (plain HTTP for loopback or `--insecure`), credentials from where users keep them,
 //! a probe of `GET /v2/` that tells "not a registry" and "unreachable" apart from
-//! everything else, and retries of transient failures. Every failure leaves here as a
+//! everything else and says how the registry wants to be authenticated, Bearer tokens
+//! fetched and renewed by [`super::token`], and retries of transient failures. Every failure leaves here as a
 //! typed [`Error`] (see [`super::error`]). Parallelism is not bounded here: pulls and
 //! pushes run their blobs through one bounded stream (`--jobs`).
 
@@ -10,13 +11,14 @@ use std::time::Duration;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, RegistryOperation};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use super::credentials::Credential;
 use super::error::{
     by_envelope, by_status, classify, classify_request, read_body, read_capped, summarize_body,
     BoxError, Context, Failure,
 };
+use super::token::{Challenge, Token, TokenService};
 use super::{Error, RemoteRef};
 
 /// How to talk to registries.
@@ -57,12 +59,10 @@ impl Default for RegistryOptions {
     }
 }
 
-/// A client for one registry.
+/// A client for one registry, authenticated for one repository and operation.
 pub struct Registry {
     /// The oci-client client.
     pub client: Client,
-    /// Credentials used for every request.
-    pub auth: RegistryAuth,
     /// The registry host, for messages.
     pub host: String,
     /// Retries of transient failures.
@@ -72,13 +72,37 @@ pub struct Registry {
     /// How requests are made, for classifying their failures.
     pub context: Context,
     /// The HTTP client for the requests made here rather than by oci-client (the
-    /// probe, documents read through a size cap), with the registry's trust.
+    /// probe, tokens, documents read through a size cap), with the registry's trust.
     http: reqwest::Client,
     /// `http` or `https`.
     scheme: &'static str,
-    /// What those requests authenticate with: the token oci-client obtained, or the
-    /// user's Basic credentials.
-    authorization: Option<String>,
+    /// What the client was authenticated for (a renewed token is handed to it for these).
+    reference: Reference,
+    operation: RegistryOperation,
+    /// How requests authenticate.
+    access: Access,
+    /// The token generation oci-client holds.
+    client_generation: std::sync::atomic::AtomicU64,
+}
+
+/// How requests to a registry authenticate.
+enum Access {
+    /// They carry no credentials.
+    Anonymous,
+    /// HTTP Basic (the header's value).
+    Basic(String),
+    /// Bearer tokens from the registry's token service.
+    Tokens(Box<TokenService>),
+}
+
+/// How a registry answered `GET /v2/`.
+enum Probe {
+    /// 200: no credentials wanted.
+    Open,
+    /// 401 with a Bearer challenge: tokens from its realm.
+    Bearer(Challenge),
+    /// 401 with another challenge (Basic).
+    Challenged,
 }
 
 /// The most a manifest or index may hold: the distribution spec's limit, which
@@ -176,7 +200,7 @@ impl Endpoint {
 impl Registry {
     /// A client for the registry of `reference`, authenticated for `operation`: the
     /// registry is probed first, so an address where no registry answers fails here,
-    /// saying what answers instead.
+    /// saying what answers instead; a registry that wants tokens gets the first one here.
     pub async fn connect(
         reference: &RemoteRef,
         options: &RegistryOptions,
@@ -193,50 +217,76 @@ impl Registry {
             },
             source: Some(e),
         })?;
-        let auth = credentials(reference, options, &endpoint, &http, operation).await?;
+        let credential = credentials(reference, options).await?;
         let mut registry = Registry {
             client: Client::new(endpoint.client_config(options.jobs)),
             context: Context {
-                anonymous: matches!(auth, RegistryAuth::Anonymous),
+                anonymous: matches!(credential, Credential::Anonymous),
                 plain_http: endpoint.plain_http,
                 loopback: is_loopback(reference.registry()),
                 timeout: options.timeout,
             },
-            auth,
             host,
             retries: options.retries,
             min_speed: options.min_speed.max(1),
             http,
             scheme: endpoint.scheme(),
-            authorization: None,
+            reference: reference.0.clone(),
+            operation,
+            access: Access::Anonymous,
+            client_generation: std::sync::atomic::AtomicU64::new(0),
         };
-        registry.probe(&endpoint).await?;
-        // Authenticate before any blob call, so parallel calls share one token.
-        let token = registry
-            .retry(|| {
-                registry
-                    .client
-                    .auth(&reference.0, &registry.auth, operation)
-            })
-            .await
-            .map_err(|e| registry.fail("authenticating", e))?;
-        registry.authorization = match (token, &registry.auth) {
-            (Some(token), _) => Some(format!("Bearer {token}")),
-            (None, RegistryAuth::Basic(user, password)) => {
-                use base64::Engine as _;
-                let pair = format!("{user}:{password}");
-                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                Some(format!("Basic {encoded}"))
-            }
-            (None, _) => None,
-        };
+        let probe = registry.probe().await?;
+        registry.access = registry.access(probe, credential).await?;
         Ok(registry)
+    }
+
+    /// How to authenticate, given how the registry answered the probe. Like docker, no
+    /// credentials go to a registry that asks for none.
+    async fn access(&self, probe: Probe, credential: Credential) -> Result<Access, Error> {
+        match (probe, credential) {
+            (Probe::Bearer(challenge), credential) => {
+                let actions = match self.operation {
+                    RegistryOperation::Pull => "pull",
+                    RegistryOperation::Push => "pull,push",
+                };
+                let scope = format!("repository:{}:{actions}", self.reference.repository());
+                let tokens = TokenService::start(
+                    &self.host,
+                    challenge,
+                    credential,
+                    scope,
+                    self.http.clone(),
+                    self.context,
+                )
+                .await?;
+                Ok(Access::Tokens(Box::new(tokens)))
+            }
+            (Probe::Challenged, Credential::Basic(user, password)) => {
+                let auth = RegistryAuth::Basic(user.clone(), password.clone());
+                self.retry("authenticating", || {
+                    self.client.auth(&self.reference, &auth, self.operation)
+                })
+                .await?;
+                use base64::Engine as _;
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Ok(Access::Basic(format!("Basic {encoded}")))
+            }
+            (Probe::Challenged, Credential::IdentityToken(_)) => Err(Error::Credentials {
+                host: self.host.clone(),
+                reason:
+                    "an identity token is stored for it, but the registry asks for no Bearer token"
+                        .into(),
+            }),
+            (Probe::Open, _) | (Probe::Challenged, Credential::Anonymous) => Ok(Access::Anonymous),
+        }
     }
 
     /// `GET /v2/`: a registry answers 200, or 401 when it wants credentials; anything
     /// else is not one. Retried like every request.
-    async fn probe(&self, endpoint: &Endpoint) -> Result<(), Error> {
-        let url = format!("{}://{}/v2/", endpoint.scheme(), self.host);
+    async fn probe(&self) -> Result<Probe, Error> {
+        let url = format!("{}://{}/v2/", self.scheme, self.host);
         let mut attempt = 0;
         let response = loop {
             let failure = match self.http.get(&url).send().await {
@@ -252,10 +302,16 @@ impl Registry {
         };
         let status = response.status().as_u16();
         if status == 200 {
-            return Ok(());
+            return Ok(Probe::Open);
         }
         if status == 401 {
-            return self.check_challenge(&response);
+            let challenge = response
+                .headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|h| h.to_str().ok())
+                .find_map(Challenge::parse);
+            return Ok(challenge.map_or(Probe::Challenged, Probe::Bearer));
         }
         let body = read_capped(response, 4096).await;
         let failure = Failure::NotRegistry {
@@ -267,27 +323,48 @@ impl Registry {
         Err(self.error("connecting", failure, None))
     }
 
-    /// Refuses a challenge that would send our credentials over plain HTTP to the token
-    /// service while the registry itself speaks HTTPS (anonymous requests send none).
-    fn check_challenge(&self, response: &reqwest::Response) -> Result<(), Error> {
-        if self.context.anonymous {
+    /// The token to send now, when the registry wants tokens; oci-client is handed it
+    /// when it is new.
+    async fn token(&self) -> Result<Option<Token>, Error> {
+        let Access::Tokens(tokens) = &self.access else {
+            return Ok(None);
+        };
+        let token = tokens.current().await?;
+        self.hand_to_client(&token).await?;
+        Ok(Some(token))
+    }
+
+    /// A new token after the registry refused `refused`.
+    async fn renew(&self, refused: &Token) -> Result<(), Error> {
+        let Access::Tokens(tokens) = &self.access else {
+            return Ok(());
+        };
+        let token = tokens.renew(refused).await?;
+        self.hand_to_client(&token).await
+    }
+
+    /// Makes oci-client use `token` for this repository and operation (no request).
+    async fn hand_to_client(&self, token: &Token) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.client_generation.load(Ordering::Acquire) == token.generation {
             return Ok(());
         }
-        let realm = response
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|h| h.to_str().ok())
-            .and_then(super::token::bearer_realm);
-        match realm {
-            Some(realm) => {
-                super::token::check_realm(&realm, self.context.plain_http).map_err(|reason| {
-                    Error::Credentials {
-                        host: self.host.clone(),
-                        reason,
-                    }
-                })
-            }
-            None => Ok(()),
+        let auth = RegistryAuth::Bearer(token.value.clone());
+        self.client
+            .auth(&self.reference, &auth, self.operation)
+            .await
+            .map_err(|e| self.fail("authenticating", e))?;
+        self.client_generation
+            .fetch_max(token.generation, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The `Authorization` header for the requests made here, if any.
+    fn authorization(&self, token: Option<&Token>) -> Option<String> {
+        match (&self.access, token) {
+            (_, Some(token)) => Some(format!("Bearer {}", token.value)),
+            (Access::Basic(header), None) => Some(header.clone()),
+            _ => None,
         }
     }
 
@@ -310,17 +387,10 @@ impl Registry {
             reference.0.repository()
         );
         let what = format!("pulling the manifest of {reference}");
-        let mut attempt = 0;
-        loop {
-            match self.manifest_once(&url, accept).await {
-                Ok(bytes) => return Ok(bytes),
-                Err((failure, _)) if attempt < self.retries && failure.is_transient() => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err((failure, source)) => return Err(self.error(what, failure, source)),
-            }
-        }
+        self.attempts(&what, self.retries, |token| {
+            self.manifest_once(&url, accept, token)
+        })
+        .await
     }
 
     /// One manifest request: the body of a 200 up to the cap; any other answer
@@ -329,12 +399,13 @@ impl Registry {
         &self,
         url: &str,
         accept: &[&str],
+        token: Option<Token>,
     ) -> Result<bytes::Bytes, (Failure, Option<BoxError>)> {
         let mut request = self
             .http
             .get(url)
             .header(reqwest::header::ACCEPT, accept.join(", "));
-        if let Some(authorization) = &self.authorization {
+        if let Some(authorization) = self.authorization(token.as_ref()) {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         let response = request.send().await.map_err(|e| {
@@ -394,33 +465,65 @@ impl Registry {
         }
     }
 
-    /// Runs `op`, trying again after a transient failure (up to `retries` times, with
-    /// exponential backoff and jitter). Returns the last error otherwise.
-    pub async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, OciDistributionError>
+    /// Runs `op` (an oci-client call) as [`Registry::attempts`] does, with up to
+    /// `retries` tries after transient failures; a failure is named as `what`.
+    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
-        let mut attempt = 0;
+        self.attempts(what, self.retries, |_token| {
+            let call = op();
+            async move { call.await.map_err(|e| self.failure_of(e)) }
+        })
+        .await
+    }
+
+    /// Runs `op` (an oci-client call) once, but for a token the registry refuses,
+    /// which is renewed and the call made again.
+    pub async fn once<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.attempts(what, 0, |_token| {
+            let call = op();
+            async move { call.await.map_err(|e| self.failure_of(e)) }
+        })
+        .await
+    }
+
+    /// Runs `op` with the current token (renewed first when it is about to expire):
+    /// a refusal of that token renews it and tries again once, a transient failure
+    /// waits (exponential backoff with jitter) and tries again up to `retries` times.
+    async fn attempts<T, F, Fut>(&self, what: &str, retries: u32, mut op: F) -> Result<T, Error>
+    where
+        F: FnMut(Option<Token>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, (Failure, Option<BoxError>)>>,
+    {
+        let (mut attempt, mut renewed) = (0, false);
         loop {
-            match op().await {
-                Err(e) if attempt < self.retries && self.is_transient(&e) => {
+            let token = self.token().await?;
+            match op(token.clone()).await {
+                Ok(value) => return Ok(value),
+                Err((Failure::Unauthorized { .. }, _)) if !renewed && token.is_some() => {
+                    if let Some(token) = &token {
+                        self.renew(token).await?;
+                    }
+                    renewed = true;
+                }
+                Err((failure, _)) if attempt < retries && failure.is_transient() => {
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
-                result => return result,
+                Err((failure, source)) => return Err(self.error(what, failure, source)),
             }
         }
     }
 
-    /// Whether an oci-client error may go away by itself.
-    pub fn is_transient(&self, e: &OciDistributionError) -> bool {
-        classify(e, &self.context).is_transient()
-    }
-
-    /// The error for an oci-client failure while doing `what`: classified, and with the
-    /// client's error as the cause unless it would only repeat a response body.
-    pub fn fail(&self, what: impl Into<String>, e: OciDistributionError) -> Error {
+    /// The failure an oci-client error stands for, with the error as its cause unless
+    /// it would only repeat a response body.
+    fn failure_of(&self, e: OciDistributionError) -> (Failure, Option<BoxError>) {
         let failure = classify(&e, &self.context);
         let source: Option<BoxError> = match e {
             OciDistributionError::ServerError { .. }
@@ -428,6 +531,12 @@ impl Registry {
             | OciDistributionError::AuthenticationFailure(_) => None,
             other => Some(Box::new(other)),
         };
+        (failure, source)
+    }
+
+    /// The error for an oci-client failure while doing `what`.
+    pub fn fail(&self, what: impl Into<String>, e: OciDistributionError) -> Error {
+        let (failure, source) = self.failure_of(e);
         self.error(what, failure, source)
     }
 
@@ -457,37 +566,20 @@ impl Registry {
 }
 
 /// The credentials for `reference`: given ones, else looked up (a credential helper is
-/// a program: run off the async runtime); a stored identity token is exchanged for an
-/// access token.
+/// a program: run off the async runtime).
 async fn credentials(
     reference: &RemoteRef,
     options: &RegistryOptions,
-    endpoint: &Endpoint,
-    http: &reqwest::Client,
-    operation: RegistryOperation,
-) -> Result<RegistryAuth, Error> {
+) -> Result<Credential, Error> {
     if let Some((user, password)) = &options.credentials {
-        return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+        return Ok(Credential::Basic(user.clone(), password.clone()));
     }
     let host = reference.registry().to_string();
     let lookup = host.clone();
-    let credential = tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
+    tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
         .await
         .map_err(|e| Error::Credentials {
             host,
             reason: e.to_string(),
-        })??;
-    match credential {
-        Credential::Auth(auth) => Ok(auth),
-        Credential::IdentityToken(token) => {
-            let token_endpoint = super::token::Endpoint {
-                scheme: endpoint.scheme(),
-                client: http,
-                timeout: endpoint.timeout,
-            };
-            let access =
-                super::token::exchange(reference, &token_endpoint, &token, operation).await?;
-            Ok(RegistryAuth::Bearer(access))
-        }
-    }
+        })?
 }

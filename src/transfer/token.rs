@@ -1,109 +1,283 @@
-//! Identity-token exchange (the Docker token protocol's OAuth2 form): a registry's
-//! `WWW-Authenticate: Bearer realm=…,service=…` challenge is read from `/v2/`, and the
-//! identity token `docker login` stored (a refresh token) is posted to the realm with
-//! the scope one operation needs; the access token that comes back is used as a Bearer
-//! token for that operation.
+//! Bearer tokens (the Docker token protocol). A registry that answers `GET /v2/` with
+//! `401` and `WWW-Authenticate: Bearer realm=…,service=…` wants every request to carry
+//! a token from that realm, asked for with the user's password (Basic, `GET`), a stored
+//! identity token (the OAuth2 refresh-token form, `POST`), or nothing (anonymous).
+//!
+//! Tokens are fetched here, not by oci-client, for three reasons: the token service's
+//! answer is read through a cap (a hostile one could send gigabytes), credentials go
+//! only where [`check_realm`] allows, and a token is renewed before it expires and
+//! when the registry refuses it (oci-client keeps using a token it was given).
 
-use oci_client::RegistryOperation;
+use std::time::Duration;
 
-use super::error::{classify_request, read_capped, Context, Failure};
-use super::{Error, RemoteRef};
+use tokio::time::Instant;
 
-/// How to reach the registry for the exchange (the same choices the client makes).
-pub struct Endpoint<'a> {
-    /// `http` or `https`.
-    pub scheme: &'static str,
-    /// An HTTP client with the registry's trust and timeouts.
-    pub client: &'a reqwest::Client,
-    /// Its timeout, for messages.
-    pub timeout: std::time::Duration,
-}
+use super::credentials::Credential;
+use super::error::{by_status, classify_request, read_body, summarize_body, Context, Failure};
+use super::Error;
 
 /// The most of a token service's answer that is read.
 const TOKEN_ANSWER_CAP: usize = 1 << 16;
 
-/// Exchanges `refresh_token` for an access token for `operation` on `reference`'s
-/// repository.
-pub async fn exchange(
-    reference: &RemoteRef,
-    endpoint: &Endpoint<'_>,
-    refresh_token: &str,
-    operation: RegistryOperation,
-) -> Result<String, Error> {
-    let host = reference.registry().to_string();
-    let what = "exchanging the stored identity token";
-    let fail = |reason: String| Error::Credentials {
-        host: host.clone(),
-        reason: format!("{what}: {reason}"),
-    };
-    let context = Context {
-        plain_http: endpoint.scheme == "http",
-        timeout: endpoint.timeout,
-        ..Context::default()
-    };
-    let request_failed = |e: reqwest::Error| Error::Registry {
-        registry: host.clone(),
-        what: what.into(),
-        failure: classify_request(&e, &context),
-        source: Some(Box::new(e)),
-    };
-    let params = challenge(endpoint, &host).await.map_err(|e| match e {
-        Challenge::Request(e) => request_failed(e),
-        Challenge::Unusable(reason) => fail(reason),
-    })?;
-    let realm = params
-        .iter()
-        .find(|(k, _)| k == "realm")
-        .map(|(_, v)| v.clone())
-        .ok_or_else(|| fail("the challenge names no realm".into()))?;
-    check_realm(&realm, endpoint.scheme == "http").map_err(fail)?;
-    let actions = match operation {
-        RegistryOperation::Pull => "pull",
-        RegistryOperation::Push => "pull,push",
-    };
-    let scope = format!("repository:{}:{actions}", reference.0.repository());
-    let mut form = vec![
-        ("grant_type", "refresh_token".to_string()),
-        ("client_id", "envoci".to_string()),
-        ("refresh_token", refresh_token.to_string()),
-        ("scope", scope),
-    ];
-    if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-        form.push(("service", service.clone()));
+/// How long a token lives when the answer does not say (the protocol's default).
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Where a registry sends clients for tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The token service's URL.
+    pub realm: String,
+    /// The `service` to name in requests, when the registry gave one.
+    pub service: Option<String>,
+}
+
+impl Challenge {
+    /// The Bearer challenge of a `WWW-Authenticate` header, if it is one with a realm.
+    pub fn parse(header: &str) -> Option<Challenge> {
+        let params = bearer_params(header)?;
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.clone())
+        };
+        Some(Challenge {
+            realm: get("realm")?,
+            service: get("service"),
+        })
     }
-    let response = endpoint
-        .client
-        .post(&realm)
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(form_encode(&form))
-        .send()
-        .await
-        .map_err(request_failed)?;
-    let status = response.status();
-    let body = read_capped(response, TOKEN_ANSWER_CAP).await;
-    if !status.is_success() {
-        return Err(Error::Registry {
-            registry: host.clone(),
-            what: what.into(),
-            failure: Failure::Unauthorized {
-                anonymous: false,
-                detail: format!(
-                    "the token service at {realm} refused the stored identity token with {status}; log in again"
-                ),
+}
+
+/// One token and which issue it is: a task that saw it refused renews it only if no
+/// other task has done so since.
+#[derive(Clone, Debug)]
+pub struct Token {
+    /// The token, for `Authorization: Bearer …`.
+    pub value: String,
+    /// Counts renewals.
+    pub generation: u64,
+}
+
+/// A token service for one repository and operation, holding the current token.
+pub struct TokenService {
+    host: String,
+    challenge: Challenge,
+    grant: Credential,
+    scope: String,
+    client: reqwest::Client,
+    context: Context,
+    current: tokio::sync::Mutex<Issued>,
+}
+
+struct Issued {
+    token: Token,
+    renew_at: Instant,
+}
+
+impl TokenService {
+    /// Asks `challenge`'s realm for a first token for `scope` (`repository:NAME:pull`)
+    /// on registry `host`, refusing a realm that credentials may not go to.
+    pub async fn start(
+        host: &str,
+        challenge: Challenge,
+        grant: Credential,
+        scope: String,
+        client: reqwest::Client,
+        context: Context,
+    ) -> Result<TokenService, Error> {
+        if !matches!(grant, Credential::Anonymous) {
+            check_realm(&challenge.realm, context.plain_http).map_err(|reason| {
+                Error::Credentials {
+                    host: host.to_string(),
+                    reason,
+                }
+            })?;
+        }
+        let service = TokenService {
+            host: host.to_string(),
+            challenge,
+            grant,
+            scope,
+            client,
+            context,
+            current: tokio::sync::Mutex::new(Issued {
+                token: Token {
+                    value: String::new(),
+                    generation: 0,
+                },
+                renew_at: Instant::now(),
+            }),
+        };
+        service.current().await?;
+        Ok(service)
+    }
+
+    /// The token to use now, renewed first when most of its life is over.
+    pub async fn current(&self) -> Result<Token, Error> {
+        let mut current = self.current.lock().await;
+        if Instant::now() >= current.renew_at {
+            self.renew_locked(&mut current).await?;
+        }
+        Ok(current.token.clone())
+    }
+
+    /// A new token after the registry refused `refused`; the one another task got in
+    /// the meantime, if one did.
+    pub async fn renew(&self, refused: &Token) -> Result<Token, Error> {
+        let mut current = self.current.lock().await;
+        if current.token.generation == refused.generation {
+            self.renew_locked(&mut current).await?;
+        }
+        Ok(current.token.clone())
+    }
+
+    async fn renew_locked(&self, current: &mut Issued) -> Result<(), Error> {
+        let asked = Instant::now();
+        let (value, lifetime) = self.fetch().await?;
+        current.token = Token {
+            value,
+            generation: current.token.generation + 1,
+        };
+        // Renewed once nine tenths of its life are over, so a request never carries a
+        // token that expires on the way.
+        current.renew_at = asked + lifetime.mul_f64(0.9);
+        Ok(())
+    }
+
+    /// One request to the token service, within the timeout as a whole.
+    async fn fetch(&self) -> Result<(String, Duration), Error> {
+        let timeout = self.context.timeout;
+        match tokio::time::timeout(timeout, self.fetch_once()).await {
+            Ok(result) => result,
+            Err(_) => Err(self.error(Failure::TimedOut { after: timeout }, None)),
+        }
+    }
+
+    async fn fetch_once(&self) -> Result<(String, Duration), Error> {
+        let request = match &self.grant {
+            Credential::IdentityToken(refresh_token) => {
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_string()),
+                    ("client_id", "envoci".to_string()),
+                    ("refresh_token", refresh_token.clone()),
+                    ("scope", self.scope.clone()),
+                ];
+                if let Some(service) = &self.challenge.service {
+                    form.push(("service", service.clone()));
+                }
+                self.client
+                    .post(&self.challenge.realm)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form_encode(&form))
+            }
+            Credential::Basic(..) | Credential::Anonymous => {
+                let mut query = vec![("scope", self.scope.clone())];
+                if let Some(service) = &self.challenge.service {
+                    query.push(("service", service.clone()));
+                }
+                let url = format!("{}?{}", self.challenge.realm, form_encode(&query));
+                let request = self.client.get(url);
+                match &self.grant {
+                    Credential::Basic(user, password) => request.basic_auth(user, Some(password)),
+                    _ => request,
+                }
+            }
+        };
+        let response = request.send().await.map_err(|e| {
+            let failure = classify_request(&e, &self.context);
+            self.error(failure, Some(Box::new(e)))
+        })?;
+        let status = response.status();
+        let (body, cut) = read_body(response, TOKEN_ANSWER_CAP + 1).await;
+        if let Some(e) = cut {
+            let failure = classify_request(&e, &self.context);
+            return Err(self.error(failure, Some(Box::new(e))));
+        }
+        if !status.is_success() {
+            return Err(self.refused(status.as_u16(), &body));
+        }
+        if body.len() > TOKEN_ANSWER_CAP {
+            let detail = format!(
+                "its answer is larger than {TOKEN_ANSWER_CAP} bytes; a token is a few kilobytes"
+            );
+            let failure = Failure::Server {
+                status: None,
+                detail,
+            };
+            return Err(self.error(failure, None));
+        }
+        parse_answer(&body).map_err(|detail| {
+            let failure = Failure::Server {
+                status: None,
+                detail,
+            };
+            self.error(failure, None)
+        })
+    }
+
+    /// The error for a token service that answered `status`: refused credentials are
+    /// an authentication failure, anything else the service's own.
+    fn refused(&self, status: u16, body: &[u8]) -> Error {
+        let realm = &self.challenge.realm;
+        let detail = match &self.grant {
+            Credential::IdentityToken(_) => format!(
+                "the token service at {realm} refused the stored identity token with {status}; log in again"
+            ),
+            _ => format!(
+                "the token service at {realm} answered {status}: {}",
+                summarize_body(&String::from_utf8_lossy(body))
+            ),
+        };
+        let failure = match status {
+            401 | 403 => Failure::Unauthorized {
+                anonymous: matches!(self.grant, Credential::Anonymous),
+                detail,
             },
-            source: None,
-        });
+            _ => by_status(status, detail, &self.context),
+        };
+        self.error(failure, None)
     }
-    let value: serde_json::Value =
-        serde_json::from_str(&body).map_err(|e| fail(format!("unreadable answer: {e}")))?;
-    value["access_token"]
-        .as_str()
-        .or_else(|| value["token"].as_str())
-        .map(str::to_string)
-        .ok_or_else(|| fail("the answer holds no access_token".into()))
+
+    fn error(&self, failure: Failure, source: Option<super::error::BoxError>) -> Error {
+        Error::Registry {
+            registry: self.host.clone(),
+            what: format!(
+                "asking the token service at {} for a token",
+                self.challenge.realm
+            ),
+            failure,
+            source,
+        }
+    }
+}
+
+/// The token and its lifetime from a token service's JSON answer (`token`, or the
+/// OAuth2 `access_token`; `expires_in` seconds).
+fn parse_answer(body: &[u8]) -> Result<(String, Duration), String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| format!("its answer is not a token: {e}"))?;
+    let token = answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or("its answer holds no token")?;
+    if token.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        return Err("its token holds characters a header cannot carry".into());
+    }
+    let lifetime = answer
+        .expires_in
+        .filter(|&s| s > 0)
+        .map_or(DEFAULT_LIFETIME, |s| Duration::from_secs(s.min(24 * 3600)));
+    Ok((token, lifetime))
 }
 
 /// Whether credentials may go to the token service at `realm`: over HTTPS always (on
@@ -120,42 +294,6 @@ pub fn check_realm(realm: &str, registry_plain_http: bool) -> Result<(), String>
         )),
         other => Err(format!("the token realm `{realm}` uses `{other}`, not HTTPS")),
     }
-}
-
-/// The realm of a `Bearer` challenge header, if it is one and names one.
-pub fn bearer_realm(header: &str) -> Option<String> {
-    bearer_params(header)?
-        .into_iter()
-        .find(|(k, _)| k == "realm")
-        .map(|(_, v)| v)
-}
-
-/// Why a registry's challenge could not be read.
-enum Challenge {
-    /// The request failed.
-    Request(reqwest::Error),
-    /// The answer holds no usable Bearer challenge.
-    Unusable(String),
-}
-
-/// The parameters of the Bearer challenge `GET /v2/` answers with.
-async fn challenge(
-    endpoint: &Endpoint<'_>,
-    host: &str,
-) -> Result<Vec<(String, String)>, Challenge> {
-    let response = endpoint
-        .client
-        .get(format!("{}://{host}/v2/", endpoint.scheme))
-        .send()
-        .await
-        .map_err(Challenge::Request)?;
-    let header = response
-        .headers()
-        .get(reqwest::header::WWW_AUTHENTICATE)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| Challenge::Unusable("the registry asks for no Bearer token".into()))?;
-    bearer_params(header)
-        .ok_or_else(|| Challenge::Unusable(format!("unexpected challenge `{header}`")))
 }
 
 /// The `key="value"` pairs of a `Bearer …` challenge.
@@ -201,6 +339,11 @@ fn form_encode(pairs: &[(&str, String)]) -> String {
 mod tests {
     #[test]
     fn challenges_parse() {
+        let c =
+            super::Challenge::parse(r#"Bearer realm="https://a.example/t",service="r""#).unwrap();
+        assert_eq!(c.realm, "https://a.example/t");
+        assert_eq!(c.service.as_deref(), Some("r"));
+        assert!(super::Challenge::parse(r#"Bearer service="r""#).is_none());
         let p = super::bearer_params(
             r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
         )
@@ -220,6 +363,17 @@ mod tests {
         assert!(refused.contains("plain HTTP"), "{refused}");
         assert!(super::check_realm("ftp://x/token", false).is_err());
         assert!(super::check_realm("not a url", false).is_err());
+    }
+
+    #[test]
+    fn token_answers_parse_with_their_lifetime() {
+        let (token, life) = super::parse_answer(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!((token.as_str(), life.as_secs()), ("abc", 300));
+        let (token, life) = super::parse_answer(br#"{"access_token":"xyz"}"#).unwrap();
+        assert_eq!((token.as_str(), life), ("xyz", super::DEFAULT_LIFETIME));
+        assert!(super::parse_answer(br#"{"token":""}"#).is_err());
+        assert!(super::parse_answer(b"{\"token\":\"a\\r\\nX: y\"}").is_err());
+        assert!(super::parse_answer(b"<html>").is_err());
     }
 
     #[test]

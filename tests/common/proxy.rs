@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy between client and registry: one request per connection
 //! (it rewrites `Connection: close`), and for the first blob download it can cut the
-//! connection after some body bytes or flip one byte. Loopback only.
+//! connection after some body bytes, flip one byte, stall, trickle, wait, send more bytes
+//! than the blob has, or refuse the request's token. Loopback only.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +21,14 @@ pub enum Fault {
     /// Send this many body bytes, then one byte every 50 ms (never silent for long,
     /// never done).
     TrickleAfter(usize),
+    /// Send the blob followed by this many more bytes, with a `Content-Length` that
+    /// counts them (a registry lying about the blob's size).
+    Pad(usize),
+    /// Answer `401 UNAUTHORIZED` without asking the registry (as a registry does for a
+    /// token that expired or was revoked).
+    Refuse,
+    /// Wait this long before forwarding the request (a slow registry).
+    Delay(Duration),
 }
 
 /// A running proxy.
@@ -93,6 +102,23 @@ fn serve(
                 .map(|v| v.trim().parse().unwrap_or(0))
         })
         .unwrap_or(0);
+    let targeted = lines[0].starts_with("GET ") && lines[0].contains(&format!("/blobs/{digest}"));
+    let fault = if targeted && !used.swap(true, Ordering::SeqCst) {
+        Some(fault)
+    } else {
+        None
+    };
+    if let Some(Fault::Refuse) = fault {
+        let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"token expired"}]}"#;
+        return write!(
+            client,
+            "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+    if let Some(Fault::Delay(delay)) = fault {
+        std::thread::sleep(delay);
+    }
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(request.as_bytes())?;
     if length > 0 {
@@ -100,13 +126,12 @@ fn serve(
         client.read_exact(&mut body)?;
         server.write_all(&body)?;
     }
-    let targeted = lines[0].starts_with("GET ") && lines[0].contains(&format!("/blobs/{digest}"));
-    let fault = if targeted && !used.swap(true, Ordering::SeqCst) {
-        Some(fault)
-    } else {
-        None
-    };
     let response_head = read_head(&mut server)?;
+    if let Some(Fault::Pad(extra)) = fault {
+        client.write_all(&padded_head(&response_head, extra))?;
+        std::io::copy(&mut server, &mut client)?;
+        return client.write_all(&vec![b'x'; extra]);
+    }
     client.write_all(&response_head)?;
     let mut sent = 0usize;
     let mut buf = [0u8; 16 * 1024];
@@ -148,4 +173,21 @@ fn serve(
         sent += n;
     }
     Ok(())
+}
+
+/// `head` with its `Content-Length` grown by `extra`.
+fn padded_head(head: &[u8], extra: usize) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| match l.split_once(':') {
+            Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
+                let length: usize = value.trim().parse().unwrap_or(0);
+                format!("Content-Length: {}", length + extra)
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes()
 }

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -26,6 +26,7 @@ pub struct TokenServer {
     /// The certificate the registry trusts (`rootcertbundle`).
     pub cert: PathBuf,
     issued: Arc<AtomicUsize>,
+    lifetime: Arc<AtomicU64>,
 }
 
 impl TokenServer {
@@ -54,13 +55,27 @@ impl TokenServer {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
-        let (count, user) = (issued.clone(), user.to_string());
+        let lifetime = Arc::new(AtomicU64::new(300));
+        let (count, user, life) = (issued.clone(), user.to_string(), lifetime.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &expected, &user, &der_b64, &key, &count);
+                let life = life.load(Ordering::SeqCst);
+                let _ = serve(stream, &expected, &user, &der_b64, &key, &count, life);
             }
         });
-        TokenServer { addr, cert, issued }
+        TokenServer {
+            addr,
+            cert,
+            issued,
+            lifetime,
+        }
+    }
+
+    /// Makes the answers say tokens live `seconds` (`expires_in`); the tokens
+    /// themselves stay valid for five minutes, so only a client that honours
+    /// `expires_in` asks again.
+    pub fn set_lifetime(&self, seconds: u64) {
+        self.lifetime.store(seconds, Ordering::SeqCst);
     }
 
     /// Tokens granting some access issued so far.
@@ -76,6 +91,7 @@ fn serve(
     x5c: &str,
     key: &Path,
     issued: &AtomicUsize,
+    lifetime: u64,
 ) -> std::io::Result<()> {
     let head = super::proxy::read_head(&mut stream)?;
     let head = String::from_utf8_lossy(&head).into_owned();
@@ -164,7 +180,7 @@ fn serve(
         .write_all(signing_input.as_bytes())?;
     let signature = openssl.wait_with_output()?.stdout;
     let token = format!("{signing_input}.{}", b64(&signature));
-    let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": 300 });
+    let body = serde_json::json!({ "token": token, "access_token": token, "expires_in": lifetime });
     respond(&mut stream, "200 OK", &body.to_string())
 }
 
