@@ -20,6 +20,14 @@ use crate::digest::{Digest, HashingReader, HashingWriter};
 /// The mtime of every file in every layer and every restored file: 2000-01-01T00:00:00Z.
 pub const LAYER_MTIME: u64 = 946_684_800;
 
+/// The size of a tar header's link-name field.
+const LINK_NAME_FIELD: usize = 100;
+
+/// The most an extension entry (a GNU long name or long link, a pax header) may hold.
+/// Linux paths are at most 4 KiB; a bigger one is an attack on memory and is refused
+/// unread (the tar crate would read it whole, up to the layer's size).
+pub const EXTENSION_CAP: u64 = 64 << 10;
+
 /// The zstd level every zstd layer is written with. Changing it changes every digest.
 pub const ZSTD_LEVEL: i32 = 3;
 
@@ -336,8 +344,15 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// Appends a symbolic link.
+    /// The target is written byte for byte (`a//b` stays `a//b`, `dir/` keeps its
+    /// slash): in the header when it fits, else in a GNU long-link entry.
     pub fn append_symlink(&mut self, path: &str, target: &LinkTarget) -> io::Result<()> {
         let mut header = self.header(path, tar::EntryType::Symlink, 0o777, 0)?;
+        if target.as_bytes().len() <= LINK_NAME_FIELD {
+            header.set_link_name_literal(target.as_bytes())?;
+            return self.tar.append_data(&mut header, path, io::empty());
+        }
+        // The tar crate writes a long target's long-link entry from its bytes as they are.
         self.tar.append_link(&mut header, path, target.as_os_str())
     }
 
@@ -493,16 +508,24 @@ pub fn read_layer_content<R: Read>(
     Ok((entries, ContentDigest { diff_id, size }))
 }
 
-/// The entries of the tar read from `stream`, file contents handed to `visit`.
+/// The entries of the tar read from `stream`, file contents handed to `visit`. The
+/// tar is read raw: extension entries (GNU long names and links, pax headers) are read
+/// here through [`EXTENSION_CAP`] and applied to the entry that follows.
 fn read_entries(
     stream: &mut dyn Read,
     visit: &mut impl FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest>,
 ) -> Result<Vec<Entry>, ReadError> {
     let mut archive = tar::Archive::new(stream);
     let mut entries = Vec::new();
-    for item in archive.entries().map_err(ReadError::Io)? {
+    let mut names = Names::default();
+    for item in archive.entries().map_err(ReadError::Io)?.raw(true) {
         let mut item = item.map_err(ReadError::Io)?;
-        let raw = String::from_utf8(item.path_bytes().into_owned())
+        if names.take_extension(&mut item)? {
+            continue;
+        }
+        let names = std::mem::take(&mut names);
+        let raw_path = names.path.unwrap_or_else(|| item.path_bytes().into_owned());
+        let raw = String::from_utf8(raw_path)
             .map_err(|e| ReadError::NotUtf8(String::from_utf8_lossy(e.as_bytes()).into_owned()))?;
         let path = safe_path(&raw)?;
         let header = item.header();
@@ -514,13 +537,15 @@ fn read_entries(
                 EntryKind::File { digest, size, exec }
             }
             tar::EntryType::Symlink => {
-                let target = item
-                    .link_name_bytes()
-                    .map(|t| LinkTarget(t.into_owned()))
+                let target = names
+                    .link
+                    .or_else(|| item.link_name_bytes().map(|t| t.into_owned()))
                     .ok_or_else(|| {
                         ReadError::Unsupported(path.clone(), "symlink without target")
                     })?;
-                EntryKind::Symlink { target }
+                EntryKind::Symlink {
+                    target: LinkTarget(target),
+                }
             }
             tar::EntryType::Directory => EntryKind::Dir,
             _ => {
@@ -532,7 +557,89 @@ fn read_entries(
         };
         entries.push(Entry { path, kind });
     }
+    if names.path.is_some() || names.link.is_some() {
+        return Err(ReadError::Unsupported(
+            String::new(),
+            "long name or pax header with no entry after it",
+        ));
+    }
     Ok(entries)
+}
+
+/// A path and link target that extension entries give the next entry.
+#[derive(Default)]
+struct Names {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+}
+
+impl Names {
+    /// Takes `item` if it is an extension entry (true); a plain entry is left alone.
+    fn take_extension<R: Read>(&mut self, item: &mut tar::Entry<'_, R>) -> Result<bool, ReadError> {
+        let kind = item.header().entry_type();
+        match kind {
+            tar::EntryType::GNULongName => {
+                let name = without_nul(read_extension(item)?);
+                set_once(&mut self.path, name)?;
+            }
+            tar::EntryType::GNULongLink => {
+                let name = without_nul(read_extension(item)?);
+                set_once(&mut self.link, name)?;
+            }
+            tar::EntryType::XHeader => {
+                let records = read_extension(item)?;
+                for record in tar::PaxExtensions::new(&records) {
+                    let record = record.map_err(ReadError::Io)?;
+                    match record.key_bytes() {
+                        b"path" => set_once(&mut self.path, record.value_bytes().to_vec())?,
+                        b"linkpath" => set_once(&mut self.link, record.value_bytes().to_vec())?,
+                        // The entry's size in its header is the one read: a different
+                        // one here would be read wrongly, so it is refused.
+                        b"size" => {
+                            return Err(ReadError::Unsupported(
+                                String::new(),
+                                "pax size record (files over 8 GiB)",
+                            ))
+                        }
+                        _ => {} // times, owners, xattrs: not restored
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// An extension entry's data, refused unread past [`EXTENSION_CAP`].
+fn read_extension<R: Read>(item: &mut tar::Entry<'_, R>) -> Result<Vec<u8>, ReadError> {
+    let size = item.header().size().map_err(ReadError::Io)?;
+    if size > EXTENSION_CAP {
+        return Err(ReadError::HugeExtension { size });
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    item.read_to_end(&mut data).map_err(ReadError::Io)?;
+    Ok(data)
+}
+
+/// A GNU long name without its terminating NUL.
+fn without_nul(mut name: Vec<u8>) -> Vec<u8> {
+    if name.last() == Some(&0) {
+        name.pop();
+    }
+    name
+}
+
+/// Sets a name an extension entry gives, refusing a second one for the same entry.
+fn set_once(slot: &mut Option<Vec<u8>>, name: Vec<u8>) -> Result<(), ReadError> {
+    if slot.is_some() {
+        return Err(ReadError::Unsupported(
+            String::from_utf8_lossy(&name).into_owned(),
+            "second long name for one entry",
+        ));
+    }
+    *slot = Some(name);
+    Ok(())
 }
 
 /// A hashing reader that refuses to yield more than `limit` bytes: the read that would
@@ -594,6 +701,12 @@ pub enum ReadError {
     TooLarge {
         /// The most it was allowed.
         limit: u64,
+    },
+    /// A long name or pax header bigger than any real one.
+    #[error("layer has a {size}-byte long name or pax header; more than {EXTENSION_CAP} bytes is refused unread")]
+    HugeExtension {
+        /// Its size.
+        size: u64,
     },
 }
 
@@ -674,6 +787,90 @@ mod tests {
         want.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(read, want);
         assert_eq!(seen.len(), 2);
+    }
+
+    /// Reads an uncompressed tar's entries, hashing file contents.
+    fn entries_of(tar: &[u8]) -> Result<Vec<Entry>, ReadError> {
+        read_layer(tar, Compression::None, u64::MAX, hash).map(|(entries, _)| entries)
+    }
+
+    #[test]
+    fn symlink_targets_are_written_byte_for_byte() {
+        let long = format!("..//{}/./x/", "d".repeat(120));
+        let targets = ["a//b", "dir/", "x/./y", "./z", long.as_str()];
+        let entries: Vec<Entry> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                path: format!("link{i}"),
+                kind: EntryKind::Symlink {
+                    target: (*t).into(),
+                },
+            })
+            .collect();
+        let (_, blob) = write(&entries, &[], Compression::None);
+        let read = entries_of(&blob).unwrap();
+        assert_eq!(read, entries);
+    }
+
+    #[test]
+    fn pax_names_apply_to_the_next_entry_and_pax_sizes_are_refused() {
+        let name = "p/".repeat(80) + "file";
+        let pax = |records: &[(&str, &[u8])]| {
+            let mut builder = tar::Builder::new(Vec::new());
+            builder
+                .append_pax_extensions(records.iter().copied())
+                .unwrap();
+            let mut h = tar::Header::new_ustar();
+            h.set_path("short").unwrap();
+            h.set_mode(0o644);
+            h.set_size(1);
+            h.set_cksum();
+            builder.append(&h, &b"x"[..]).unwrap();
+            builder.into_inner().unwrap()
+        };
+        let read = entries_of(&pax(&[("path", name.as_bytes()), ("mtime", b"1")])).unwrap();
+        assert_eq!(read[0].path, name);
+        let err = entries_of(&pax(&[("size", b"1")])).unwrap_err();
+        assert!(matches!(err, ReadError::Unsupported(..)), "{err}");
+    }
+
+    #[test]
+    fn extension_entries_beyond_the_cap_are_refused_and_dangling_ones_too() {
+        let extension = |kind: tar::EntryType, size: u64, then_file: bool| {
+            let mut builder = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+            h.set_size(size);
+            h.set_cksum();
+            builder
+                .append(&h, io::Read::take(io::repeat(b'n'), size))
+                .unwrap();
+            if then_file {
+                let mut f = tar::Header::new_gnu();
+                f.set_path("f").unwrap();
+                f.set_mode(0o644);
+                f.set_size(0);
+                f.set_cksum();
+                builder.append(&f, io::empty()).unwrap();
+            }
+            builder.into_inner().unwrap()
+        };
+        for kind in [
+            tar::EntryType::GNULongName,
+            tar::EntryType::GNULongLink,
+            tar::EntryType::XHeader,
+        ] {
+            let err = entries_of(&extension(kind, EXTENSION_CAP + 1, true)).unwrap_err();
+            assert!(
+                matches!(err, ReadError::HugeExtension { size } if size == EXTENSION_CAP + 1),
+                "{err}"
+            );
+        }
+        let read = entries_of(&extension(tar::EntryType::GNULongName, 4000, true)).unwrap();
+        assert_eq!(read[0].path, "n".repeat(4000));
+        assert!(entries_of(&extension(tar::EntryType::GNULongName, 10, false)).is_err());
     }
 
     #[test]

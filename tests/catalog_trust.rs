@@ -135,25 +135,6 @@ fn an_empty_placeholder_is_refused_before_anything_is_restored() {
     assert!(t.has_no_environments(), "`ls` lists no invalid environment");
 }
 
-/// Makes `cmd` run with at most `bytes` of address space (RLIMIT_AS): an allocation
-/// beyond it fails.
-fn limit_address_space(cmd: &mut Command, bytes: u64) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls an async-signal-safe libc function.
-    unsafe {
-        cmd.pre_exec(move || {
-            let limit = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 #[test]
 fn a_256_mib_relocated_file_restores_under_a_400_mb_address_space_cap() {
     const TEXT_SIZE: u64 = 256 << 20;
@@ -192,7 +173,7 @@ fn a_256_mib_relocated_file_restores_under_a_400_mb_address_space_cap() {
     let target = t.dir().join("space");
     let target_str = s(&target).to_string();
     let mut cmd = t.cmd(&["restore", "big", "--target", &target_str, "--link", "copy"]);
-    limit_address_space(&mut cmd, 400_000_000);
+    common::envoci::limit_address_space(&mut cmd, 400_000_000);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

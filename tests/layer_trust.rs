@@ -165,6 +165,63 @@ fn a_layer_larger_than_its_catalog_says_stops_early_and_adds_nothing() {
 }
 
 #[test]
+fn a_huge_long_name_in_a_layer_is_refused_unread() {
+    // A GNU long-name entry of 512 MiB (a few hundred KB of zstd), then one file: the
+    // catalog states the layer truthfully, so only the long name attacks (memory).
+    const NAME: u64 = 512 << 20;
+    let mut tar = Vec::new();
+    {
+        let mut builder = tar::Builder::new(&mut tar);
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        long.set_mode(0o644);
+        long.set_size(NAME);
+        long.set_cksum();
+        builder
+            .append(&long, std::io::Read::take(std::io::repeat(b'a'), NAME))
+            .unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_path("short").unwrap();
+        file.set_mode(0o644);
+        file.set_size(1);
+        file.set_cksum();
+        builder.append(&file, &b"x"[..]).unwrap();
+        builder.finish().unwrap();
+    }
+    let blob = zstd::encode_all(&tar[..], 3).unwrap();
+    let digests = LayerDigests {
+        digest: Digest::of(&blob),
+        size: blob.len() as u64,
+        diff_id: Digest::of(&tar),
+        uncompressed_size: tar.len() as u64,
+    };
+    drop(tar);
+    let t = Envoci::new();
+    tag_layer(
+        t.home(),
+        "longname",
+        &blob,
+        Compression::Zstd.media_type(),
+        digests,
+    );
+    let target = t.dir().join("env");
+    let mut cmd = t.cmd(&["restore", "longname", "--target", s(&target)]);
+    common::envoci::limit_address_space(&mut cmd, 400_000_000);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::INTEGRITY), "{err}");
+    assert!(
+        err.contains(&format!("{NAME}-byte long name")) && err.contains("refused unread"),
+        "{err}"
+    );
+    assert!(
+        files_below(&t.home().join("files-v1")).is_empty(),
+        "nothing in the CAS"
+    );
+}
+
+#[test]
 fn a_layer_whose_diff_id_or_size_differs_from_the_catalog_is_refused() {
     let t = Envoci::new();
     let tar = raw_tar(&[("data.txt", b"payload")], &[]);

@@ -163,3 +163,22 @@ pub fn limit_file_size(cmd: &mut Command, bytes: u64) {
         });
     }
 }
+
+/// Makes `cmd` run with at most `bytes` of address space (RLIMIT_AS): an allocation
+/// beyond it fails.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls an async-signal-safe libc function.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
