@@ -27,7 +27,7 @@ pub struct Args {
 pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitCode> {
     let source = Location::parse(&args.source)?;
     let destination = Location::parse(&args.destination)?;
-    let options = args.transfer.options();
+    let options = args.transfer.options()?;
     let runtime = super::runtime()?;
     let copies = if args.all_platforms {
         runtime.block_on(transfer::copy_all_platforms(

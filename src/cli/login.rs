@@ -57,7 +57,7 @@ pub fn login(args: LoginArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     }
     // Check the credentials against the registry before keeping them.
     let probe = RemoteRef::parse(&format!("{}/envoci/login-check:latest", args.host))?;
-    let mut options = args.transfer.options();
+    let mut options = args.transfer.options()?;
     options.credentials = Some((user.clone(), password.clone()));
     super::runtime()?.block_on(Registry::check_login(&probe, &options))?;
     let path = credentials::store_login(&args.host, &user, &password)?;

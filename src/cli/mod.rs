@@ -120,11 +120,17 @@ pub struct TransferArgs {
     /// PEM file of CA certificates to trust for the registry's TLS certificate.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// A mirror to pull from before the registry (HOST[:PORT][/PATH] standing in for
+    /// the registry host; repeatable, tried in order, before registries.conf mirrors).
+    #[arg(long, value_name = "HOST[/PATH]", env = "ENVOCI_MIRROR", value_delimiter = ',')]
+    mirror: Vec<String>,
 }
 
 impl TransferArgs {
-    fn options(&self) -> envoci::transfer::RegistryOptions {
-        envoci::transfer::RegistryOptions {
+    /// The registry options these flags and registries.conf give.
+    fn options(&self) -> anyhow::Result<envoci::transfer::RegistryOptions> {
+        let mirrors = envoci::transfer::mirrors::Mirrors::load(self.mirror.clone())?;
+        Ok(envoci::transfer::RegistryOptions {
             jobs: self.jobs,
             insecure: self.insecure,
             retries: self.retries,
@@ -132,7 +138,9 @@ impl TransferArgs {
             credentials: None,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
             min_speed: self.min_speed.max(1).saturating_mul(1024),
-        }
+            mirrors: std::sync::Arc::new(mirrors),
+            env_credentials: true,
+        })
     }
 }
 

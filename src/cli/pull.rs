@@ -23,7 +23,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     if !source.is_remote() {
         return Err(UsageError(format!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference)).into());
     }
-    let options = args.transfer.options();
+    let options = args.transfer.options()?;
     let (report, local) = super::runtime()?.block_on(transfer::fetch(
         store,
         &source,
@@ -32,14 +32,34 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     ))?;
     printer.print(&report, || {
         format!(
-            "pulled {local} ({}): {} blobs downloaded ({}, {} resumed), {} already in the store ({})",
+            "pulled {local} ({}): {} blobs downloaded ({}, {} resumed), {} already in the store ({}){}",
             report.digest,
             report.blobs_transferred,
             human_bytes(report.bytes_transferred),
             report.blobs_resumed,
             report.blobs_skipped,
-            human_bytes(report.bytes_skipped)
+            human_bytes(report.bytes_skipped),
+            from_mirrors(&report)
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// `; from mirror M: the manifest and 3 blobs (2.1 MiB)` for each mirror that served
+/// part of the pull.
+fn from_mirrors(report: &transfer::Report) -> String {
+    report
+        .endpoints
+        .iter()
+        .filter(|e| e.mirror)
+        .map(|e| {
+            let manifest = if e.manifest { "the manifest and " } else { "" };
+            format!(
+                "; from mirror {}: {manifest}{} blobs ({})",
+                e.endpoint,
+                e.blobs,
+                human_bytes(e.bytes)
+            )
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     if !destination.is_remote() {
         return Err(UsageError(format!("`{}` is not a registry reference (host/repository:tag) nor an OCI layout (oci:DIR[:TAG], oci-archive:FILE[:TAG])", args.reference)).into());
     }
-    let options = args.transfer.options();
+    let options = args.transfer.options()?;
     let report =
         super::runtime()?.block_on(transfer::send(store, &args.local, &destination, &options))?;
     printer.print(&report, || {

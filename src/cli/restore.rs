@@ -72,7 +72,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     } else {
         let source = Location::parse(&reference)?;
         if source.is_remote() {
-            let transfer = args.transfer.options();
+            let transfer = args.transfer.options()?;
             let platform = args.transfer.platform.as_deref();
             let (fetched, _) =
                 super::runtime()?.block_on(transfer::fetch(store, &source, &transfer, platform))?;
@@ -120,7 +120,7 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
         from: from.as_ref(),
         build: (!args.no_build).then_some(&build),
         push: push.as_ref(),
-        transfer: &args.transfer.options(),
+        transfer: &args.transfer.options()?,
         notice: &|text| eprintln!("{text}"),
     };
     let provided = provide::from_spec(store, &request)?;

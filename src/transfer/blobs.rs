@@ -385,11 +385,9 @@ impl RegistryBlobs {
     /// Connects to the repository of `remote` (its tag or digest does not matter),
     /// with the rights to read and write blobs.
     pub async fn connect(remote: &RemoteRef, options: &RegistryOptions) -> Result<Self, Error> {
-        let registry = Registry::connect(remote, options, RegistryOperation::Push).await?;
-        Ok(RegistryBlobs {
-            registry,
-            remote: remote.clone(),
-        })
+        let (remote, options) = options.mirrors.location(remote, options)?;
+        let registry = Registry::connect(&remote, &options, RegistryOperation::Push).await?;
+        Ok(RegistryBlobs { registry, remote })
     }
 
     /// Reads a response body, at most `limit` bytes.

@@ -62,9 +62,11 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// The credentials to use for `host`. Blocking (may run a credential helper).
-pub fn resolve(host: &str) -> Result<Credential, Error> {
-    if let (Ok(user), Ok(password)) = (
+/// The credentials to use for `host`; `ENVOCI_REGISTRY_USER`/`_PASSWORD` count only
+/// when `env` (they name no host). Blocking (may run a credential helper).
+pub fn resolve(host: &str, env: bool) -> Result<Credential, Error> {
+    if let (true, Ok(user), Ok(password)) = (
+        env,
         std::env::var("ENVOCI_REGISTRY_USER"),
         std::env::var("ENVOCI_REGISTRY_PASSWORD"),
     ) {

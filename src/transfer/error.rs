@@ -104,6 +104,46 @@ pub enum Error {
     /// The local artifact cannot be loaded.
     #[error(transparent)]
     Load(#[from] crate::artifact::LoadError),
+    /// A registries.conf file cannot be used.
+    #[error("registries configuration {}: {reason}", file.display())]
+    MirrorConfig {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What is wrong, with the line where the parser knows it.
+        reason: String,
+    },
+    /// The configuration blocks the reference.
+    #[error("{reference} is blocked by the registries configuration (prefix `{prefix}` in {})", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Blocked {
+        /// The reference.
+        reference: String,
+        /// The blocking entry's prefix.
+        prefix: String,
+        /// The files read.
+        files: Vec<std::path::PathBuf>,
+    },
+    /// An endpoint that could not be connected to earlier in the same pull.
+    #[error("{endpoint}: skipped, connecting failed earlier in this pull: {reason}")]
+    Skipped {
+        /// The endpoint.
+        endpoint: String,
+        /// The kind of that failure.
+        kind: ErrorKind,
+        /// Its message.
+        reason: String,
+    },
+    /// Every endpoint of a pull failed: the mirrors' failures are listed, the last
+    /// endpoint's (the registry's own location) is the cause.
+    #[error("{what}: mirrors failed first: {}", tried.join("; "))]
+    Endpoints {
+        /// What was attempted.
+        what: String,
+        /// `endpoint: why` for each endpoint before the last.
+        tried: Vec<String>,
+        /// The last endpoint's failure.
+        #[source]
+        last: Box<Error>,
+    },
 }
 
 /// What kind of failure a transfer error is: what a caller branches on.
@@ -147,7 +187,27 @@ impl Error {
             Error::Layout(e) => local(e.kind()),
             Error::Store(e) => local(e.kind()),
             Error::Load(e) => local(e.kind()),
+            Error::MirrorConfig { .. } => ErrorKind::Invalid,
+            Error::Blocked { .. } => ErrorKind::Refused,
+            Error::Endpoints { last, .. } => last.kind(),
+            Error::Skipped { kind, .. } => *kind,
         }
+    }
+
+    /// Whether the failure is the endpoint's (unreachable, refusing, missing the
+    /// content, serving wrong bytes), so that another endpoint may do better; a
+    /// failure of the local store or of the request itself is not.
+    pub fn is_endpoint_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Registry { .. }
+                | Error::Credentials { .. }
+                | Error::DigestMismatch { .. }
+                | Error::NotEnvoci { .. }
+                | Error::TooLarge { .. }
+                | Error::Endpoints { .. }
+                | Error::Skipped { .. }
+        )
     }
 
     /// Whether trying again may help: the connection, a timeout, 429 or a 5xx.

@@ -16,9 +16,11 @@ pub mod credentials;
 pub mod error;
 pub mod layout;
 pub mod location;
+pub mod mirrors;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod sources;
 pub mod token;
 
 use std::str::FromStr;
@@ -123,4 +125,7 @@ pub struct Report {
     pub blobs_resumed: u64,
     /// Blobs a push had the registry mount from another of its repositories.
     pub blobs_mounted: u64,
+    /// Which endpoints (mirrors, the registry's location) served a pull, and what.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<sources::EndpointReport>,
 }

@@ -11,6 +11,7 @@ use oci_client::RegistryOperation;
 use oci_spec::image::ImageManifest;
 
 use super::error::{classify_io, Failure};
+use super::sources::Sources;
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
 use crate::artifact;
 use crate::catalog::CatalogLayer;
@@ -18,28 +19,29 @@ use crate::digest::Digest;
 use crate::store::{self, Store};
 
 /// Pulls `remote` into `store` (for `platform`, default this machine's). Returns the
-/// report and the local name the artifact got (the full reference).
+/// report and the local name the artifact got (the full reference). Each request goes
+/// to the first endpoint that serves it ([`Sources`]: mirrors, then the registry).
 pub async fn pull(
     store: &Store,
     remote: &RemoteRef,
     options: &RegistryOptions,
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
-    let registry = Registry::connect(remote, options, RegistryOperation::Pull).await?;
-    let (digest, bytes, manifest) = resolve(&registry, remote, platform).await?;
+    let sources = Sources::new(remote, options)?;
+    let (digest, bytes, manifest) = resolve_anywhere(&sources, remote, platform).await?;
     let scratch = store.scratch()?;
     let mut report = Report {
         reference: remote.to_string(),
         digest: digest.oci(),
         ..Report::default()
     };
-    let missing = missing_blobs(store, &registry, &manifest, &mut report)?;
+    let missing = missing_blobs(store, &manifest, &mut report)?;
     // The catalog first: it says what each layer must unpack to.
     let config = store::from_oci_digest(manifest.config().digest());
     let (catalog, layers): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|b| Some(b.0) == config);
     let mut fetched = super::bounded(catalog, 1, |(d, size, _)| {
-        fetch_blob(store, &scratch, &registry, remote, d, size, None)
+        fetch_blob_anywhere(store, &scratch, &sources, d, size, None)
     })
     .await?;
     // Validated before any layer is fetched against it.
@@ -48,7 +50,7 @@ pub async fn pull(
     fetched.extend(
         super::bounded(layers, options.jobs, |(d, size, media)| {
             let layer = layer(d).map(|l| (l, media));
-            fetch_blob(store, &scratch, &registry, remote, d, size, layer)
+            fetch_blob_anywhere(store, &scratch, &sources, d, size, layer)
         })
         .await?,
     );
@@ -57,12 +59,37 @@ pub async fn pull(
         report.bytes_transferred += bytes;
         report.blobs_resumed += u64::from(resumed);
     }
+    report.endpoints = sources.report();
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
     let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
+}
+
+/// [`resolve`] at the first endpoint that can; the artifact must be an envoci one
+/// wherever it comes from.
+async fn resolve_anywhere(
+    sources: &Sources,
+    remote: &RemoteRef,
+    platform: Option<&str>,
+) -> Result<(Digest, bytes::Bytes, ImageManifest), Error> {
+    let mut tries = sources.tries(format!("resolving {remote}"));
+    for i in 0..sources.len() {
+        let result = match sources.registry(i).await {
+            Ok(registry) => resolve(&registry, sources.remote(i), platform).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(resolved) => {
+                sources.served(i, true, 0, 0);
+                return Ok(resolved);
+            }
+            Err(e) => tries.failed(i, e)?,
+        }
+    }
+    Err(tries.exhausted())
 }
 
 /// The manifest `remote` names for `platform` — through an index when it is one —
@@ -99,6 +126,13 @@ async fn resolve(
         reference: remote.to_string(),
         what: format!("it is {what}"),
     })?;
+    let descriptors = std::iter::once(manifest.config()).chain(manifest.layers());
+    for descriptor in descriptors {
+        if store::from_oci_digest(descriptor.digest()).is_none() {
+            let e = format!("unsupported digest {}", descriptor.digest());
+            return Err(registry.malformed("reading the manifest", &e));
+        }
+    }
     Ok((digest, bytes, manifest))
 }
 
@@ -115,17 +149,16 @@ fn manifest_mismatch(registry: &Registry, expected: String, actual: Digest) -> E
 /// size and media type; those it has are counted as skipped.
 fn missing_blobs(
     store: &Store,
-    registry: &Registry,
     manifest: &ImageManifest,
     report: &mut Report,
 ) -> Result<Vec<(Digest, u64, String)>, Error> {
     let mut seen = std::collections::HashSet::new();
     let mut missing = Vec::new();
     for descriptor in std::iter::once(manifest.config()).chain(manifest.layers()) {
-        let digest = store::from_oci_digest(descriptor.digest()).ok_or_else(|| {
-            let e = format!("unsupported digest {}", descriptor.digest());
-            registry.malformed("reading the manifest", &e)
-        })?;
+        // `resolve` checked every digest parses.
+        let Some(digest) = store::from_oci_digest(descriptor.digest()) else {
+            continue;
+        };
         if !seen.insert(digest) {
             continue;
         }
@@ -162,6 +195,36 @@ pub async fn platforms(
 async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes::Bytes, Error> {
     let accepted = [artifact::MANIFEST_MEDIA_TYPE, artifact::INDEX_MEDIA_TYPE];
     registry.manifest(remote, &accepted).await
+}
+
+/// [`fetch_blob`] from the first endpoint that serves the blob.
+async fn fetch_blob_anywhere(
+    store: &Store,
+    scratch: &store::Scratch,
+    sources: &Sources,
+    digest: Digest,
+    size: u64,
+    layer: Option<(&CatalogLayer, String)>,
+) -> Result<(u64, bool), Error> {
+    let mut tries = sources.tries(format!("downloading blob {}", digest.oci()));
+    for i in 0..sources.len() {
+        let result = match sources.registry(i).await {
+            Ok(registry) => {
+                let remote = sources.remote(i);
+                let layer = layer.clone();
+                fetch_blob(store, scratch, &registry, remote, digest, size, layer).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((bytes, resumed)) => {
+                sources.served(i, false, 1, bytes);
+                return Ok((bytes, resumed));
+            }
+            Err(e) => tries.failed(i, e)?,
+        }
+    }
+    Err(tries.exhausted())
 }
 
 /// Downloads one blob into its partial (continuing what a previous pull left), commits

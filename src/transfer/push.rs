@@ -21,6 +21,9 @@ pub async fn push(
 ) -> Result<Report, Error> {
     let artifact = artifact::load(store, local)?;
     let manifest = store.read_blob(&artifact.digest)?;
+    // Pushes go to the registry's location (registries.conf may move it), never to
+    // a mirror.
+    let (remote, options) = &options.mirrors.location(remote, options)?;
     let registry = Registry::connect(remote, options, RegistryOperation::Push).await?;
     let mut report = Report {
         reference: remote.to_string(),

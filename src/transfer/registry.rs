@@ -43,6 +43,12 @@ pub struct RegistryOptions {
     /// `timeout` plus the blob's size at this speed, the attempt fails as timed out
     /// (a server trickling bytes never times out otherwise).
     pub min_speed: u64,
+    /// Where references are fetched from and sent to (registries.conf, `--mirror`).
+    pub mirrors: std::sync::Arc<super::mirrors::Mirrors>,
+    /// Whether `ENVOCI_REGISTRY_USER`/`_PASSWORD` may be used: for the registry a
+    /// reference names, not for its mirrors (whose credentials are only those stored
+    /// for their own host).
+    pub env_credentials: bool,
 }
 
 impl Default for RegistryOptions {
@@ -55,6 +61,8 @@ impl Default for RegistryOptions {
             retries: 3,
             timeout: Duration::from_secs(30),
             min_speed: 16 << 10,
+            mirrors: Default::default(),
+            env_credentials: true,
         }
     }
 }
@@ -575,8 +583,8 @@ async fn credentials(
         return Ok(Credential::Basic(user.clone(), password.clone()));
     }
     let host = reference.registry().to_string();
-    let lookup = host.clone();
-    tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup))
+    let (lookup, env) = (host.clone(), options.env_credentials);
+    tokio::task::spawn_blocking(move || super::credentials::resolve(&lookup, env))
         .await
         .map_err(|e| Error::Credentials {
             host,
