@@ -122,7 +122,12 @@ pub struct TransferArgs {
     ca_file: Option<std::path::PathBuf>,
     /// A mirror to pull from before the registry (HOST[:PORT][/PATH] standing in for
     /// the registry host; repeatable, tried in order, before registries.conf mirrors).
-    #[arg(long, value_name = "HOST[/PATH]", env = "ENVOCI_MIRROR", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_name = "HOST[/PATH]",
+        env = "ENVOCI_MIRROR",
+        value_delimiter = ','
+    )]
     mirror: Vec<String>,
 }
 

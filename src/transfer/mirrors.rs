@@ -166,8 +166,7 @@ impl Mirrors {
 
     /// Adds the entries of a file's `text`, checking each.
     fn add(&mut self, file: &Path, text: &str) -> Result<(), Error> {
-        let parsed: ConfFile =
-            toml::from_str(text).map_err(|e| conf_error(file, e.to_string()))?;
+        let parsed: ConfFile = toml::from_str(text).map_err(|e| conf_error(file, e.to_string()))?;
         for entry in parsed.registry {
             check_entry(&entry).map_err(|reason| conf_error(file, reason))?;
             self.entries.retain(|e| e.prefix() != entry.prefix());
@@ -195,7 +194,11 @@ impl Mirrors {
                 let location = entry.location.clone().unwrap_or_else(|| matched.clone());
                 (matched, location, entry.insecure)
             }
-            None => (remote.registry().to_string(), remote.registry().to_string(), false),
+            None => (
+                remote.registry().to_string(),
+                remote.registry().to_string(),
+                false,
+            ),
         };
         let at = |base: &str, insecure: bool, mirror: bool| {
             rewrite(remote, &name, &matched, base).map(|remote| Endpoint {
@@ -210,11 +213,13 @@ impl Mirrors {
             for one_off in &self.one_off {
                 // A one-off mirror stands in for the registry host.
                 let host = remote.registry();
-                endpoints.push(rewrite(remote, &name, host, one_off).map(|remote| Endpoint {
-                    remote,
-                    insecure: false,
-                    mirror: true,
-                })?);
+                endpoints.push(
+                    rewrite(remote, &name, host, one_off).map(|remote| Endpoint {
+                        remote,
+                        insecure: false,
+                        mirror: true,
+                    })?,
+                );
             }
             for mirror in entry.map_or(&[][..], |e| &e.mirror[..]) {
                 let pull_from = match entry {
@@ -264,8 +269,7 @@ impl Mirrors {
 
 /// The configuration files to read, in order.
 fn conf_files() -> Vec<PathBuf> {
-    if let Some(file) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|f| !f.is_empty())
-    {
+    if let Some(file) = std::env::var_os("CONTAINERS_REGISTRIES_CONF").filter(|f| !f.is_empty()) {
         return vec![PathBuf::from(file)];
     }
     let user = dirs::home_dir().map(|home| home.join(".config/containers"));
@@ -321,7 +325,11 @@ fn check_entry(entry: &RegistryEntry) -> Result<(), String> {
 
 /// A location is `host[:port][/path]`: no scheme, no tag, no digest, no empty part.
 fn check_location(location: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("location `{location}` {why}; expected host[:port][/path]"));
+    let bad = |why: &str| {
+        Err(format!(
+            "location `{location}` {why}; expected host[:port][/path]"
+        ))
+    };
     if location.contains("://") {
         return bad("has a scheme (`insecure = true` chooses plain HTTP)");
     }
@@ -443,7 +451,10 @@ location = "proxy.corp.example"
             ]
         );
         let endpoints = m
-            .endpoints(&RemoteRef::parse("ghcr.io/acme/envs:robot").unwrap(), Purpose::Pull)
+            .endpoints(
+                &RemoteRef::parse("ghcr.io/acme/envs:robot").unwrap(),
+                Purpose::Pull,
+            )
             .unwrap();
         assert!(endpoints[0].insecure && endpoints[0].mirror);
         assert!(!endpoints[1].insecure && !endpoints[1].mirror);
@@ -478,7 +489,10 @@ location = "proxy.corp.example"
             names(&m, "reg.corp.example:5000/a/b:1", Purpose::Pull),
             ["proxy.corp.example/a/b:1", "reg.corp.example:5000/a/b:1"]
         );
-        assert_eq!(names(&m, "corp.example/a:1", Purpose::Pull), ["corp.example/a:1"]);
+        assert_eq!(
+            names(&m, "corp.example/a:1", Purpose::Pull),
+            ["corp.example/a:1"]
+        );
     }
 
     #[test]
@@ -503,10 +517,16 @@ location = "proxy.corp.example"
     fn bad_files_and_entries_are_refused_naming_the_file_and_line() {
         let mut m = Mirrors::default();
         let err = m
-            .add(Path::new("/etc/x.conf"), "[[registry]]\nprefix = \"a.io\"\nlocation = \n")
+            .add(
+                Path::new("/etc/x.conf"),
+                "[[registry]]\nprefix = \"a.io\"\nlocation = \n",
+            )
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/etc/x.conf") && err.contains("line 3"), "{err}");
+        assert!(
+            err.contains("/etc/x.conf") && err.contains("line 3"),
+            "{err}"
+        );
         for bad in [
             "[[registry]]\nlocation = \"https://a.io\"",
             "[[registry]]\nprefix = \"*.a.io\"\nlocation = \"b.io\"",

@@ -113,6 +113,10 @@ enum Probe {
     Challenged,
 }
 
+/// What envoci calls itself in requests (registries log it; mirrors and caches can
+/// tell clients apart).
+pub const USER_AGENT: &str = concat!("envoci/", env!("CARGO_PKG_VERSION"));
+
 /// The most a manifest or index may hold: the distribution spec's limit, which
 /// registries enforce on push. A bigger document is refused, not read into memory.
 pub const DOCUMENT_CAP: usize = 4 << 20;
@@ -188,6 +192,7 @@ impl Endpoint {
             extra_root_certificates,
             read_timeout: Some(self.timeout),
             connect_timeout: Some(self.timeout),
+            user_agent: USER_AGENT,
             ..Default::default()
         }
     }
@@ -196,6 +201,7 @@ impl Endpoint {
     /// token exchange.
     fn http_client(&self) -> Result<reqwest::Client, BoxError> {
         let mut builder = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
             .connect_timeout(self.timeout)
             .read_timeout(self.timeout);
         if let Some(pem) = &self.ca_pem {

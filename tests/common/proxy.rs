@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What to do to the first blob download.
@@ -36,6 +36,7 @@ pub struct Proxy {
     /// `127.0.0.1:PORT` to connect to instead of the registry.
     pub addr: String,
     used: Arc<AtomicBool>,
+    authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -44,17 +45,41 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let used = Arc::new(AtomicBool::new(false));
-        let (upstream, digest, flag) =
-            (upstream.to_string(), blob_digest.to_string(), used.clone());
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let (upstream, digest, flag, seen) = (
+            upstream.to_string(),
+            blob_digest.to_string(),
+            used.clone(),
+            authorizations.clone(),
+        );
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let (upstream, digest, flag) = (upstream.clone(), digest.clone(), flag.clone());
+                let (upstream, digest, flag, seen) =
+                    (upstream.clone(), digest.clone(), flag.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(client, &upstream, fault, &digest, &flag);
+                    let _ = serve(client, &upstream, fault, &digest, &flag, &seen);
                 });
             }
         });
-        Proxy { addr, used }
+        Proxy {
+            addr,
+            used,
+            authorizations,
+        }
+    }
+
+    /// Proxies to `upstream` without faults (it still records what it sees).
+    pub fn plain(upstream: &str) -> Proxy {
+        Self::start(
+            upstream,
+            Fault::Delay(Duration::ZERO),
+            "no blob has this digest",
+        )
+    }
+
+    /// The `Authorization` headers of the requests so far.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.authorizations.lock().unwrap().clone()
     }
 
     /// Whether the fault was applied.
@@ -82,6 +107,7 @@ fn serve(
     fault: Fault,
     digest: &str,
     used: &AtomicBool,
+    authorizations: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
     let head = read_head(&mut client)?;
@@ -93,6 +119,16 @@ fn serve(
         .map(str::to_string)
         .collect();
     lines.push("Connection: close".into());
+    for line in &lines {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                authorizations
+                    .lock()
+                    .unwrap()
+                    .push(value.trim().to_string());
+            }
+        }
+    }
     let request = format!("{}\r\n\r\n", lines.join("\r\n"));
     let length: usize = lines
         .iter()

@@ -29,6 +29,8 @@ enum Mode<'a> {
     /// The same over TLS, while the token server speaks plain HTTP (a challenge that
     /// would have credentials sent in clear text).
     TokenTls(&'a str, &'a str),
+    /// A pull-through cache of the registry at this address (`proxy:` mode).
+    Proxy(&'a str),
 }
 
 impl TestRegistry {
@@ -46,6 +48,12 @@ impl TestRegistry {
     /// that knows one user.
     pub fn start_token(user: &str, password: &str) -> TestRegistry {
         Self::launch(Mode::Token(user, password))
+    }
+
+    /// Starts a pull-through cache (distribution's `proxy:` mode) of `upstream`
+    /// (`127.0.0.1:PORT`).
+    pub fn start_proxy(upstream: &str) -> TestRegistry {
+        Self::launch(Mode::Proxy(upstream))
     }
 
     /// Starts a TLS registry that wants Bearer tokens from a plain-HTTP token server.
@@ -74,7 +82,7 @@ impl TestRegistry {
             .port();
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
         );
         let mut token = None;
@@ -88,6 +96,9 @@ impl TestRegistry {
                 server.cert.display()
             ));
             token = Some(server);
+        }
+        if let Mode::Proxy(upstream) = mode {
+            config.push_str(&format!("proxy:\n  remoteurl: http://{upstream}\n"));
         }
         if matches!(mode, Mode::ReadOnly) {
             config = config.replace(
@@ -125,11 +136,12 @@ impl TestRegistry {
         }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = Command::new(bin)
             .arg("serve")
             .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("start docker-registry");
         let tls = ca_file.is_some();
@@ -158,6 +170,25 @@ impl TestRegistry {
     /// A reference in this registry: `127.0.0.1:PORT/REPO:TAG`.
     pub fn reference(&self, repo_and_tag: &str) -> String {
         format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    /// The requests the registry answered so far, as `METHOD PATH USER-AGENT` (from
+    /// its access log, in order).
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read(self._dir.path().join("access.log")).unwrap_or_default();
+        String::from_utf8_lossy(&log)
+            .lines()
+            .filter_map(|line| {
+                // Combined log format: … "GET /v2/ HTTP/1.1" 200 2 "referer" "agent"
+                let mut quoted = line.split('"').skip(1).step_by(2);
+                let request = quoted.next()?;
+                let agent = quoted.nth(1).unwrap_or("");
+                let mut parts = request.split(' ');
+                let (method, path) = (parts.next()?, parts.next()?);
+                path.starts_with("/v2/")
+                    .then(|| format!("{method} {path} {agent}"))
+            })
+            .collect()
     }
 
     /// The file holding blob `hex` in the registry's storage (distribution's

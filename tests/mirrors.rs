@@ -1,0 +1,377 @@
+//! Mirrors and pull-through caches: registries.conf and `--mirror` send pulls to
+//! mirrors first — a real CNCF distribution in `proxy:` mode in front of another — and
+//! fall back to the registry when a mirror is down, lacks the content, lies or stalls;
+//! pushes go to the registry's location only; credentials go only where they belong.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::envoci::{exit, Envoci};
+use common::install_env;
+use common::proxy::{Fault, Proxy};
+use common::registry::TestRegistry;
+
+/// An environment of several layers pushed to `registry` as `envs/m:v1`: the builder,
+/// the reference, and the manifest.
+fn pushed(registry: &TestRegistry) -> (Envoci, String, serde_json::Value) {
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["reloc-bin", "links", "shared-dep"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/m:v1");
+    builder.ok(&["push", "x", &remote]);
+    let manifest = builder.json(&["inspect", "x"])["manifest"].clone();
+    (builder, remote, manifest)
+}
+
+/// Writes a registries.conf in `dir` and returns its path.
+fn registries_conf(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("registries.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `envoci --json pull …` with `conf` as the registries configuration.
+fn pull_with(t: &Envoci, conf: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--json", "pull"];
+    all.extend_from_slice(args);
+    t.cmd(&all)
+        .env("CONTAINERS_REGISTRIES_CONF", conf)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The requests envoci made to `registry` (not the harness, not a cache).
+fn envoci_requests(registry: &TestRegistry) -> Vec<String> {
+    let requests = registry.requests();
+    requests
+        .into_iter()
+        .filter(|r| r.contains("envoci/"))
+        .collect()
+}
+
+/// What each endpoint served: (endpoint, manifest, blobs).
+fn served(report: &serde_json::Value) -> Vec<(String, bool, u64)> {
+    report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["endpoint"].as_str().unwrap().to_string(),
+                e["manifest"].as_bool().unwrap(),
+                e["blobs"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_pull_through_cache_in_registries_conf_serves_every_pull_of_a_fleet() {
+    let upstream = TestRegistry::start();
+    let (_builder, remote, manifest) = pushed(&upstream);
+    let blobs = 1 + manifest["layers"].as_array().unwrap().len() as u64;
+    let cache = TestRegistry::start_proxy(&upstream.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = registries_conf(
+        dir.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{up}\"\nlocation = \"{up}\"\n\n[[registry.mirror]]\nlocation = \"{cache}\"\n",
+            up = upstream.addr,
+            cache = cache.addr
+        ),
+    );
+    let before = upstream.requests().len();
+    for client in 0..2 {
+        let t = Envoci::new();
+        let report = json_of(&pull_with(&t, &conf, &[&remote]));
+        let cache_name = format!("{}/envs/m", cache.addr);
+        assert_eq!(
+            served(&report),
+            [(cache_name, true, blobs)],
+            "client {client}"
+        );
+        t.ok(&["check", "--verify"]);
+        let target = t.dir().join("env");
+        let restore = t
+            .cmd(&["restore", &remote, "--target", target.to_str().unwrap()])
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(
+            restore.status.success(),
+            "{}",
+            String::from_utf8_lossy(&restore.stderr)
+        );
+    }
+    let after: Vec<String> = upstream.requests()[before..].to_vec();
+    assert!(
+        after.iter().all(|r| !r.contains("envoci/")),
+        "no client asked the upstream itself: {after:?}"
+    );
+    let upstream_blob_gets = upstream.requests()[before..]
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .count() as u64;
+    assert!(
+        upstream_blob_gets <= 2 * blobs,
+        "the second client cost the upstream no blob: {upstream_blob_gets} blob GETs for {blobs} blobs"
+    );
+}
+
+#[test]
+fn mirrors_that_are_down_empty_lying_or_stalled_are_skipped_for_the_registry() {
+    let upstream = TestRegistry::start();
+    let (_builder, remote, manifest) = pushed(&upstream);
+    let layers = manifest["layers"].as_array().unwrap();
+    let blobs = 1 + layers.len() as u64;
+    let layer = layers[0]["digest"].as_str().unwrap().to_string();
+    let location = format!("{}/envs/m", upstream.addr);
+    let empty = TestRegistry::start();
+    let lying = Proxy::start(&upstream.addr, Fault::FlipAt(10), &layer);
+    let stalled = Proxy::start(&upstream.addr, Fault::StallAfter(10), &layer);
+
+    // Down, then empty: everything from the registry.
+    let t = Envoci::new();
+    let report = t.json(&[
+        "pull",
+        &remote,
+        "--mirror",
+        "127.0.0.1:1",
+        "--mirror",
+        &empty.addr,
+    ]);
+    assert_eq!(served(&report), [(location.clone(), true, blobs)]);
+
+    // Lying about one layer: that layer from the registry, the rest from the mirror.
+    let t = Envoci::new();
+    let report = t.json(&["pull", &remote, "--mirror", &lying.addr]);
+    assert!(lying.fired());
+    let mirror = format!("{}/envs/m", lying.addr);
+    assert_eq!(
+        served(&report),
+        [(mirror, true, blobs - 1), (location.clone(), false, 1)]
+    );
+    t.ok(&["check", "--verify"]);
+
+    // Stalled past the timeout, with no retries: the layer from the registry,
+    // resuming what arrived from the mirror.
+    let t = Envoci::new();
+    let report = t.json(&[
+        "pull",
+        &remote,
+        "--mirror",
+        &stalled.addr,
+        "--timeout",
+        "1",
+        "--retries",
+        "0",
+    ]);
+    assert!(stalled.fired());
+    let mirror = format!("{}/envs/m", stalled.addr);
+    assert_eq!(
+        served(&report),
+        [(mirror, true, blobs - 1), (location, false, 1)]
+    );
+    assert_eq!(report["blobs_resumed"].as_u64(), Some(1), "{report}");
+    t.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn when_every_endpoint_fails_the_error_names_each() {
+    let upstream = TestRegistry::start();
+    let empty = TestRegistry::start();
+    let t = Envoci::new();
+    let missing = upstream.reference("envs/none:v1");
+    let err = t.fail_as(
+        exit::NOT_FOUND,
+        &[
+            "pull",
+            &missing,
+            "--mirror",
+            "127.0.0.1:1",
+            "--mirror",
+            &empty.addr,
+        ],
+    );
+    for endpoint in [
+        "127.0.0.1:1/envs/none",
+        &format!("{}/envs/none", empty.addr),
+    ] {
+        assert!(err.contains(endpoint), "names {endpoint}: {err}");
+    }
+    assert!(err.contains(&upstream.addr), "{err}");
+}
+
+#[test]
+fn digest_only_mirrors_serve_pulls_by_digest_only() {
+    let upstream = TestRegistry::start();
+    let (builder, remote, _) = pushed(&upstream);
+    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mirror = Proxy::plain(&upstream.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let conf = registries_conf(
+        dir.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{up}/envs\"\n\n[[registry.mirror]]\nlocation = \"{m}/envs\"\npull-from-mirror = \"digest-only\"\n",
+            up = upstream.addr,
+            m = mirror.addr
+        ),
+    );
+    let by_tag = json_of(&pull_with(&Envoci::new(), &conf, &[&remote]));
+    assert!(served(&by_tag)
+        .iter()
+        .all(|(e, _, _)| !e.starts_with(&mirror.addr)));
+    let by_digest = format!("{}/envs/m@{digest}", upstream.addr);
+    let pulled = json_of(&pull_with(&Envoci::new(), &conf, &[&by_digest]));
+    assert!(served(&pulled)[0].0.starts_with(&mirror.addr), "{pulled}");
+}
+
+#[test]
+fn pushes_go_to_the_location_and_never_to_a_mirror() {
+    let upstream = TestRegistry::start();
+    let mirror = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = registries_conf(
+        dir.path(),
+        &format!(
+            "[[registry]]\nprefix = \"registry.example/envs\"\nlocation = \"{up}/team\"\n\n[[registry.mirror]]\nlocation = \"{m}/team\"\n",
+            up = upstream.addr,
+            m = mirror.addr
+        ),
+    );
+    let t = Envoci::new();
+    let prefix = t.dir().join("env");
+    install_env(&prefix, &["links"]);
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let out = t
+        .cmd(&["push", "x", "registry.example/envs/app:1"])
+        .env("CONTAINERS_REGISTRIES_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        envoci_requests(&mirror).is_empty(),
+        "{:?}",
+        mirror.requests()
+    );
+    let user = Envoci::new();
+    user.ok(&["pull", &upstream.reference("team/app:1")]);
+}
+
+#[test]
+fn a_mirror_gets_only_the_credentials_stored_for_its_own_host() {
+    let upstream = TestRegistry::start_token("robot", "s3cret");
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, &["links"]);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = upstream.reference("envs/private:v1");
+    let as_robot = |t: &Envoci, args: &[&str]| {
+        t.cmd(args)
+            .env("ENVOCI_REGISTRY_USER", "robot")
+            .env("ENVOCI_REGISTRY_PASSWORD", "s3cret")
+            .env("DOCKER_CONFIG", t.dir().join("no-docker-config"))
+            .output()
+            .unwrap()
+    };
+    assert!(as_robot(&builder, &["push", "x", &remote]).status.success());
+    // A mirror in front of the same registry: it challenges like it, but no
+    // credential is stored for its host, so it gets an anonymous token only.
+    let mirror = Proxy::plain(&upstream.addr);
+    let user = Envoci::new();
+    let out = as_robot(
+        &user,
+        &["--json", "pull", &remote, "--mirror", &mirror.addr],
+    );
+    let report = json_of(&out);
+    assert_eq!(
+        served(&report)[0].0,
+        format!("{}/envs/private", upstream.addr)
+    );
+    let sent = mirror.authorizations();
+    assert!(
+        sent.iter().all(|a| !a.starts_with("Basic")),
+        "the password never went to the mirror: {sent:?}"
+    );
+}
+
+#[test]
+fn blocked_references_and_bad_configurations_are_refused_clearly() {
+    let upstream = TestRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = registries_conf(
+        dir.path(),
+        &format!(
+            "[[registry]]\nprefix = \"{}/secret\"\nblocked = true\n",
+            upstream.addr
+        ),
+    );
+    let t = Envoci::new();
+    let out = pull_with(&t, &conf, &[&upstream.reference("secret/env:1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::OTHER), "{err}");
+    assert!(
+        err.contains("blocked") && err.contains(conf.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        envoci_requests(&upstream).is_empty(),
+        "nothing was asked: {:?}",
+        upstream.requests()
+    );
+
+    let broken = registries_conf(dir.path(), "[[registry]]\nprefix = \"a.io\"\nlocation = \n");
+    let out = pull_with(&t, &broken, &[&upstream.reference("any/env:1")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
+    assert!(
+        err.contains(broken.to_str().unwrap()) && err.contains("line 3"),
+        "{err}"
+    );
+
+    let err = t.fail_as(
+        exit::USAGE,
+        &[
+            "pull",
+            &upstream.reference("any/env:1"),
+            "--mirror",
+            "https://m.lan",
+        ],
+    );
+    assert!(err.contains("scheme"), "{err}");
+}
+
+#[test]
+fn a_pull_asks_for_the_manifest_once_and_each_missing_blob_once() {
+    let upstream = TestRegistry::start();
+    let (_builder, remote, manifest) = pushed(&upstream);
+    let blobs = 1 + manifest["layers"].as_array().unwrap().len();
+    let before = upstream.requests().len();
+    let t = Envoci::new();
+    t.ok(&["pull", &remote]);
+    let asked: Vec<String> = upstream.requests()[before..].to_vec();
+    let count = |what: &str| asked.iter().filter(|r| r.starts_with(what)).count();
+    assert_eq!(count("GET /v2/ "), 1, "{asked:?}");
+    assert_eq!(count("GET /v2/envs/m/manifests/"), 1, "{asked:?}");
+    assert_eq!(count("GET /v2/envs/m/blobs/"), blobs, "{asked:?}");
+    assert_eq!(count("HEAD "), 0, "{asked:?}");
+    assert_eq!(asked.len(), 2 + blobs, "{asked:?}");
+}
