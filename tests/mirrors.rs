@@ -375,3 +375,60 @@ fn a_pull_asks_for_the_manifest_once_and_each_missing_blob_once() {
     assert_eq!(count("HEAD "), 0, "{asked:?}");
     assert_eq!(asked.len(), 2 + blobs, "{asked:?}");
 }
+
+#[test]
+fn recently_pulled_tags_and_held_digests_restore_without_a_request_and_offline_never_asks() {
+    let upstream = TestRegistry::start();
+    let (builder, remote, _) = pushed(&upstream);
+    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = Envoci::new();
+    t.ok(&["pull", &remote]);
+    let asked = || envoci_requests(&upstream).len();
+    let target = |name: &str| t.dir().join(name).to_str().unwrap().to_string();
+    let before = asked();
+    t.ok(&[
+        "restore",
+        &remote,
+        "--target",
+        &target("a"),
+        "--max-age",
+        "1h",
+    ]);
+    assert_eq!(asked(), before, "a tag pulled within the hour: no request");
+    let by_digest = format!("{}/envs/m@{digest}", upstream.addr);
+    t.ok(&["restore", &by_digest, "--target", &target("b")]);
+    assert_eq!(asked(), before, "a digest the store holds: no request");
+    t.ok(&["restore", &remote, "--target", &target("c")]);
+    assert_eq!(
+        asked(),
+        before + 2,
+        "a tag is asked for by default (probe, manifest)"
+    );
+
+    drop(upstream);
+    t.ok(&["restore", &remote, "--target", &target("d"), "--offline"]);
+    let stranger = Envoci::new();
+    let err = stranger.fail_as(
+        exit::NOT_FOUND,
+        &["restore", &remote, "--target", &target("e"), "--offline"],
+    );
+    assert!(
+        err.contains("not in the store") && err.contains("--offline"),
+        "{err}"
+    );
+    let err = t.fail_as(
+        exit::USAGE,
+        &[
+            "restore",
+            &remote,
+            "--target",
+            &target("f"),
+            "--max-age",
+            "5x",
+        ],
+    );
+    assert!(err.contains("`x` is not a unit"), "{err}");
+}

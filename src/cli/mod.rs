@@ -149,6 +149,34 @@ impl TransferArgs {
     }
 }
 
+/// A duration on the command line: a number and a unit, `s`, `m`, `h`, `d` or `w`
+/// (`90s`, `15m`, `12h`, `7d`); `0` alone is zero.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write 90s, 15m, 12h, 7d or 2w"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a number"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("`{unit}` is not a unit: use s, m, h, d or w")),
+    };
+    number
+        .checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 /// The async runtime registry commands run on.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     envoci::runtime().context("cannot start the async runtime")

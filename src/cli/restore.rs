@@ -47,6 +47,15 @@ pub struct Args {
     /// With a conda.yaml: push what was built to this reference (host/repo:tag).
     #[arg(long, value_name = "REF")]
     push: Option<String>,
+    /// Restore a registry tag from the store's copy, without asking the registry, if
+    /// it was pulled within DURATION (`90s`, `15m`, `12h`, `7d`). A digest the store
+    /// holds is never asked for.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    max_age: Option<std::time::Duration>,
+    /// Make no registry request: restore only what the store holds (a registry
+    /// reference pulled before; with a conda.yaml, a blueprint built or pulled before).
+    #[arg(long, conflicts_with_all = ["max_age", "from", "push"])]
+    offline: bool,
     #[command(flatten)]
     build: super::build::BuildArgs,
     #[command(flatten)]
@@ -74,8 +83,14 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         if source.is_remote() {
             let transfer = args.transfer.options()?;
             let platform = args.transfer.platform.as_deref();
-            let (fetched, _) =
-                super::runtime()?.block_on(transfer::fetch(store, &source, &transfer, platform))?;
+            let freshness = match (args.offline, args.max_age) {
+                (true, _) => transfer::Freshness::Offline,
+                (false, Some(age)) => transfer::Freshness::MaxAge(age),
+                (false, None) => transfer::Freshness::Ask,
+            };
+            let fetch =
+                transfer::fetch_unless_fresh(store, &source, &transfer, platform, freshness);
+            let (fetched, _) = super::runtime()?.block_on(fetch)?;
             reference = fetched.digest;
         }
     }
@@ -109,6 +124,7 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
     let spec = super::build::read_spec(std::path::Path::new(&args.reference))?;
     let platform = builder::platform(args.transfer.platform.as_deref())?.to_string();
     let from = args.from.as_deref().map(RemoteRef::parse).transpose()?;
+    let build_allowed = !args.no_build && !args.offline;
     let push = args.push.as_deref().map(RemoteRef::parse).transpose()?;
     let build = args
         .build
@@ -118,7 +134,7 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
         spec_name: &args.reference,
         platform: &platform,
         from: from.as_ref(),
-        build: (!args.no_build).then_some(&build),
+        build: build_allowed.then_some(&build),
         push: push.as_ref(),
         transfer: &args.transfer.options()?,
         notice: &|text| eprintln!("{text}"),

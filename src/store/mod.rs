@@ -41,7 +41,7 @@ pub use layers::LayerIndex;
 pub use partial::Partial;
 pub use refs::{
     from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM,
-    ANNOTATION_REF_NAME,
+    ANNOTATION_REF_NAME, ANNOTATION_RESOLVED_AT,
 };
 pub use scratch::{rand_u64, Scratch, StaleScratch};
 pub use spaces::{space_id, Method, PathRecord, SpaceState};

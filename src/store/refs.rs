@@ -17,6 +17,9 @@ use crate::fsutil::{write_atomic, FileLock};
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// envoci's annotation naming a conda platform (`linux-64`, ...).
 pub const ANNOTATION_PLATFORM: &str = "io.envoci.platform";
+/// envoci's annotation on a pulled reference: when (Unix seconds) the registry last
+/// said what it names.
+pub const ANNOTATION_RESOLVED_AT: &str = "io.envoci.resolved-at";
 
 /// A tag of the store and the manifest it names.
 #[derive(Clone, Debug)]
@@ -149,6 +152,24 @@ impl Store {
         manifests.sort_by_key(ref_name);
         index.set_manifests(manifests);
         self.write_index(&index)
+    }
+
+    /// How long ago the registry last said what the pulled reference `name` names,
+    /// if the store holds it (and has the time).
+    pub fn resolved_age(&self, name: &str) -> Result<Option<std::time::Duration>> {
+        let Some(tag) = self.tags()?.into_iter().find(|t| t.name == name) else {
+            return Ok(None);
+        };
+        let at = tag
+            .descriptor
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_RESOLVED_AT))
+            .and_then(|t| t.parse::<u64>().ok());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(at.map(|at| std::time::Duration::from_secs(now.saturating_sub(at))))
     }
 
     /// Resolves a tag, or a manifest digest (`sha256:...`), to the manifest descriptor.

@@ -122,6 +122,12 @@ pub enum Error {
         /// The files read.
         files: Vec<std::path::PathBuf>,
     },
+    /// `--offline`, and the store has no copy of the reference.
+    #[error("{reference} is not in the store (never pulled here), and --offline allows no registry request")]
+    NotInStore {
+        /// The reference.
+        reference: String,
+    },
     /// An endpoint that could not be connected to earlier in the same pull.
     #[error("{endpoint}: skipped, connecting failed earlier in this pull: {reason}")]
     Skipped {
@@ -191,6 +197,7 @@ impl Error {
             Error::Blocked { .. } => ErrorKind::Refused,
             Error::Endpoints { last, .. } => last.kind(),
             Error::Skipped { kind, .. } => *kind,
+            Error::NotInStore { .. } => ErrorKind::NotFound,
         }
     }
 

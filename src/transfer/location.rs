@@ -95,6 +95,69 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// When a registry reference may be restored from the store's copy without asking the
+/// registry what it names now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Freshness {
+    /// Ask for tags every time (a tag may have moved); a digest the store holds is
+    /// never asked for.
+    #[default]
+    Ask,
+    /// Use the store's copy of a tag the registry was asked about this recently.
+    MaxAge(std::time::Duration),
+    /// Never ask: the store's copy or an error.
+    Offline,
+}
+
+/// [`fetch`], unless the store's copy of a registry reference is good enough under
+/// `freshness`: then no request is made and the report says nothing moved.
+pub async fn fetch_unless_fresh(
+    store: &Store,
+    source: &Location,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+    freshness: Freshness,
+) -> Result<(Report, String), Error> {
+    let Location::Registry(remote) = source else {
+        return fetch(store, source, options, platform).await;
+    };
+    if let Some(report) = stored_copy(store, remote, freshness)? {
+        return Ok((report, remote.to_string()));
+    }
+    if freshness == Freshness::Offline {
+        return Err(Error::NotInStore {
+            reference: remote.to_string(),
+        });
+    }
+    fetch(store, source, options, platform).await
+}
+
+/// The store's copy of `remote`, when `freshness` allows using it: a digest the store
+/// holds as an envoci manifest always; a tag pulled within the allowed age.
+fn stored_copy(
+    store: &Store,
+    remote: &RemoteRef,
+    freshness: Freshness,
+) -> Result<Option<Report>, Error> {
+    let name = remote.to_string();
+    let usable = match (remote.0.digest(), freshness) {
+        (Some(digest), _) => crate::artifact::load(store, digest).is_ok(),
+        (None, Freshness::Ask) => false,
+        (None, Freshness::Offline) => store.resolved_age(&name)?.is_some(),
+        (None, Freshness::MaxAge(max)) => store.resolved_age(&name)?.is_some_and(|age| age <= max),
+    };
+    if !usable {
+        return Ok(None);
+    }
+    let local = remote.0.digest().map_or(name.clone(), str::to_string);
+    let artifact = crate::artifact::load(store, &local)?;
+    Ok(Some(Report {
+        reference: name,
+        digest: artifact.digest.oci(),
+        ..Report::default()
+    }))
+}
+
 /// Brings the artifact at `source` into the store, copying only what the store lacks
 /// (verified). Returns the report and the artifact's name in the store.
 pub async fn fetch(

@@ -26,7 +26,9 @@ pub mod token;
 use std::str::FromStr;
 
 pub use error::{Error, ErrorKind, Failure};
-pub use location::{copy, copy_all_platforms, fetch, send, Location};
+pub use location::{
+    copy, copy_all_platforms, fetch, fetch_unless_fresh, send, Freshness, Location,
+};
 pub use pull::pull;
 pub use push::push;
 pub use registry::{is_loopback, Registry, RegistryOptions};

@@ -63,7 +63,12 @@ pub async fn pull(
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
-    let descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
+    let mut descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let resolved_at = [(store::ANNOTATION_RESOLVED_AT.to_string(), now.to_string())];
+    descriptor.set_annotations(Some(resolved_at.into_iter().collect()));
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
 }
