@@ -37,6 +37,7 @@ pub mod layer;
 pub mod provide;
 pub mod relocate;
 pub mod run;
+pub mod serve;
 pub mod space;
 pub mod spec;
 pub mod store;

@@ -12,6 +12,7 @@ mod pull;
 mod push;
 mod restore;
 mod run;
+mod serve;
 mod snapshot;
 
 use std::io::Write;
@@ -91,6 +92,8 @@ enum Command {
     Logout(login::LogoutArgs),
     /// Check the store and the spaces (`--verify` rehashes everything).
     Check(check::Args),
+    /// Serve the store read-only as an OCI registry (a LAN mirror for nearby machines).
+    Serve(serve::Args),
 }
 
 /// Options of every command that talks to a registry.
@@ -237,6 +240,7 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Login(args) => login::login(args, printer),
         Command::Logout(args) => login::logout(args, printer),
         Command::Check(args) => check::run(&store, args, printer),
+        Command::Serve(args) => serve::run(store, args),
     }
 }
 
@@ -267,6 +271,8 @@ fn own_kind(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
     } else if let Some(e) = e.downcast_ref::<artifact::LoadError>() {
         Some(e.kind())
     } else if let Some(e) = e.downcast_ref::<space::Error>() {
+        Some(e.kind())
+    } else if let Some(e) = e.downcast_ref::<envoci::serve::Error>() {
         Some(e.kind())
     } else if let Some(e) = e.downcast_ref::<provide::Error>() {
         Some(e.kind())
