@@ -217,4 +217,76 @@ impl Catalog {
     pub fn size(&self) -> u64 {
         self.layers.iter().fold(0, |n, l| n.saturating_add(l.size))
     }
+
+    /// The longest target path (in bytes) the environment can be restored to, and the
+    /// binary file whose placeholder sets it (the first in layer order, of several);
+    /// `None` when no binary file limits it. Text files never do. A file a later layer
+    /// replaces still counts here, so restore, which knows the layers' files, may allow
+    /// more, never less.
+    pub fn target_limit(&self) -> Option<(&str, usize)> {
+        self.layers
+            .iter()
+            .flat_map(|l| &l.relocations)
+            .filter(|r| r.mode == FileMode::Binary)
+            .map(|r| {
+                let placeholder = r.placeholder.as_deref().unwrap_or(&self.placeholder);
+                (r.path.as_str(), placeholder.len())
+            })
+            .min_by_key(|(_, len)| *len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relocation: path, mode, own placeholder.
+    type Reloc<'a> = (&'a str, FileMode, Option<&'a str>);
+
+    fn catalog(relocations: &[Reloc]) -> Catalog {
+        let relocations: Vec<serde_json::Value> = relocations
+            .iter()
+            .map(|(path, mode, own)| serde_json::json!({"path": path, "mode": mode, "placeholder": own}))
+            .collect();
+        let layer = serde_json::json!({
+            "digest": format!("sha256:{}", "1".repeat(64)),
+            "diffId": format!("sha256:{}", "2".repeat(64)),
+            "size": 1, "files": 1, "kind": "conda", "name": "p",
+            "relocations": relocations,
+        });
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 1, "mediaType": "m", "tool": "t", "platform": "linux-64",
+            "placeholder": "/twelve/bytes", "records": [], "layers": [layer],
+            "environment": {},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_shortest_binary_placeholder_limits_the_target() {
+        use FileMode::{Binary, Text};
+        let anaconda = Some("/opt/anaconda1anaconda2anaconda3");
+        // Relocations, then the limiting file and the limit.
+        type Case<'a> = (&'a [Reloc<'a>], Option<(&'a str, usize)>);
+        let cases: &[Case] = &[
+            (&[], None),
+            (&[("etc/a", Text, Some("/x"))], None),
+            (&[("bin/a", Binary, None)], Some(("bin/a", 13))),
+            (
+                &[("bin/a", Binary, None), ("bin/b", Binary, anaconda)],
+                Some(("bin/a", 13)),
+            ),
+            (
+                &[("etc/t", Text, Some("/x")), ("bin/b", Binary, anaconda)],
+                Some(("bin/b", 32)),
+            ),
+        ];
+        for (relocations, want) in cases {
+            assert_eq!(
+                catalog(relocations).target_limit(),
+                *want,
+                "{relocations:?}"
+            );
+        }
+    }
 }

@@ -24,6 +24,8 @@ pub struct Listing {
     pub size: u64,
     /// Compressed bytes over all layers (what a pull downloads at most).
     pub blob_size: u64,
+    /// The longest target path (bytes) it can be restored to; `null`: any length.
+    pub max_target: Option<usize>,
 }
 
 /// Every envoci environment tagged in the store (other artifacts are skipped).
@@ -54,6 +56,7 @@ pub fn listing(tag: &str, a: &Artifact) -> Listing {
             .layers()
             .iter()
             .fold(0, |n, l| n.saturating_add(l.size())),
+        max_target: a.catalog.target_limit().map(|(_, len)| len),
     }
 }
 

@@ -31,6 +31,14 @@ pub const PLACEHOLDER: &str = "/envoci/_placehold_placehold_placehold_placehold_
 /// Longest placeholder (in bytes) a catalog may name, for the environment or one file.
 pub const MAX_PLACEHOLDER: usize = 255;
 
+/// The canonical placeholder of `len` bytes: [`PLACEHOLDER`] cut to that length. A
+/// build prefix shorter than [`PLACEHOLDER`] becomes it in binary files no package
+/// declares, so their layers do not depend on where the store is. `None` for 0 or more
+/// than 255 bytes.
+pub fn placeholder_of_len(len: usize) -> Option<&'static str> {
+    PLACEHOLDER.get(..len).filter(|p| !p.is_empty())
+}
+
 /// Longest shebang line (without `#!`) the Linux kernel accepts.
 pub const MAX_SHEBANG: usize = 127;
 
@@ -454,6 +462,18 @@ impl<W: Write> Write for ShebangWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_placeholders_are_the_placeholder_cut_to_length() {
+        assert_eq!(placeholder_of_len(0), None);
+        assert_eq!(placeholder_of_len(1), Some("/"));
+        assert_eq!(
+            placeholder_of_len(32),
+            Some("/envoci/_placehold_placehold_pla")
+        );
+        assert_eq!(placeholder_of_len(255), Some(PLACEHOLDER));
+        assert_eq!(placeholder_of_len(256), None);
+    }
 
     /// A reader that hands out at most `step` bytes per read, so every read boundary
     /// falls where a test wants it.

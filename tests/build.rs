@@ -10,14 +10,6 @@ use std::process::Command;
 
 use common::envoci::{exit, Envoci};
 
-/// Writes a spec beside a copy-free reference to the fixture channel; returns its path.
-fn spec(t: &Envoci, name: &str, body: &str) -> PathBuf {
-    let channel = common::channel().dir.display().to_string();
-    let path = t.dir().join(name);
-    fs::write(&path, body.replace("CHANNEL", &channel)).unwrap();
-    path
-}
-
 /// Makes `tinywheel-1.0-py3-none-any.whl` (a module and a `tiny` console script) in
 /// `dir/wheels` with the machine's Python's zipfile module.
 fn make_wheel(dir: &Path) -> PathBuf {
@@ -76,7 +68,7 @@ fn run_in(t: &Envoci, target: &Path, args: &[&str]) -> String {
 fn conda_yaml_builds_once_restores_at_two_paths_and_runs() {
     let t = Envoci::new();
     make_wheel(t.dir());
-    let spec = spec(&t, "conda.yaml", FULL);
+    let spec = t.spec("conda.yaml", FULL);
     let spec_s = spec.to_str().unwrap();
     let first = t.dir().join("first");
     let second = t.dir().join("a-much-longer-directory-name/second");
@@ -144,8 +136,7 @@ fn conda_yaml_builds_once_restores_at_two_paths_and_runs() {
 #[test]
 fn run_passes_the_exit_code_through() {
     let t = Envoci::new();
-    let spec = spec(
-        &t,
+    let spec = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python]\n",
     );
@@ -171,8 +162,7 @@ fn run_passes_the_exit_code_through() {
 #[test]
 fn a_build_from_the_lock_gives_the_same_catalog_in_another_store() {
     let a = Envoci::new();
-    let spec_a = spec(
-        &a,
+    let spec_a = a.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );
@@ -191,8 +181,7 @@ fn a_build_from_the_lock_gives_the_same_catalog_in_another_store() {
     let solved = a.json(&["build", spec_a.to_str().unwrap()]);
 
     let b = Envoci::new();
-    let spec_b = spec(
-        &b,
+    let spec_b = b.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );
@@ -210,14 +199,12 @@ fn a_build_from_the_lock_gives_the_same_catalog_in_another_store() {
 #[test]
 fn blueprint_ignores_formatting_and_follows_constraints() {
     let t = Envoci::new();
-    let a = spec(
-        &t,
+    let a = t.spec(
         "a.yaml",
         "channels: [CHANNEL]\ndependencies: [python, 'greet >=0.1']\n",
     );
-    let b = spec(&t, "b.yaml", "# comment\ndependencies:\n  - greet>=0.1   # spelled differently\n  - python\nchannels:\n  - CHANNEL\n");
-    let c = spec(
-        &t,
+    let b = t.spec("b.yaml", "# comment\ndependencies:\n  - greet>=0.1   # spelled differently\n  - python\nchannels:\n  - CHANNEL\n");
+    let c = t.spec(
         "c.yaml",
         "channels: [CHANNEL]\ndependencies: [python, 'greet >=0.2']\n",
     );
@@ -234,13 +221,11 @@ fn blueprint_ignores_formatting_and_follows_constraints() {
 #[test]
 fn a_second_environment_fetches_only_packages_the_cache_lacks() {
     let t = Envoci::new();
-    let one = spec(
-        &t,
+    let one = t.spec(
         "one.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );
-    let two = spec(
-        &t,
+    let two = t.spec(
         "two.yaml",
         "channels: [CHANNEL]\ndependencies: [python, pip]\n",
     );
@@ -267,8 +252,7 @@ fn a_second_environment_fetches_only_packages_the_cache_lacks() {
 #[test]
 fn concurrent_builds_of_one_blueprint_build_once() {
     let t = Envoci::new();
-    let spec = spec(
-        &t,
+    let spec = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );
@@ -299,8 +283,7 @@ fn concurrent_builds_of_one_blueprint_build_once() {
 #[test]
 fn no_build_fails_clearly_when_the_blueprint_is_missing() {
     let t = Envoci::new();
-    let spec = spec(
-        &t,
+    let spec = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python]\n",
     );
@@ -344,7 +327,7 @@ fn bad_specs_fail_with_one_clear_error_and_leave_nothing() {
         ("pip.yaml", "channels: [CHANNEL]\ndependencies: [python, pip, {pip: [--no-index, no-such-wheel==1]}]\n", &["pip failed", "no-such-wheel"]),
     ];
     for (name, body, needles) in cases {
-        let path = spec(&t, name, body);
+        let path = t.spec(name, body);
         let err = t.fail(&["build", path.to_str().unwrap()]);
         for needle in *needles {
             assert!(
@@ -359,8 +342,7 @@ fn bad_specs_fail_with_one_clear_error_and_leave_nothing() {
 #[test]
 fn unknown_keys_warn_and_the_build_goes_on() {
     let t = Envoci::new();
-    let path = spec(
-        &t,
+    let path = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python]\nprefix: /opt/x\n",
     );
@@ -372,8 +354,7 @@ fn unknown_keys_warn_and_the_build_goes_on() {
 #[test]
 fn a_package_that_does_not_match_the_lock_is_refused() {
     let t = Envoci::new();
-    let path = spec(
-        &t,
+    let path = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );
@@ -404,8 +385,7 @@ fn a_package_that_does_not_match_the_lock_is_refused() {
 #[test]
 fn a_killed_build_leaves_no_catalog_and_the_next_one_starts_clean() {
     let t = Envoci::new();
-    let path = spec(
-        &t,
+    let path = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet, pip]\n",
     );
@@ -432,8 +412,7 @@ fn a_killed_build_leaves_no_catalog_and_the_next_one_starts_clean() {
 #[test]
 fn conda_pack_packs_a_restored_environment() {
     let t = Envoci::new();
-    let spec = spec(
-        &t,
+    let spec = t.spec(
         "conda.yaml",
         "channels: [CHANNEL]\ndependencies: [python, greet]\n",
     );

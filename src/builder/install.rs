@@ -2,7 +2,7 @@
 //! checked against its sha256), then install them into the build prefix with rattler's
 //! `Installer`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -22,34 +22,35 @@ pub struct Downloads {
     pub cached: usize,
 }
 
-/// Makes sure every record is in `cache`, fetching `jobs` at a time.
+/// Makes sure every record is in `cache`, fetching `jobs` at a time; returns each
+/// record's extracted directory, in the records' order (their `paths.json` say how
+/// long the build prefix may be).
 pub async fn download(
     cache: &PackageCache,
     records: &[RepoDataRecord],
     jobs: usize,
-) -> Result<Downloads, Error> {
+) -> Result<(Downloads, Vec<PathBuf>), Error> {
     let index = cache
         .index()
         .await
         .map_err(|e| Error::Io("read the package cache".into(), e))?;
-    let missing: Vec<&RepoDataRecord> = records
-        .iter()
-        .filter(|r| !index.contains_record(r))
-        .collect();
+    let missing = records.iter().filter(|r| !index.contains_record(r)).count();
     let client = LazyClient::default();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
-    stream::iter(missing.iter().map(|record| {
+    // A package the cache holds is found there, not fetched again.
+    let dirs = stream::iter(records.iter().map(|record| {
         let client = client.clone();
         let semaphore = semaphore.clone();
         async move { fetch(cache, record, client, semaphore).await }
     }))
-    .buffer_unordered(jobs.max(1))
-    .try_collect::<Vec<()>>()
+    .buffered(jobs.max(1))
+    .try_collect::<Vec<PathBuf>>()
     .await?;
-    Ok(Downloads {
-        fetched: missing.len(),
-        cached: records.len() - missing.len(),
-    })
+    let downloads = Downloads {
+        fetched: missing,
+        cached: records.len() - missing,
+    };
+    Ok((downloads, dirs))
 }
 
 async fn fetch(
@@ -57,13 +58,13 @@ async fn fetch(
     record: &RepoDataRecord,
     client: LazyClient,
     semaphore: Arc<tokio::sync::Semaphore>,
-) -> Result<(), Error> {
+) -> Result<PathBuf, Error> {
     let failed = |e: rattler::package_cache::PackageCacheError| Error::Fetch {
         package: record.identifier.to_string(),
         url: record.url.to_string(),
         reason: crate::error_chain(&e),
     };
-    if record.url.scheme() == "file" {
+    let entry = if record.url.scheme() == "file" {
         let path = record.url.to_file_path().map_err(|()| Error::Fetch {
             package: record.identifier.to_string(),
             url: record.url.to_string(),
@@ -72,7 +73,7 @@ async fn fetch(
         cache
             .get_or_fetch_from_path(&path, Some(&record.package_record), None)
             .await
-            .map_err(failed)?;
+            .map_err(failed)?
     } else {
         cache
             .get_or_fetch_from_url_with_retry(
@@ -84,9 +85,9 @@ async fn fetch(
                 Some(semaphore),
             )
             .await
-            .map_err(failed)?;
-    }
-    Ok(())
+            .map_err(failed)?
+    };
+    Ok(entry.path().to_path_buf())
 }
 
 /// Installs `records` into `prefix` from `cache` (every package is there already).

@@ -7,7 +7,7 @@
 //! 2. [`install::download`]s what the store's package cache (`pkgs-v1/`) lacks, in
 //!    parallel, checked against each record's sha256;
 //! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
-//!    as the placeholder, so binary files relocate exactly);
+//!    as the packages' shortest binary placeholder allows: [`prefix`]);
 //! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
 //! 5. ingests the prefix (tags `bp-<blueprint>-<platform>` and the user's tag) and
 //!    removes the build prefix.
@@ -17,6 +17,7 @@
 
 pub mod install;
 pub mod lock;
+pub mod prefix;
 pub mod python;
 pub mod solve;
 
@@ -28,12 +29,11 @@ use rattler::package_cache::PackageCache;
 use rattler_conda_types::Subdir;
 use serde::Serialize;
 
-use crate::fsutil::remove_any;
 use crate::ingest;
 use crate::layer::Compression;
-use crate::relocate::PLACEHOLDER;
 use crate::spec::Spec;
 use crate::store::{self, Store};
+use prefix::{BuildPrefix, Limit};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,22 @@ pub enum Error {
         path: PathBuf,
         /// The longest usable store path.
         limit: usize,
+    },
+    /// A package's binary placeholder is shorter than any build prefix in this store.
+    #[error("{package} has a {placeholder}-byte binary placeholder (in {path}), so its build prefix may have at most {placeholder} bytes, but one under the store {} has at least {needed}; use an ENVOCI_HOME of at most {store_limit} bytes", store.display())]
+    PlaceholderTooShort {
+        /// The package (`name-version-build`).
+        package: String,
+        /// Its file holding the placeholder.
+        path: String,
+        /// The placeholder's length.
+        placeholder: usize,
+        /// The store root.
+        store: PathBuf,
+        /// The shortest build prefix this store allows.
+        needed: usize,
+        /// The longest store path that would do.
+        store_limit: usize,
     },
     /// A local file operation failed.
     #[error("cannot {0}")]
@@ -169,6 +185,9 @@ pub struct Report {
     /// `pip` or `uv` when there were `pip:` entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pip_installer: Option<&'static str>,
+    /// Length in bytes of the build prefix (0 when nothing was built): the shortest
+    /// binary placeholder of the packages, at most 255.
+    pub prefix_len: usize,
     /// Time per phase.
     pub timings: Timings,
 }
@@ -223,6 +242,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         downloads: install::Downloads::default(),
         compiled: 0,
         pip_installer: None,
+        prefix_len: 0,
         timings: Timings::default(),
     };
     if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
@@ -249,6 +269,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 spec: serde_json::to_value(spec.canonical()).ok(),
                 // The default, always: a blueprint must give one layering.
                 max_layers: None,
+                build_prefix: true,
             },
         )?;
         if let Some(tag) = &options.tag {
@@ -283,11 +304,15 @@ fn install_packages(
 
     let t = Instant::now();
     let cache = package_cache(store);
-    report.downloads =
+    let (downloads, dirs) =
         runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
+    report.downloads = downloads;
     report.timings.download = t.elapsed().as_secs_f64();
 
-    let prefix = BuildPrefix::create(store, bp_tag)?;
+    let named: Vec<(String, PathBuf)> = records.iter().map(package_name).zip(dirs).collect();
+    let limit = Limit::of_packages(&named)?;
+    let prefix = BuildPrefix::create(store, bp_tag, limit.as_ref())?;
+    report.prefix_len = prefix.path_len();
     let t = Instant::now();
     report.packages = records.len();
     runtime.block_on(install::install(
@@ -400,41 +425,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     crate::runtime().map_err(|e| Error::Io("start the async runtime".into(), e))
 }
 
-/// The build prefix of one blueprint: `build-v1/<bp-tag>` padded with `_` to exactly the
-/// placeholder's length, removed on drop (and, if a killed build left it, on create).
-struct BuildPrefix {
-    path: PathBuf,
-}
-
-impl BuildPrefix {
-    fn create(store: &Store, bp_tag: &str) -> Result<BuildPrefix, Error> {
-        let builds = store.build_dir()?;
-        let base = builds.join(bp_tag);
-        let base_len = base.as_os_str().len();
-        if base_len >= PLACEHOLDER.len() {
-            // The store's path may have at most what the placeholder leaves after
-            // `/build-v1/<bp-tag>` and one padding byte.
-            let root = crate::fsutil::parent_of(&builds).to_path_buf();
-            let below_root = base_len - root.as_os_str().len();
-            let limit = PLACEHOLDER.len().saturating_sub(below_root + 1);
-            return Err(Error::StoreTooDeep { path: root, limit });
-        }
-        let mut name = base.into_os_string();
-        name.push("_".repeat(PLACEHOLDER.len() - base_len));
-        let path = PathBuf::from(name);
-        remove_any(&path).map_err(|e| Error::Io(format!("remove {}", path.display()), e))?;
-        std::fs::create_dir_all(&path)
-            .map_err(|e| Error::Io(format!("create {}", path.display()), e))?;
-        Ok(BuildPrefix { path })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for BuildPrefix {
-    fn drop(&mut self) {
-        let _ = remove_any(&self.path);
-    }
+/// `name-version-build` of a record.
+fn package_name(record: &rattler_conda_types::RepoDataRecord) -> String {
+    let p = &record.package_record;
+    format!("{}-{}-{}", p.name.as_normalized(), p.version, p.build)
 }

@@ -94,7 +94,7 @@ pub fn print_report(report: &Report, timings: bool, printer: &Printer) {
                     .unwrap_or_default(),
                 report.compiled,
                 report.timings.total
-            )
+            ) + &short_prefix_note(report)
         } else {
             format!(
                 "{} is built already ({}): nothing to do",
@@ -108,6 +108,18 @@ pub fn print_report(report: &Report, timings: bool, printer: &Printer) {
         }
         text
     });
+}
+
+/// Says why the build prefix was shorter than 255 bytes, if it was.
+fn short_prefix_note(report: &Report) -> String {
+    if report.prefix_len < envoci::relocate::PLACEHOLDER.len() {
+        format!(
+            "; build prefix of {} bytes, the packages' shortest binary placeholder",
+            report.prefix_len
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// `timings: solve 0.12s, download …` for `--timings`.

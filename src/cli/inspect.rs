@@ -36,6 +36,10 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         if let Some(bp) = &c.blueprint {
             out.push_str(&format!("  blueprint:   {bp}\n"));
         }
+        out.push_str(&match c.target_limit() {
+            Some((path, len)) => format!("  max target:  {len} bytes (binary file {path})\n"),
+            None => "  max target:  any length (no binary file is relocated)\n".to_string(),
+        });
         out.push_str(&format!("\n  {:<6} {:<40} {:>7} {:>10} {:>9}  DIGEST\n", "KIND", "LAYER", "FILES", "SIZE", "RELOCATED"));
         for l in &c.layers {
             out.push_str(&format!(

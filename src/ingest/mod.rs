@@ -92,6 +92,11 @@ pub struct Options {
     /// Most layers in the manifest [default: [`DEFAULT_MAX_LAYERS`]]; above it, small
     /// packages share layers (some registries refuse manifests with ~500 layers).
     pub max_layers: Option<usize>,
+    /// The prefix is an envoci build prefix, whose length was chosen for its packages:
+    /// a binary file no package declares gets the canonical placeholder of that length
+    /// ([`placeholder_of_len`](crate::relocate::placeholder_of_len)), not the prefix's
+    /// own path (which a snapshot of any other prefix keeps).
+    pub build_prefix: bool,
 }
 
 /// Default largest number of layers in a manifest.

@@ -26,6 +26,9 @@ pub(super) struct Context<'a> {
     pub attribution: &'a Attribution,
     /// mtime and size of every `.py` file, to validate `.pyc` headers.
     pub py_sources: &'a HashMap<&'a str, (i64, u64)>,
+    /// What the prefix becomes in binary files no package declares (as long as the
+    /// prefix); `None`: such files keep the prefix as their own placeholder.
+    pub binary_placeholder: Option<&'static str>,
 }
 
 /// Reads the files of one layer (`entries`, sorted by path) once each: hashes them,
@@ -153,12 +156,12 @@ fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<R
                     }
                 }
             }
-            if prefix.len() == PLACEHOLDER.len() {
-                // An envoci build prefix: same length as the placeholder.
+            if let Some(canonical) = ctx.binary_placeholder {
                 if let Ok(rewritten) =
-                    relocate::relocate_binary(&content, prefix, PLACEHOLDER.as_bytes())
+                    relocate::relocate_binary(&content, prefix, canonical.as_bytes())
                 {
-                    return (rewritten, reloc(None));
+                    let own = (canonical != PLACEHOLDER).then(|| canonical.to_string());
+                    return (rewritten, reloc(own));
                 }
             }
             (content, reloc(Some(ctx.prefix_str.to_string())))

@@ -51,6 +51,7 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         prefix_str: &prefix_str,
         attribution: &attribution,
         py_sources: &py_sources,
+        binary_placeholder: binary_placeholder(options, &prefix_str),
     };
     let planned = plan_layers(
         &attribution.owners,
@@ -77,6 +78,16 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         files,
         bytes,
     })
+}
+
+/// The placeholder for binary files no package declares: the canonical one of the
+/// prefix's length for a build prefix (or any prefix as long as [`PLACEHOLDER`]);
+/// otherwise none, and such a file keeps the prefix's own path.
+fn binary_placeholder(options: &Options, prefix: &str) -> Option<&'static str> {
+    let canonical = options.build_prefix || prefix.len() == PLACEHOLDER.len();
+    canonical
+        .then(|| crate::relocate::placeholder_of_len(prefix.len()))
+        .flatten()
 }
 
 /// The prefix's real path; it must be a directory.
@@ -244,5 +255,25 @@ fn default_tag(prefix: &Path) -> String {
         "env".into()
     } else {
         name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_files_no_package_declares_get_a_canonical_placeholder_in_builds_only() {
+        let build = Options {
+            build_prefix: true,
+            ..Options::default()
+        };
+        let snapshot = Options::default();
+        let p80 = "/s/build-v1/bp-12".to_string() + &"_".repeat(63);
+        let p255 = "/".repeat(PLACEHOLDER.len());
+        assert_eq!(binary_placeholder(&build, &p80), Some(&PLACEHOLDER[..80]));
+        assert_eq!(binary_placeholder(&snapshot, &p80), None);
+        assert_eq!(binary_placeholder(&snapshot, &p255), Some(PLACEHOLDER));
+        assert_eq!(binary_placeholder(&build, &(p255 + "/x")), None);
     }
 }

@@ -12,12 +12,13 @@
 //! ├── repaired-v1.json            CAS files repaired since: hard links to the old inode are relinked
 //! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
 //! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
-//! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, ingest-…, partial-…
+//! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, prefix-…, ingest-…, partial-…
 //! ├── ingest/<pid>-<random>/      per-process scratch; removed once its owner is gone
 //! ├── ingest/partial/<hex>        interrupted blob downloads, kept for resuming
 //! ├── pkgs-v1/                    rattler's package cache: fetched, extracted conda packages
 //! ├── repodata-v1/                rattler's cache of channel repodata, for solving
-//! └── build-v1/<bp-tag>___/       build prefixes padded to the placeholder's length (transient)
+//! └── build-v1/<bp-tag>___/       build prefixes, padded (or cut) to the length the packages'
+//!                                 binary placeholders allow, at most 255 bytes (transient)
 //! ```
 //!
 //! Nothing is readable under its final name before it is complete: every write goes to
@@ -260,6 +261,13 @@ impl Store {
     /// builds of one spec build it once.
     pub fn lock_build(&self, bp_tag: &str) -> Result<FileLock> {
         self.lock(&format!("build-{bp_tag}"))
+    }
+
+    /// Takes the exclusive lock of the build prefix name `stem` (a blueprint tag, or
+    /// its start when the prefix is short): blueprints whose prefixes share it build one
+    /// after the other.
+    pub fn lock_build_prefix(&self, stem: &str) -> Result<FileLock> {
+        self.lock(&format!("prefix-{stem}"))
     }
 
     /// The lock file called `name` (`locks/<name>.lock`).

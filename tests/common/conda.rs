@@ -21,6 +21,13 @@ pub const CONDA_PLACEHOLDER: &str = concat!(
     "old_placehold_placehold_placehold_placehold_placehold_placehold__"
 );
 
+/// conda-build's placeholder with `--prefix-length 80`, as older packages carry it.
+pub const CONDA_PLACEHOLDER_80: &str =
+    "/opt/conda-bld/fixture_1700000000000/_h_env_placehold_placehold_placehold_placeh";
+
+/// The placeholder of very old packages (`info/has_prefix`, no `paths.json`): 32 bytes.
+pub const ANACONDA_PLACEHOLDER: &str = "/opt/anaconda1anaconda2anaconda3";
+
 /// A local channel and its records.
 pub struct LocalChannel {
     /// The channel directory (`linux-64/`, `noarch/`).
@@ -33,10 +40,10 @@ pub struct LocalChannel {
 enum F<'a> {
     /// Plain file.
     File(&'a str, Vec<u8>, bool),
-    /// File with the placeholder in text mode.
-    Text(&'a str, String, bool),
-    /// File with the placeholder in binary mode.
-    Binary(&'a str, Vec<u8>),
+    /// File holding the placeholder (last field) in text mode.
+    Text(&'a str, String, bool, &'a str),
+    /// File holding the placeholder (last field) in binary mode.
+    Binary(&'a str, Vec<u8>, &'a str),
     /// Relative symlink.
     Link(&'a str, &'a str),
     /// A file copied from disk (the Python fixture's interpreter and stdlib).
@@ -55,6 +62,9 @@ struct Pkg<'a> {
     /// `name = module:function` entry points (noarch python), made into `bin/` scripts.
     entry_points: &'a [&'a str],
     files: Vec<F<'a>>,
+    /// Written the very old way: a `.tar.bz2` whose `info/files` and `info/has_prefix`
+    /// stand for `paths.json`.
+    legacy: bool,
 }
 
 /// The channel, built once per test process.
@@ -63,14 +73,17 @@ pub fn channel() -> &'static LocalChannel {
     CHANNEL.get_or_init(build_channel)
 }
 
-fn whereami_binary(work: &Path) -> Vec<u8> {
-    let src = work.join("whereami.c");
+/// A C program printing `placeholder`, compiled with it in a string constant (so
+/// installing and restoring relocate it as a C string).
+fn whereami_binary(work: &Path, placeholder: &str) -> Vec<u8> {
+    let name = format!("whereami-{}", placeholder.len());
+    let src = work.join(format!("{name}.c"));
     fs::write(
         &src,
-        format!("#include <stdio.h>\nstatic const char prefix[] = \"{CONDA_PLACEHOLDER}\";\nint main(void) {{ puts(prefix); return 0; }}\n"),
+        format!("#include <stdio.h>\nstatic const char prefix[] = \"{placeholder}\";\nint main(void) {{ puts(prefix); return 0; }}\n"),
     )
     .unwrap();
-    let out = work.join("whereami");
+    let out = work.join(name);
     let status = Command::new("cc")
         .arg("-O1")
         .arg("-o")
@@ -80,6 +93,42 @@ fn whereami_binary(work: &Path) -> Vec<u8> {
         .expect("a C compiler (cc) is needed for the fixture");
     assert!(status.success(), "cc failed");
     fs::read(out).unwrap()
+}
+
+/// `reloc-80` (a binary and a text file holding an 80-byte placeholder) and `reloc-32`
+/// (the same with `/opt/anaconda1anaconda2anaconda3`, packed the very old way).
+fn short_placeholder_packages(work: &Path) -> Vec<Pkg<'static>> {
+    [
+        ("reloc-80", CONDA_PLACEHOLDER_80, false),
+        ("reloc-32", ANACONDA_PLACEHOLDER, true),
+    ]
+    .into_iter()
+    .map(|(name, placeholder, legacy)| {
+        let len = placeholder.len();
+        Pkg {
+            name,
+            version: "1.0",
+            depends: &[],
+            noarch: false,
+            python: false,
+            entry_points: &[],
+            legacy,
+            files: vec![
+                F::Binary(
+                    leak(format!("bin/whereami{len}")),
+                    whereami_binary(work, placeholder),
+                    placeholder,
+                ),
+                F::Text(
+                    leak(format!("etc/{name}.conf")),
+                    format!("prefix={placeholder}\nlib={placeholder}/lib\n"),
+                    false,
+                    placeholder,
+                ),
+            ],
+        }
+    })
+    .collect()
 }
 
 fn packages(work: &Path) -> Vec<Pkg<'static>> {
@@ -92,7 +141,12 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
-            files: vec![F::Binary("bin/whereami", whereami_binary(work))],
+            legacy: false,
+            files: vec![F::Binary(
+                "bin/whereami",
+                whereami_binary(work, CONDA_PLACEHOLDER),
+                CONDA_PLACEHOLDER,
+            )],
         },
         Pkg {
             name: "reloc-text",
@@ -101,12 +155,14 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
-                F::Text("bin/hello.sh", text_script, true),
+                F::Text("bin/hello.sh", text_script, true, CONDA_PLACEHOLDER),
                 F::Text(
                     "etc/reloc-text.conf",
                     format!("# config\nprefix={CONDA_PLACEHOLDER}\nlib={CONDA_PLACEHOLDER}/lib\n"),
                     false,
+                    CONDA_PLACEHOLDER,
                 ),
             ],
         },
@@ -117,6 +173,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
                 F::File(
                     "lib/libdemo.so.1",
@@ -139,6 +196,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
                 F::File("share/clobber.txt", b"from clobber-a\n".to_vec(), false),
                 F::File("share/clobber-a.txt", b"a\n".to_vec(), false),
@@ -151,6 +209,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
                 F::File("share/clobber.txt", b"from clobber-b\n".to_vec(), false),
                 F::File("share/clobber-b.txt", b"b\n".to_vec(), false),
@@ -163,6 +222,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: (1..=5)
                 .map(|i| {
                     F::File(
@@ -175,6 +235,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
                     "share/shared-dep/where.txt",
                     format!("installed at {CONDA_PLACEHOLDER}\n"),
                     false,
+                    CONDA_PLACEHOLDER,
                 )])
                 .collect(),
         },
@@ -185,6 +246,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
                 F::File("share/app-one/README", b"app one\n".to_vec(), false),
                 F::File("bin/app-one", b"#!/bin/sh\necho one\n".to_vec(), true),
@@ -197,6 +259,7 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![
                 F::File("share/app-two/README", b"app two\n".to_vec(), false),
                 F::File("bin/app-two", b"#!/bin/sh\necho two\n".to_vec(), true),
@@ -221,9 +284,11 @@ fn packages(work: &Path) -> Vec<Pkg<'static>> {
             version: "1.0",
             python: false,
             entry_points: &[],
+            legacy: false,
             files,
         });
     }
+    pkgs.extend(short_placeholder_packages(work));
     pkgs.extend(python_packages(work));
     pkgs.extend(libver_packages());
     pkgs
@@ -241,6 +306,7 @@ fn libver_packages() -> Vec<Pkg<'static>> {
             noarch: true,
             python: false,
             entry_points: &[],
+            legacy: false,
             files: vec![F::File(
                 "share/libver/VERSION",
                 format!("{version}\n").into_bytes(),
@@ -433,6 +499,7 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
             noarch: false,
             python: false,
             entry_points: &[],
+            legacy: false,
             files,
         },
         Pkg {
@@ -445,6 +512,7 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
                 "pip = pip._internal.cli.main:main",
                 "pip3 = pip._internal.cli.main:main",
             ],
+            legacy: false,
             files: pip_files,
         },
         Pkg {
@@ -454,6 +522,7 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
             noarch: true,
             python: true,
             entry_points: &["greet = greet:main"],
+            legacy: false,
             files: vec![F::File(
                 "site-packages/greet/__init__.py",
                 b"import sys\n\n\ndef main():\n    print(\"greet from\", sys.prefix)\n".to_vec(),
@@ -479,8 +548,8 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
     for f in &pkg.files {
         let (path, bytes, exec, mode) = match f {
             F::File(p, b, x) => (*p, Some(b.clone()), *x, None),
-            F::Text(p, s, x) => (*p, Some(s.clone().into_bytes()), *x, Some("text")),
-            F::Binary(p, b) => (*p, Some(b.clone()), true, Some("binary")),
+            F::Text(p, s, x, ph) => (*p, Some(s.clone().into_bytes()), *x, Some(("text", *ph))),
+            F::Binary(p, b, ph) => (*p, Some(b.clone()), true, Some(("binary", *ph))),
             F::Disk(p, src, x) => (*p, Some(fs::read(src).unwrap()), *x, None),
             F::Link(p, target) => {
                 let full = root.join(p);
@@ -502,9 +571,9 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
         .unwrap();
         written.push(full);
         let mut entry = json!({"_path": path, "path_type": "hardlink", "sha256": sha256_hex(&bytes), "size_in_bytes": bytes.len()});
-        if let Some(mode) = mode {
+        if let Some((mode, placeholder)) = mode {
             entry["file_mode"] = mode.into();
-            entry["prefix_placeholder"] = CONDA_PLACEHOLDER.into();
+            entry["prefix_placeholder"] = placeholder.into();
         }
         paths_json.push(entry);
     }
@@ -531,35 +600,73 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
         index["arch"] = "x86_64".into();
         index["platform"] = "linux".into();
     }
-    let info_files = [
-        (
-            "info/index.json",
-            serde_json::to_vec_pretty(&index).unwrap(),
-        ),
-        (
+    let mut info_files = vec![(
+        "info/index.json",
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )];
+    if pkg.legacy {
+        info_files.extend(legacy_file_lists(&paths_json));
+    } else {
+        let paths = json!({"paths": paths_json, "paths_version": 1});
+        info_files.push((
             "info/paths.json",
-            serde_json::to_vec_pretty(&json!({"paths": paths_json, "paths_version": 1})).unwrap(),
-        ),
-    ];
+            serde_json::to_vec_pretty(&paths).unwrap(),
+        ));
+    }
     for (p, bytes) in info_files {
         fs::write(root.join(p), bytes).unwrap();
         written.push(root.join(p));
     }
-    let out_name = format!("{}-{}-h0_0", pkg.name, pkg.version);
     let dir = channel_dir.join(subdir);
     fs::create_dir_all(&dir).unwrap();
-    let file = fs::File::create(dir.join(format!("{out_name}.conda"))).unwrap();
-    rattler_package_streaming::write::write_conda_package(
-        file,
-        &root,
-        &written,
-        rattler_conda_types::compression_level::CompressionLevel::Numeric(3),
-        Some(1),
-        &out_name,
-        None,
-        None,
-    )
-    .unwrap();
+    pack(&dir, &root, &written, pkg);
+}
+
+/// What very old packages have instead of `paths.json`: `info/files` (every path) and
+/// `info/has_prefix` (`placeholder mode path` for each file holding one).
+fn legacy_file_lists(paths_json: &[serde_json::Value]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = String::new();
+    let mut has_prefix = String::new();
+    for entry in paths_json {
+        let path = entry["_path"].as_str().unwrap();
+        files.push_str(&format!("{path}\n"));
+        if let (Some(placeholder), Some(mode)) = (
+            entry["prefix_placeholder"].as_str(),
+            entry["file_mode"].as_str(),
+        ) {
+            has_prefix.push_str(&format!("{placeholder} {mode} {path}\n"));
+        }
+    }
+    vec![
+        ("info/files", files.into_bytes()),
+        ("info/has_prefix", has_prefix.into_bytes()),
+    ]
+}
+
+/// Packs `written` (below `root`) as `.conda`, or `.tar.bz2` for a legacy package.
+fn pack(dir: &Path, root: &Path, written: &[PathBuf], pkg: &Pkg<'_>) {
+    let out_name = format!("{}-{}-h0_0", pkg.name, pkg.version);
+    let level = rattler_conda_types::compression_level::CompressionLevel::Numeric(3);
+    if pkg.legacy {
+        let file = fs::File::create(dir.join(format!("{out_name}.tar.bz2"))).unwrap();
+        rattler_package_streaming::write::write_tar_bz2_package(
+            file, root, written, level, None, None,
+        )
+        .unwrap();
+    } else {
+        let file = fs::File::create(dir.join(format!("{out_name}.conda"))).unwrap();
+        rattler_package_streaming::write::write_conda_package(
+            file,
+            root,
+            written,
+            level,
+            Some(1),
+            &out_name,
+            None,
+            None,
+        )
+        .unwrap();
+    }
 }
 
 /// Where the channel is cached: under `target/`, keyed by [`FIXTURE_VERSION`], so the
@@ -571,7 +678,7 @@ fn cache_root() -> PathBuf {
 }
 
 /// Bump when the fixture packages change.
-const FIXTURE_VERSION: u32 = 2;
+const FIXTURE_VERSION: u32 = 3;
 
 fn build_channel() -> LocalChannel {
     let root = cache_root();

@@ -30,6 +30,26 @@ impl Envoci {
         Envoci { dir, home }
     }
 
+    /// A fresh directory and store at short paths (`/tmp/eXXXXXX`, its store `s/`):
+    /// room for the build prefix of packages whose binary placeholders are 32 bytes.
+    pub fn short() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("e")
+            .tempdir_in("/tmp")
+            .expect("create temp dir in /tmp");
+        let home = dir.path().join("s");
+        Envoci { dir, home }
+    }
+
+    /// Writes a `conda.yaml` called `name` in the working directory, `CHANNEL` in
+    /// `body` standing for the fixture channel's directory; returns its path.
+    pub fn spec(&self, name: &str, body: &str) -> PathBuf {
+        let channel = super::conda::channel().dir.display().to_string();
+        let path = self.dir().join(name);
+        std::fs::write(&path, body.replace("CHANNEL", &channel)).expect("write the spec");
+        path
+    }
+
     /// The working directory (put prefixes and targets here).
     pub fn dir(&self) -> &Path {
         self.dir.path()

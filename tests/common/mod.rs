@@ -11,7 +11,9 @@ pub mod proxy;
 pub mod registry;
 pub mod token;
 
-pub use conda::{channel, install_env, run_stdout, CONDA_PLACEHOLDER};
+pub use conda::{
+    channel, install_env, run_stdout, ANACONDA_PLACEHOLDER, CONDA_PLACEHOLDER, CONDA_PLACEHOLDER_80,
+};
 
 /// Two environments of the fixture channel sharing most packages (`app-one` and
 /// `pad-3` against `app-two` and `pad-4`).
