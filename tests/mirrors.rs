@@ -76,57 +76,100 @@ fn served(report: &serde_json::Value) -> Vec<(String, bool, u64)> {
         .collect()
 }
 
+/// The blob GETs among `requests`.
+fn blob_gets(requests: &[String]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .count()
+}
+
 #[test]
 fn a_pull_through_cache_in_registries_conf_serves_every_pull_of_a_fleet() {
     let upstream = TestRegistry::start();
-    let (_builder, remote, manifest) = pushed(&upstream);
-    let blobs = 1 + manifest["layers"].as_array().unwrap().len() as u64;
+    let (builder, remote, manifest) = pushed(&upstream);
+    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blobs = 1 + manifest["layers"].as_array().unwrap().len();
     let cache = TestRegistry::start_proxy(&upstream.addr);
     let dir = tempfile::tempdir().unwrap();
     let conf = registries_conf(
         dir.path(),
         &format!(
-            "[[registry]]\nprefix = \"{up}\"\nlocation = \"{up}\"\n\n[[registry.mirror]]\nlocation = \"{cache}\"\n",
+            "[[registry]]\nprefix = \"{up}\"\nlocation = \"{up}\"\ninsecure = true\n\n[[registry.mirror]]\nlocation = \"{cache}\"\ninsecure = true\n",
             up = upstream.addr,
             cache = cache.addr
         ),
     );
-    let before = upstream.requests().len();
-    for client in 0..2 {
+    let cache_name = format!("{}/envs/m", cache.addr);
+    let pull_one = |conf: &Path| {
         let t = Envoci::new();
-        let report = json_of(&pull_with(&t, &conf, &[&remote]));
-        let cache_name = format!("{}/envs/m", cache.addr);
-        assert_eq!(
-            served(&report),
-            [(cache_name, true, blobs)],
-            "client {client}"
-        );
+        let report = json_of(&pull_with(&t, conf, &[&remote]));
         t.ok(&["check", "--verify"]);
-        let target = t.dir().join("env");
-        let restore = t
-            .cmd(&["restore", &remote, "--target", target.to_str().unwrap()])
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
-            .output()
-            .unwrap();
-        assert!(
-            restore.status.success(),
-            "{}",
-            String::from_utf8_lossy(&restore.stderr)
-        );
+        report
+    };
+
+    // The first client alone fills the cache.
+    let report = pull_one(&conf);
+    assert_eq!(served(&report), [(cache_name.clone(), true, blobs as u64)]);
+    assert_eq!(report["digest"], digest.as_str());
+
+    // Four more at once: the upstream sends no blob, the cache answers each client's
+    // manifest and blobs.
+    let (up_before, cache_before) = (upstream.requests().len(), cache.requests().len());
+    let reports: Vec<serde_json::Value> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4).map(|_| scope.spawn(|| pull_one(&conf))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for report in reports {
+        assert_eq!(served(&report), [(cache_name.clone(), true, blobs as u64)]);
     }
-    let after: Vec<String> = upstream.requests()[before..].to_vec();
+    let upstream_saw = upstream.requests()[up_before..].to_vec();
+    assert_eq!(blob_gets(&upstream_saw), 0, "{upstream_saw:?}");
     assert!(
-        after.iter().all(|r| !r.contains("envoci/")),
-        "no client asked the upstream itself: {after:?}"
+        upstream_saw.iter().all(|r| !r.contains("envoci/")),
+        "{upstream_saw:?}"
     );
-    let upstream_blob_gets = upstream.requests()[before..]
+    let cache_saw: Vec<String> = cache.requests()[cache_before..]
         .iter()
-        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
-        .count() as u64;
-    assert!(
-        upstream_blob_gets <= 2 * blobs,
-        "the second client cost the upstream no blob: {upstream_blob_gets} blob GETs for {blobs} blobs"
+        .filter(|r| r.contains("envoci/"))
+        .cloned()
+        .collect();
+    let manifests = cache_saw
+        .iter()
+        .filter(|r| r.contains("/manifests/"))
+        .count();
+    assert_eq!(
+        (manifests, blob_gets(&cache_saw)),
+        (4, 4 * blobs),
+        "{cache_saw:?}"
     );
+
+    // skopeo, given the same registries.conf, gets the same manifest from the cache.
+    let layout = dir.path().join("skopeo-layout");
+    let out = std::process::Command::new("skopeo")
+        .arg("--registries-conf")
+        .arg(&conf)
+        .args(["copy", &format!("docker://{remote}")])
+        .arg(format!("oci:{}:m", layout.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+
+    // The cache gone: pulls fall back to the upstream and succeed.
+    drop(cache);
+    let report = pull_one(&conf);
+    let location = format!("{}/envs/m", upstream.addr);
+    assert_eq!(served(&report), [(location, true, blobs as u64)]);
 }
 
 #[test]
