@@ -239,6 +239,24 @@ fn a_served_store_is_a_lan_mirror_for_the_registry_it_pulled_from() {
         "the robot never asked the registry"
     );
     robot.ok(&["check", "--verify"]);
+
+    let second = Envoci::new();
+    let target = second.dir().join("env");
+    let restored = second.json(&[
+        "restore",
+        &remote,
+        "--target",
+        target.to_str().unwrap(),
+        "--mirror",
+        &server.addr,
+    ]);
+    let pulled = &restored["pulled"]["endpoints"][0];
+    assert_eq!(
+        pulled["endpoint"],
+        format!("{}/envs/m", server.addr),
+        "{restored}"
+    );
+    assert_eq!(upstream.requests().len(), before, "nor did the second");
 }
 
 #[test]

@@ -47,7 +47,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
 
 /// `; from mirror M: the manifest and 3 blobs (2.1 MiB)` for each mirror that served
 /// part of the pull.
-fn from_mirrors(report: &transfer::Report) -> String {
+pub(super) fn from_mirrors(report: &transfer::Report) -> String {
     report
         .endpoints
         .iter()

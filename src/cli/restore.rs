@@ -76,6 +76,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     // A registry reference or a layout is fetched first (only what the store lacks; a
     // tag may have moved, so the manifest is always read), then restored by digest.
     let mut reference = args.reference.clone();
+    let mut pulled = None;
     if looks_like_spec(&reference) {
         reference = from_spec(store, &args)?;
     } else {
@@ -91,11 +92,16 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
             let fetch =
                 transfer::fetch_unless_fresh(store, &source, &transfer, platform, freshness);
             let (fetched, _) = super::runtime()?.block_on(fetch)?;
-            reference = fetched.digest;
+            reference = fetched.digest.clone();
+            pulled = Some(fetched);
         }
     }
     let report = space::restore(store, &reference, &target, &options)?;
-    printer.print(&report, || {
+    let output = Output {
+        report: &report,
+        pulled: pulled.as_ref(),
+    };
+    printer.print(&output, || {
         let methods: Vec<String> = report
             .methods
             .iter()
@@ -107,8 +113,11 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
             format!(" ({})", methods.join(", "))
         };
         let verb = if report.created { "created" } else { "updated" };
+        let via = pulled
+            .as_ref()
+            .map_or(String::new(), super::pull::from_mirrors);
         format!(
-            "{verb} {}: {} written{how}, {} removed, {} unchanged",
+            "{verb} {}: {} written{how}, {} removed, {} unchanged{via}",
             report.target.display(),
             report.written,
             report.removed,
@@ -116,6 +125,16 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         )
     });
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `restore --json` prints: the space's report, and what was fetched for it.
+#[derive(serde::Serialize)]
+struct Output<'a> {
+    #[serde(flatten)]
+    report: &'a space::Report,
+    /// The pull or import that came first (registry references and layouts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pulled: Option<&'a transfer::Report>,
 }
 
 /// The manifest digest for a spec: from the store, `--from`, or built (see
