@@ -12,7 +12,8 @@
 //! ├── repaired-v1.json            CAS files repaired since: hard links to the old inode are relinked
 //! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
 //! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
-//! ├── locks/<name>.lock           advisory locks: index, space-…, build-…, prefix-…, ingest-…, partial-…
+//! ├── locks/<name>.lock           advisory locks: index, writers (shared by every writer,
+//! │                               exclusive for gc), space-…, build-…, prefix-…, ingest-…, partial-…
 //! ├── ingest/<pid>-<random>/      per-process scratch; removed once its owner is gone
 //! ├── ingest/partial/<hex>        interrupted blob downloads, kept for resuming
 //! ├── pkgs-v1/                    rattler's package cache: fetched, extracted conda packages
@@ -32,6 +33,7 @@ mod partial;
 mod refs;
 mod scratch;
 mod spaces;
+mod sweep;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -41,11 +43,12 @@ pub use cas::{CasKey, CasState, FILE_MODE_EXEC, FILE_MODE_PLAIN};
 pub use layers::LayerIndex;
 pub use partial::Partial;
 pub use refs::{
-    from_oci_digest, oci_digest, validate_tag, InvalidTag, Tag, ANNOTATION_PLATFORM,
-    ANNOTATION_REF_NAME, ANNOTATION_RESOLVED_AT,
+    from_oci_digest, oci_digest, unix_now, validate_tag, InvalidTag, Tag, ANNOTATION_LAST_USED,
+    ANNOTATION_PLATFORM, ANNOTATION_REF_NAME, ANNOTATION_RESOLVED_AT,
 };
 pub use scratch::{rand_u64, Scratch, StaleScratch};
 pub use spaces::{space_id, Method, PathRecord, SpaceState};
+pub use sweep::Sweepable;
 
 use crate::digest::Digest;
 use crate::fsutil::FileLock;

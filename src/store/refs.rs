@@ -20,6 +20,16 @@ pub const ANNOTATION_PLATFORM: &str = "io.envoci.platform";
 /// envoci's annotation on a pulled reference: when (Unix seconds) the registry last
 /// said what it names.
 pub const ANNOTATION_RESOLVED_AT: &str = "io.envoci.resolved-at";
+/// envoci's annotation on every tag: when (Unix seconds) it was last made, pulled or
+/// restored (`gc --unused-for`).
+pub const ANNOTATION_LAST_USED: &str = "io.envoci.last-used";
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// A tag of the store and the manifest it names.
 #[derive(Clone, Debug)]
@@ -28,6 +38,22 @@ pub struct Tag {
     pub name: String,
     /// The manifest.
     pub descriptor: Descriptor,
+}
+
+impl Tag {
+    /// How long ago the tag was last made, pulled or restored, if recorded.
+    pub fn unused_for(&self) -> Option<std::time::Duration> {
+        let at = self
+            .descriptor
+            .annotations()
+            .as_ref()?
+            .get(ANNOTATION_LAST_USED)?
+            .parse::<u64>()
+            .ok()?;
+        Some(std::time::Duration::from_secs(
+            unix_now().saturating_sub(at),
+        ))
+    }
 }
 
 /// A tag that OCI registries would refuse.
@@ -135,6 +161,7 @@ impl Store {
         let mut annotations: HashMap<String, String> =
             descriptor.annotations().clone().unwrap_or_default();
         annotations.insert(ANNOTATION_REF_NAME.to_string(), name.to_string());
+        annotations.insert(ANNOTATION_LAST_USED.to_string(), unix_now().to_string());
         descriptor.set_annotations(Some(annotations));
         let mut manifests: Vec<Descriptor> = index
             .manifests()
@@ -154,6 +181,58 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Removes the tags called `names` (a name that is not a tag is ignored); the
+    /// names removed.
+    pub fn remove_refs(&self, names: &[String]) -> Result<Vec<String>> {
+        self.sync()?;
+        let _lock = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let mut removed = Vec::new();
+        let kept: Vec<_> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                let name = d
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(ANNOTATION_REF_NAME));
+                match name {
+                    Some(name) if names.contains(name) => {
+                        removed.push(name.clone());
+                        false
+                    }
+                    _ => true,
+                }
+            })
+            .cloned()
+            .collect();
+        if !removed.is_empty() {
+            index.set_manifests(kept);
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    /// Records that the tags naming manifest `digest` were just used (restored).
+    pub fn mark_used(&self, digest: &Digest) -> Result<()> {
+        let oci = oci_digest(digest);
+        let _lock = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let mut manifests = index.manifests().clone();
+        let mut changed = false;
+        for descriptor in manifests.iter_mut().filter(|d| *d.digest() == oci) {
+            let mut annotations = descriptor.annotations().clone().unwrap_or_default();
+            annotations.insert(ANNOTATION_LAST_USED.to_string(), unix_now().to_string());
+            descriptor.set_annotations(Some(annotations));
+            changed = true;
+        }
+        if changed {
+            index.set_manifests(manifests);
+            self.write_index(&index)?;
+        }
+        Ok(())
+    }
+
     /// How long ago the registry last said what the pulled reference `name` names,
     /// if the store holds it (and has the time).
     pub fn resolved_age(&self, name: &str) -> Result<Option<std::time::Duration>> {
@@ -166,10 +245,7 @@ impl Store {
             .as_ref()
             .and_then(|a| a.get(ANNOTATION_RESOLVED_AT))
             .and_then(|t| t.parse::<u64>().ok());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        Ok(at.map(|at| std::time::Duration::from_secs(now.saturating_sub(at))))
+        Ok(at.map(|at| std::time::Duration::from_secs(unix_now().saturating_sub(at))))
     }
 
     /// Resolves a tag, or a manifest digest (`sha256:...`), to the manifest descriptor.

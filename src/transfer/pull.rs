@@ -64,10 +64,8 @@ pub async fn pull(
     store.put_blob(&scratch, &bytes)?;
     let local = remote.to_string();
     let mut descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let resolved_at = [(store::ANNOTATION_RESOLVED_AT.to_string(), now.to_string())];
+    let now = store::unix_now().to_string();
+    let resolved_at = [(store::ANNOTATION_RESOLVED_AT.to_string(), now)];
     descriptor.set_annotations(Some(resolved_at.into_iter().collect()));
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
