@@ -9,8 +9,8 @@
 //! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
 //!    as the packages' shortest binary placeholder allows: [`prefix`]);
 //! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
-//! 5. ingests the prefix (tags `bp-<blueprint>-<platform>` and the user's tag) and
-//!    removes the build prefix.
+//! 5. ingests the prefix (tags `bp-<blueprint>-<platform>`, the spec's `name:` and the
+//!    user's tag) and removes the build prefix.
 //!
 //! A build that fails or is killed leaves no tag, so no partial catalog is visible; the
 //! next build of the blueprint removes the stale build prefix before it starts.
@@ -225,13 +225,11 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let platform_name = subdir.to_string();
     let blueprint = spec.blueprint(&platform_name);
     let bp_tag = crate::artifact::blueprint_tag(&blueprint, &platform_name);
-    if let Some(tag) = &options.tag {
-        store::validate_tag(tag).map_err(ingest::Error::from)?;
-    }
+    let extra_tags = extra_tags(spec, options)?;
     let _build_lock = store.lock_build(&bp_tag)?;
 
     let mut tags = vec![bp_tag.clone()];
-    tags.extend(options.tag.clone());
+    tags.extend(extra_tags.iter().cloned());
     let mut report = Report {
         blueprint,
         platform: platform_name,
@@ -248,7 +246,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
         // Built before (or by the build this one waited for): only tag it.
         let descriptor = store.resolve(&bp_tag)?;
-        if let Some(tag) = &options.tag {
+        for tag in &extra_tags {
             store.set_tag(tag, &descriptor)?;
         }
         let catalog = crate::artifact::load(store, &bp_tag).ok();
@@ -272,8 +270,9 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 build_prefix: true,
             },
         )?;
-        if let Some(tag) = &options.tag {
-            store.set_tag(tag, &store.resolve(&bp_tag)?)?;
+        let descriptor = store.resolve(&bp_tag)?;
+        for tag in &extra_tags {
+            store.set_tag(tag, &descriptor)?;
         }
         report.timings.ingest = t.elapsed().as_secs_f64();
         drop(prefix);
@@ -282,6 +281,17 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     }
     report.timings.total = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The tags a build gives besides `bp-…`: the spec's `name:`, then `--tag` (each
+/// checked before anything is built).
+fn extra_tags(spec: &Spec, options: &Options) -> Result<Vec<String>, Error> {
+    let mut tags: Vec<String> = spec.name.iter().chain(&options.tag).cloned().collect();
+    tags.dedup();
+    for tag in &tags {
+        store::validate_tag(tag).map_err(ingest::Error::from)?;
+    }
+    Ok(tags)
 }
 
 /// Solves (or reads the lock), fetches what the package cache lacks and installs the
