@@ -107,7 +107,7 @@ impl Error {
 pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error> {
     let blueprint = request.spec.blueprint(request.platform);
     if let Some(digest) = builder::find_built(store, &blueprint, request.platform) {
-        tag_with_name(store, request.spec, &digest)?;
+        tag_with_name(store, request, &digest)?;
         return Ok(Provided {
             digest,
             source: Source::Store,
@@ -127,7 +127,7 @@ pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error
         ));
         match pulled {
             Ok((report, _)) => {
-                tag_with_name(store, request.spec, &report.digest)?;
+                tag_with_name(store, request, &report.digest)?;
                 return Ok(Provided {
                     digest: report.digest.clone(),
                     source: Source::Pulled(report),
@@ -166,11 +166,12 @@ pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error
     })
 }
 
-/// Tags the manifest `digest` with the spec's `name:`, if it has one (a build does so
-/// itself).
-fn tag_with_name(store: &Store, spec: &Spec, digest: &str) -> Result<(), Error> {
-    if let Some(name) = &spec.name {
-        store.set_tag(name, &store.resolve(digest)?)?;
+/// Tags the manifest `digest` with the spec's `name:` ([`builder::name_tag`]), if it
+/// has one (a build does so itself).
+fn tag_with_name(store: &Store, request: &Request<'_>, digest: &str) -> Result<(), Error> {
+    if let Some(name) = &request.spec.name {
+        let tag = builder::name_tag(name, request.platform);
+        store.set_tag(&tag, &store.resolve(digest)?)?;
     }
     Ok(())
 }
