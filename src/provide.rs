@@ -5,13 +5,15 @@
 //! 2. else the registry repository `from`, by the `bp-<blueprint>-<platform>` tag;
 //! 3. else built (unless building is not allowed), then pushed to `push` if given.
 //!
+//! Wherever it came from, the spec's `name:` tags it in the store.
+//!
 //! Only "not found" in `from` leads on to a build: any other failure of the registry
 //! (unreachable, refused, corrupt) is an error, so a broken registry never silently
 //! turns every CI job into a build.
 
 use crate::builder;
 use crate::spec::Spec;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::transfer::{self, RegistryOptions, RemoteRef};
 
 /// What to provide and from where.
@@ -80,6 +82,9 @@ pub enum Error {
     /// Pulling or pushing failed.
     #[error(transparent)]
     Transfer(#[from] transfer::Error),
+    /// Tagging it with the spec's `name:` failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
@@ -92,6 +97,7 @@ impl Error {
             Error::NotBuilt { .. } => crate::ErrorKind::NotFound,
             Error::Build(e) => e.kind(),
             Error::Transfer(e) => e.kind().into(),
+            Error::Store(e) => e.kind(),
             Error::Runtime(_) => crate::ErrorKind::Other,
         }
     }
@@ -101,6 +107,7 @@ impl Error {
 pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error> {
     let blueprint = request.spec.blueprint(request.platform);
     if let Some(digest) = builder::find_built(store, &blueprint, request.platform) {
+        tag_with_name(store, request, &digest)?;
         return Ok(Provided {
             digest,
             source: Source::Store,
@@ -120,10 +127,11 @@ pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error
         ));
         match pulled {
             Ok((report, _)) => {
+                tag_with_name(store, request, &report.digest)?;
                 return Ok(Provided {
                     digest: report.digest.clone(),
                     source: Source::Pulled(report),
-                })
+                });
             }
             Err(e) if e.kind() == transfer::ErrorKind::NotFound => {
                 (request.notice)(&format!("{remote} is not in the registry: building"));
@@ -156,4 +164,14 @@ pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error
             pushed,
         },
     })
+}
+
+/// Tags the manifest `digest` with the spec's `name:` ([`builder::name_tag`]), if it
+/// has one (a build does so itself).
+fn tag_with_name(store: &Store, request: &Request<'_>, digest: &str) -> Result<(), Error> {
+    if let Some(name) = &request.spec.name {
+        let tag = builder::name_tag(name, request.platform);
+        store.set_tag(&tag, &store.resolve(digest)?)?;
+    }
+    Ok(())
 }

@@ -463,3 +463,108 @@ fn conda_pack_packs_a_restored_environment() {
         "the entry point is packed"
     );
 }
+
+/// The tags `ls --json` lists for the manifest `digest`, sorted.
+fn tags_of(t: &Envoci, digest: &serde_json::Value) -> Vec<String> {
+    let mut tags: Vec<String> = t
+        .json(&["ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["digest"] == *digest)
+        .map(|row| row["tag"].as_str().unwrap().to_string())
+        .collect();
+    tags.sort();
+    tags
+}
+
+#[test]
+fn spec_mistakes_name_their_line_and_column_and_the_unknown_key() {
+    let t = Envoci::new();
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "misspelled.yaml",
+            "name: demo\nchannel:\n  - CHANNEL\ndependencies: [python]\n",
+            &[
+                "misspelled.yaml:2:1: the spec names no channels",
+                "warning: ",
+                "misspelled.yaml:2:1: unknown key `channel` ignored; did you mean `channels`?",
+            ],
+        ),
+        (
+            "missing.yaml",
+            "# no channels at all\ndependencies: [python]\n",
+            &["missing.yaml:2:1: the spec names no channels"],
+        ),
+        (
+            "indent.yaml",
+            "channels: [CHANNEL]\ndependencies:\n  - python\n   - greet\n",
+            &["indent.yaml:4:4: this `-` is indented deeper", "`python - greet`"],
+        ),
+        (
+            "unrelated.yaml",
+            "channels: [CHANNEL]\ndependencies:\n  - python\n  - 'greet >=<= 1'\nvariable: {A: b}\n",
+            &[
+                "unrelated.yaml:4:5: dependencies[1]: invalid dependency `greet >=<= 1`",
+                "unrelated.yaml:5:1: unknown key `variable` ignored; did you mean `variables`?",
+            ],
+        ),
+    ];
+    for (name, body, needles) in cases {
+        let path = t.spec(name, body);
+        for command in ["build", "lock", "blueprint"] {
+            let err = t.fail(&[command, path.to_str().unwrap()]);
+            for needle in *needles {
+                assert!(
+                    err.contains(needle),
+                    "{command} {name}: {needle:?} not in:\n{err}"
+                );
+            }
+        }
+        assert_nothing_left(&t);
+    }
+}
+
+#[test]
+fn the_spec_name_tags_the_environment_and_a_second_tag_is_reported() {
+    let t = Envoci::new();
+    let spec = t.spec(
+        "conda.yaml",
+        "name: demo-env\nchannels: [CHANNEL]\ndependencies: [python]\n",
+    );
+    let spec_s = spec.to_str().unwrap();
+    let built = t.json(&["build", spec_s]);
+    let bp = built["tags"][0].as_str().unwrap().to_string();
+    assert_eq!(
+        tags_of(&t, &built["digest"]),
+        [bp.clone(), "demo-env".into()]
+    );
+
+    // Built already: only tagged, and the text says so.
+    let out = t.stdout(&["build", spec_s, "--tag", "release-1"]);
+    assert!(
+        out.contains("is built already") && out.contains(": tagged demo-env, release-1"),
+        "{out}"
+    );
+    assert_eq!(
+        tags_of(&t, &built["digest"]),
+        [bp.clone(), "demo-env".into(), "release-1".into()]
+    );
+    let out = t.stdout(&["build", spec_s]);
+    assert!(out.contains(": tagged demo-env"), "{out}");
+
+    // `restore conda.yaml` finding it in the store tags it with the name too.
+    let renamed = t.spec(
+        "renamed.yaml",
+        "name: other-name\nchannels: [CHANNEL]\ndependencies: [python]\n",
+    );
+    let target = t.dir().join("env");
+    t.ok(&[
+        "restore",
+        renamed.to_str().unwrap(),
+        "--target",
+        target.to_str().unwrap(),
+        "--no-build",
+    ]);
+    assert!(tags_of(&t, &built["digest"]).contains(&"other-name".to_string()));
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use rattler::install::Installer;
+use rattler::install::{AppleCodeSignBehavior, Installer};
 use rattler::package_cache::PackageCache;
 use rattler_conda_types::{MatchSpec, RepoDataRecord, Subdir};
 use rattler_networking::LazyClient;
@@ -91,6 +91,9 @@ async fn fetch(
 }
 
 /// Installs `records` into `prefix` from `cache` (every package is there already).
+/// Nothing runs: no link scripts, and for another platform no ad-hoc code signing of
+/// macOS binaries whose placeholder was replaced (`codesign` is macOS's; a restore
+/// rewrites those bytes again anyway).
 pub async fn install(
     cache: PackageCache,
     prefix: &Path,
@@ -98,9 +101,15 @@ pub async fn install(
     requested: Vec<MatchSpec>,
     platform: Subdir,
 ) -> Result<(), Error> {
+    let signing = if super::runs_here(platform) {
+        AppleCodeSignBehavior::default()
+    } else {
+        AppleCodeSignBehavior::DoNothing
+    };
     Installer::new()
         .with_package_cache(cache)
         .with_target_platform(platform)
+        .with_apple_code_signing_behavior(signing)
         .with_execute_link_scripts(false)
         .with_requested_specs(requested)
         .install(prefix, records)

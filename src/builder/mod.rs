@@ -9,8 +9,8 @@
 //! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
 //!    as the packages' shortest binary placeholder allows: [`prefix`]);
 //! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
-//! 5. ingests the prefix (tags `bp-<blueprint>-<platform>` and the user's tag) and
-//!    removes the build prefix.
+//! 5. ingests the prefix (tags `bp-<blueprint>-<platform>`, the spec's `name:` and the
+//!    user's tag) and removes the build prefix.
 //!
 //! A build that fails or is killed leaves no tag, so no partial catalog is visible; the
 //! next build of the blueprint removes the stale build prefix before it starts.
@@ -48,6 +48,23 @@ pub enum Error {
         channel: String,
         /// What went wrong.
         reason: String,
+    },
+    /// No channel of the spec has packages for the platform asked for.
+    #[error("no channel of the spec has packages for {platform} (channels: {channels}); build for a platform they have")]
+    PlatformMissing {
+        /// The platform.
+        platform: String,
+        /// The spec's channels, as written.
+        channels: String,
+    },
+    /// A build for another platform has `pip:` entries (pip runs the environment's own
+    /// interpreter, which cannot run here).
+    #[error("the spec has `pip:` entries, which envoci installs only in builds for this machine's platform ({host}), not {platform}: build it on a {platform} machine, or make those packages conda dependencies")]
+    ForeignPip {
+        /// The platform built for.
+        platform: String,
+        /// This machine's.
+        host: String,
     },
     /// The dependencies cannot be satisfied.
     #[error("cannot solve the environment:\n{0}")]
@@ -123,7 +140,7 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            Error::Platform(_) => crate::ErrorKind::Usage,
+            Error::Platform(_) | Error::ForeignPip { .. } => crate::ErrorKind::Usage,
             _ => crate::ErrorKind::Other,
         }
     }
@@ -198,6 +215,12 @@ pub fn platform(requested: Option<&str>) -> Result<Subdir, Error> {
     Subdir::from_str(name).map_err(|_| Error::Platform(name.to_string()))
 }
 
+/// Whether environments for `subdir` run on this machine (else a build installs their
+/// packages and runs nothing: no link scripts, no bytecode pass, no pip).
+pub fn runs_here(subdir: Subdir) -> bool {
+    Subdir::current().is_some_and(|host| host == subdir)
+}
+
 /// The store's package cache (shared by every build, safe across processes).
 pub fn package_cache(store: &Store) -> PackageCache {
     PackageCache::new(store.package_cache_dir())
@@ -225,13 +248,11 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let platform_name = subdir.to_string();
     let blueprint = spec.blueprint(&platform_name);
     let bp_tag = crate::artifact::blueprint_tag(&blueprint, &platform_name);
-    if let Some(tag) = &options.tag {
-        store::validate_tag(tag).map_err(ingest::Error::from)?;
-    }
+    let extra_tags = extra_tags(spec, options, &platform_name)?;
     let _build_lock = store.lock_build(&bp_tag)?;
 
     let mut tags = vec![bp_tag.clone()];
-    tags.extend(options.tag.clone());
+    tags.extend(extra_tags.iter().cloned());
     let mut report = Report {
         blueprint,
         platform: platform_name,
@@ -248,13 +269,19 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
         // Built before (or by the build this one waited for): only tag it.
         let descriptor = store.resolve(&bp_tag)?;
-        if let Some(tag) = &options.tag {
+        for tag in &extra_tags {
             store.set_tag(tag, &descriptor)?;
         }
         let catalog = crate::artifact::load(store, &bp_tag).ok();
         report.digest = digest;
         report.packages = catalog.map_or(0, |a| a.catalog.records.len());
     } else {
+        if !spec.pip.is_empty() && !runs_here(subdir) {
+            return Err(Error::ForeignPip {
+                platform: report.platform,
+                host: crate::artifact::host_platform().to_string(),
+            });
+        }
         let prefix = install_packages(store, spec, options, subdir, &bp_tag, &mut report)?;
         finish_prefix(store, spec, subdir, prefix.path(), &mut report)?;
         let t = Instant::now();
@@ -272,8 +299,9 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 build_prefix: true,
             },
         )?;
-        if let Some(tag) = &options.tag {
-            store.set_tag(tag, &store.resolve(&bp_tag)?)?;
+        let descriptor = store.resolve(&bp_tag)?;
+        for tag in &extra_tags {
+            store.set_tag(tag, &descriptor)?;
         }
         report.timings.ingest = t.elapsed().as_secs_f64();
         drop(prefix);
@@ -282,6 +310,29 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     }
     report.timings.total = start.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// The tag the spec's `name:` gives a build for `platform`: the name itself for this
+/// machine's platform, `NAME-PLATFORM` for another (so building one spec for several
+/// platforms leaves one tag for each).
+pub fn name_tag(name: &str, platform: &str) -> String {
+    if platform == crate::artifact::host_platform() {
+        name.to_string()
+    } else {
+        format!("{name}-{platform}")
+    }
+}
+
+/// The tags a build gives besides `bp-…`: the spec's `name:` ([`name_tag`]), then
+/// `--tag` (each checked before anything is built).
+fn extra_tags(spec: &Spec, options: &Options, platform: &str) -> Result<Vec<String>, Error> {
+    let name = spec.name.as_deref().map(|n| name_tag(n, platform));
+    let mut tags: Vec<String> = name.into_iter().chain(options.tag.clone()).collect();
+    tags.dedup();
+    for tag in &tags {
+        store::validate_tag(tag).map_err(ingest::Error::from)?;
+    }
+    Ok(tags)
 }
 
 /// Solves (or reads the lock), fetches what the package cache lacks and installs the
@@ -327,8 +378,8 @@ fn install_packages(
     Ok(prefix)
 }
 
-/// What follows the conda packages in the prefix: `pip:` entries, the bytecode pass
-/// (only for this machine's platform, whose interpreter runs here) and the variables.
+/// What follows the conda packages in the prefix: `pip:` entries and the bytecode pass
+/// (only for this machine's platform, whose interpreter runs here), and the variables.
 fn finish_prefix(
     store: &Store,
     spec: &Spec,
@@ -345,7 +396,7 @@ fn finish_prefix(
         report.timings.pip = t.elapsed().as_secs_f64();
     }
     let t = Instant::now();
-    report.compiled = if subdir == Subdir::current().unwrap_or(subdir) {
+    report.compiled = if runs_here(subdir) {
         python::compile_bytecode(prefix, scratch.dir())?
     } else {
         0 // another platform's interpreter does not run here

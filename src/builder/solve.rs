@@ -72,6 +72,10 @@ pub async fn solve(
             reason: crate::error_chain(&e),
         })?;
     let repodata = output.repodata;
+    let for_platform = |r: &RepoDataRecord| r.package_record.subdir == platform.as_str();
+    if platform != Subdir::NoArch && !repodata.iter().any(|r| r.iter().any(for_platform)) {
+        check_platform(&gateway, &channels, spec, platform).await?;
+    }
     let task = SolverTask {
         specs: spec.dependencies.clone(),
         virtual_packages: virtual_packages(platform)?,
@@ -81,6 +85,31 @@ pub async fn solve(
         .solve(task)
         .map_err(|e| Error::Solve(shorten_solve_error(&e)))?;
     Ok(solved.records)
+}
+
+/// Fails when no channel has any package for `platform` (a subdir it lacks): the
+/// solver would only say that no package matches.
+async fn check_platform(
+    gateway: &Gateway,
+    channels: &[Channel],
+    spec: &Spec,
+    platform: Subdir,
+) -> Result<(), Error> {
+    let names = gateway
+        .names(channels.to_vec(), [platform])
+        .execute()
+        .await
+        .map_err(|e| Error::Channel {
+            channel: spec.channels.join(", "),
+            reason: crate::error_chain(&e),
+        })?;
+    if names.is_empty() {
+        return Err(Error::PlatformMissing {
+            platform: platform.to_string(),
+            channels: spec.channels.join(", "),
+        });
+    }
+    Ok(())
 }
 
 /// The solver's explanation without the framing a user does not need.

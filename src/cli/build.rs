@@ -44,7 +44,8 @@ impl BuildArgs {
 pub struct Args {
     /// The environment spec (environment.yml dialect).
     spec: PathBuf,
-    /// An extra tag for the result (it is always tagged bp-<blueprint>-<platform>).
+    /// An extra tag for the result (it is always tagged bp-<blueprint>-<platform>, and
+    /// with the spec's `name:`).
     #[arg(long)]
     tag: Option<String>,
     /// Conda platform to build for [default: this machine's].
@@ -61,7 +62,7 @@ pub struct Args {
 pub fn read_spec(path: &Path) -> anyhow::Result<Spec> {
     let spec = Spec::from_path(path)?;
     for key in &spec.unknown_keys {
-        eprintln!("warning: {}: unknown key `{key}` ignored", path.display());
+        eprintln!("warning: {}", key.describe(path));
     }
     Ok(spec)
 }
@@ -96,11 +97,7 @@ pub fn print_report(report: &Report, timings: bool, printer: &Printer) {
                 report.timings.total
             ) + &short_prefix_note(report)
         } else {
-            format!(
-                "{} is built already ({}): nothing to do",
-                report.tags.join(", "),
-                report.digest
-            )
+            already_built(report)
         };
         if timings {
             text.push('\n');
@@ -108,6 +105,20 @@ pub fn print_report(report: &Report, timings: bool, printer: &Printer) {
         }
         text
     });
+}
+
+/// `bp-… is built already (sha256:…): tagged NAME` (or `: nothing to do`).
+fn already_built(report: &Report) -> String {
+    let (bp, others) = report
+        .tags
+        .split_first()
+        .map_or(("", &[][..]), |(b, o)| (b.as_str(), o));
+    let done = if others.is_empty() {
+        "nothing to do".to_string()
+    } else {
+        format!("tagged {}", others.join(", "))
+    };
+    format!("{bp} is built already ({}): {done}", report.digest)
 }
 
 /// Says why the build prefix was shorter than 255 bytes, if it was.

@@ -105,7 +105,8 @@ pub struct TransferArgs {
     /// Plain HTTP for this registry (loopback registries always use it).
     #[arg(long)]
     insecure: bool,
-    /// Conda platform to pick from a multi-platform index [default: this machine's].
+    /// Conda platform to pick from a multi-platform index; `restore` refuses an
+    /// environment for another one [default: this machine's].
     #[arg(long)]
     platform: Option<String>,
     /// Retries of a request that failed for a transient reason (connection, timeout,

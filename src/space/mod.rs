@@ -54,6 +54,17 @@ pub enum Error {
     /// The catalog cannot be restored (here).
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// The environment is for another platform than this machine's (or than the one
+    /// asked for).
+    #[error("{reference} is an environment for {found}, {}", foreign_hint(found, wanted.as_deref()))]
+    ForeignPlatform {
+        /// The reference restored.
+        reference: String,
+        /// Its catalog's platform.
+        found: String,
+        /// The platform asked for (`--platform`), if one was.
+        wanted: Option<String>,
+    },
     /// The target holds something else.
     #[error("{} exists and is not an envoci space of this store; pass --force to replace its content", path.display())]
     NotASpace {
@@ -87,6 +98,18 @@ pub enum Error {
     },
 }
 
+/// The second half of [`Error::ForeignPlatform`]'s message.
+fn foreign_hint(found: &str, wanted: Option<&str>) -> String {
+    match wanted {
+        Some(wanted) => format!("not {wanted} (--platform)"),
+        None => format!(
+            "and this machine is {}: restore it on a {found} machine, or pass --platform {found} \
+             to restore its files here anyway (its programs will not run here)",
+            artifact::host_platform()
+        ),
+    }
+}
+
 fn link_verb(mode: LinkMode) -> &'static str {
     match mode {
         LinkMode::Reflink => "reflink",
@@ -101,6 +124,7 @@ impl Error {
         match self {
             Error::Store(e) => e.kind(),
             Error::Load(e) => e.kind(),
+            Error::ForeignPlatform { .. } => crate::ErrorKind::Usage,
             // A layer whose paths would leave the space: hostile or corrupt content.
             Error::Plan(e) if !matches!(e, PlanError::TooLong { .. }) => {
                 crate::ErrorKind::Integrity
@@ -119,6 +143,8 @@ pub struct Options {
     pub force: bool,
     /// Compare files by content, not only metadata.
     pub verify: bool,
+    /// The platform the environment must be for; `None`: this machine's.
+    pub platform: Option<String>,
 }
 
 /// What a restore did.

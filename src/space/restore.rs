@@ -25,6 +25,11 @@ pub fn restore(
     options: &Options,
 ) -> Result<Report, Error> {
     let artifact = artifact::load(store, reference)?;
+    check_platform(
+        reference,
+        &artifact.catalog.platform,
+        options.platform.as_deref(),
+    )?;
     let target = absolute_target(target)?;
     let target_str = utf8(&target)?;
     let _lock = store.lock_space(&target)?;
@@ -357,4 +362,16 @@ fn in_target(e: Error, tmp: &Path, target: &Path) -> Error {
         },
         other => other,
     }
+}
+
+/// Refuses an environment for another platform than `wanted` (default: this machine's).
+fn check_platform(reference: &str, found: &str, wanted: Option<&str>) -> Result<(), Error> {
+    if found == wanted.unwrap_or(artifact::host_platform()) {
+        return Ok(());
+    }
+    Err(Error::ForeignPlatform {
+        reference: reference.to_string(),
+        found: found.to_string(),
+        wanted: wanted.map(str::to_string),
+    })
 }

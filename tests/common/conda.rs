@@ -30,9 +30,9 @@ pub const ANACONDA_PLACEHOLDER: &str = "/opt/anaconda1anaconda2anaconda3";
 
 /// A local channel and its records.
 pub struct LocalChannel {
-    /// The channel directory (`linux-64/`, `noarch/`).
+    /// The channel directory (`linux-64/`, `noarch/`, and [`FOREIGN_SUBDIRS`]).
     pub dir: PathBuf,
-    /// Every package record, with `file://` URLs.
+    /// Every `linux-64` and `noarch` package record, with `file://` URLs.
     pub records: Vec<RepoDataRecord>,
 }
 
@@ -532,6 +532,92 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
     ]
 }
 
+/// The subdirs of other platforms the channel has (besides `linux-64` and `noarch`).
+pub const FOREIGN_SUBDIRS: &[&str] = &["osx-arm64", "win-64"];
+
+/// The first bytes of a 64-bit Mach-O file, and of a Windows PE file.
+const MACHO_MAGIC: &[u8] = b"\xcf\xfa\xed\xfe\x0c\x00\x00\x01";
+const PE_MAGIC: &[u8] = b"MZ\x90\x00";
+
+/// A stand-in executable of another platform (nothing runs it): its magic bytes, then
+/// `placeholder` as a C string among NULs, as a compiled string constant is.
+fn foreign_binary(magic: &[u8], placeholder: &str) -> Vec<u8> {
+    let mut bytes = magic.to_vec();
+    bytes.extend([0u8; 24]);
+    bytes.extend(placeholder.as_bytes());
+    bytes.extend([0u8; 32]);
+    bytes.extend(b"whereami\0");
+    bytes
+}
+
+/// Packages of another platform: `python` (the machine's version, so `pip` and `greet`
+/// solve; a stand-in interpreter, a stdlib module and a config module holding the
+/// placeholder as text) and `reloc-bin` (a stand-in executable holding it as binary).
+fn foreign_packages(subdir: &str, python_version: &str) -> Vec<Pkg<'static>> {
+    let short = leak(
+        python_version
+            .splitn(3, '.')
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("."),
+    );
+    let windows = subdir.starts_with("win");
+    let (magic, interpreter, stdlib, whereami) = if windows {
+        (
+            PE_MAGIC,
+            "python.exe".to_string(),
+            "Lib".to_string(),
+            "Library/bin/whereami.exe",
+        )
+    } else {
+        (
+            MACHO_MAGIC,
+            format!("bin/python{short}"),
+            format!("lib/python{short}"),
+            "bin/whereami",
+        )
+    };
+    let mut python_files = vec![
+        F::File(leak(interpreter), foreign_binary(magic, ""), true),
+        F::File(
+            leak(format!("{stdlib}/os.py")),
+            b"# a stand-in stdlib\n".to_vec(),
+            false,
+        ),
+        F::Text(
+            leak(format!("{stdlib}/_sysconfigdata_fixture.py")),
+            format!("build_time_vars = {{'prefix': '{CONDA_PLACEHOLDER}'}}\n"),
+            false,
+            CONDA_PLACEHOLDER,
+        ),
+    ];
+    if !windows {
+        python_files.push(F::Link("bin/python", leak(format!("python{short}"))));
+    }
+    let package = |name, version, files| Pkg {
+        name,
+        version,
+        depends: &[],
+        noarch: false,
+        python: false,
+        entry_points: &[],
+        legacy: false,
+        files,
+    };
+    vec![
+        package("python", leak(python_version.to_string()), python_files),
+        package(
+            "reloc-bin",
+            "1.0",
+            vec![F::Binary(
+                whereami,
+                foreign_binary(magic, CONDA_PLACEHOLDER),
+                CONDA_PLACEHOLDER,
+            )],
+        ),
+    ]
+}
+
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
@@ -540,8 +626,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
     envoci::digest::Digest::of(bytes).hex()
 }
 
-fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
-    let root = work.join(format!("pkg-{}", pkg.name));
+/// The subdir of a fixture package built for this machine (`linux-64` or `noarch`).
+fn host_subdir(pkg: &Pkg<'_>) -> &'static str {
+    if pkg.noarch {
+        "noarch"
+    } else {
+        "linux-64"
+    }
+}
+
+/// `index.json`'s `arch` and `platform` of a platform subdir.
+fn arch_and_platform(subdir: &str) -> (&'static str, &'static str) {
+    match subdir {
+        "osx-arm64" => ("arm64", "osx"),
+        "win-64" => ("x86_64", "win"),
+        _ => ("x86_64", "linux"),
+    }
+}
+
+fn write_package(channel_dir: &Path, work: &Path, subdir: &str, pkg: &Pkg<'_>) {
+    let root = work.join(format!("pkg-{subdir}-{}-{}", pkg.name, pkg.version));
     fs::create_dir_all(root.join("info")).unwrap();
     let mut written = Vec::new();
     let mut paths_json = Vec::new();
@@ -577,7 +681,6 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
         }
         paths_json.push(entry);
     }
-    let subdir = if pkg.noarch { "noarch" } else { "linux-64" };
     let mut index = json!({
         "name": pkg.name, "version": pkg.version, "build": "h0_0", "build_number": 0,
         "depends": pkg.depends, "license": "MIT", "subdir": subdir, "timestamp": 1_700_000_000_000u64,
@@ -597,8 +700,9 @@ fn write_package(channel_dir: &Path, work: &Path, pkg: &Pkg<'_>) {
     } else if pkg.noarch {
         index["noarch"] = "generic".into();
     } else {
-        index["arch"] = "x86_64".into();
-        index["platform"] = "linux".into();
+        let (arch, platform) = arch_and_platform(subdir);
+        index["arch"] = arch.into();
+        index["platform"] = platform.into();
     }
     let mut info_files = vec![(
         "info/index.json",
@@ -678,7 +782,7 @@ fn cache_root() -> PathBuf {
 }
 
 /// Bump when the fixture packages change.
-const FIXTURE_VERSION: u32 = 3;
+const FIXTURE_VERSION: u32 = 4;
 
 fn build_channel() -> LocalChannel {
     let root = cache_root();
@@ -707,11 +811,17 @@ fn build_channel() -> LocalChannel {
 /// Writes every fixture package into `dir` and indexes it.
 fn write_channel(dir: &Path, work: &Path) {
     fs::create_dir_all(work).unwrap();
-    for sub in ["linux-64", "noarch"] {
+    for sub in ["linux-64", "noarch"].iter().chain(FOREIGN_SUBDIRS) {
         fs::create_dir_all(dir.join(sub)).unwrap();
     }
     for pkg in packages(work) {
-        write_package(dir, work, &pkg);
+        write_package(dir, work, host_subdir(&pkg), &pkg);
+    }
+    let python = host_python().version;
+    for subdir in FOREIGN_SUBDIRS {
+        for pkg in foreign_packages(subdir, &python) {
+            write_package(dir, work, subdir, &pkg);
+        }
     }
     runtime().block_on(async {
         rattler_index::index_fs(rattler_index::IndexFsConfig {
