@@ -106,7 +106,7 @@ fn leftovers(store: &Store, repair: bool, report: &mut Report) -> Result<(), sto
     }
     // Nobody may commit a blob while this looks for unreferenced ones.
     let writers = store.try_lock_writers()?;
-    let (blobs, files) = unreferenced(store)?;
+    let (blobs, files) = unreferenced(store, &Ignored::default())?;
     report
         .leftovers
         .extend(blobs.iter().map(|(d, bytes)| Leftover {
@@ -143,18 +143,33 @@ fn leftovers(store: &Store, repair: bool, report: &mut Report) -> Result<(), sto
     Ok(())
 }
 
+/// Tags and spaces not to count as roots.
+#[derive(Debug, Default)]
+pub(crate) struct Ignored {
+    /// Tag names.
+    pub tags: Vec<String>,
+    /// Space directories.
+    pub spaces: Vec<std::path::PathBuf>,
+}
+
 /// Blobs no tag and no space reaches (through manifests and indexes), and CAS files
 /// no reached layer and no space names, with their sizes.
-type Unreferenced = (Vec<(Digest, u64)>, Vec<(CasKey, u64)>);
+pub(crate) type Unreferenced = (Vec<(Digest, u64)>, Vec<(CasKey, u64)>);
 
-fn unreferenced(store: &Store) -> Result<Unreferenced, store::Error> {
+/// What no tag and no space reaches, not counting the tags and spaces `ignored` names
+/// (those gc is about to remove).
+pub(crate) fn unreferenced(store: &Store, ignored: &Ignored) -> Result<Unreferenced, store::Error> {
     let mut roots: Vec<Digest> = store
         .tags()?
         .iter()
+        .filter(|t| !ignored.tags.contains(&t.name))
         .filter_map(|t| store::from_oci_digest(t.descriptor.digest()))
         .collect();
     let mut files: HashSet<CasKey> = HashSet::new();
     for state in store.space_states()? {
+        if ignored.spaces.contains(&state.target) {
+            continue;
+        }
         roots.push(state.manifest);
         files.extend(state.paths.values().filter_map(|r| r.cas_key()));
     }

@@ -30,6 +30,7 @@ pub mod check;
 pub mod digest;
 pub mod error;
 pub mod fsutil;
+pub mod gc;
 pub mod ingest;
 pub mod inspect;
 pub mod json;

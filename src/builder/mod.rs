@@ -250,6 +250,8 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
     let bp_tag = crate::artifact::blueprint_tag(&blueprint, &platform_name);
     let extra_tags = extra_tags(spec, options, &platform_name)?;
     let _build_lock = store.lock_build(&bp_tag)?;
+    // The package cache and the build prefix are in use: gc waits for this build.
+    let _writing = store.writing()?;
 
     let mut tags = vec![bp_tag.clone()];
     tags.extend(extra_tags.iter().cloned());

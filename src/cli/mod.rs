@@ -5,6 +5,7 @@ mod build;
 mod check;
 mod copy;
 mod export;
+mod gc;
 mod inspect;
 mod login;
 mod ls;
@@ -63,8 +64,12 @@ enum Command {
     Run(run::Args),
     /// Ingest an existing conda environment into the store.
     Snapshot(snapshot::Args),
-    /// List the environments in the store.
-    Ls,
+    /// List the environments in the store (with sizes), or its spaces.
+    Ls(ls::Args),
+    /// Remove tags from the store (spaces keep working; `gc` reclaims the disk).
+    Rm(gc::RmArgs),
+    /// Reclaim disk: blobs, files and caches no tag and no space needs.
+    Gc(gc::GcArgs),
     /// Show an environment's catalog and layers.
     Inspect(inspect::Args),
     /// Push an environment from the store to a registry or OCI layout (only blobs it
@@ -230,7 +235,9 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Blueprint(args) => build::blueprint(args, printer),
         Command::Run(args) => run::run(&store, args),
         Command::Snapshot(args) => snapshot::run(&store, args, printer),
-        Command::Ls => ls::run(&store, printer),
+        Command::Ls(args) => ls::run(&store, args, printer),
+        Command::Rm(args) => gc::rm(&store, args, printer),
+        Command::Gc(args) => gc::gc(&store, args, printer),
         Command::Inspect(args) => inspect::run(&store, args, printer),
         Command::Push(args) => push::run(&store, args, printer),
         Command::Pull(args) => pull::run(&store, args, printer),

@@ -24,7 +24,10 @@ pub fn restore(
     target: &Path,
     options: &Options,
 ) -> Result<Report, Error> {
+    // Before the artifact is read: gc waits until this restore is done.
+    let _writing = store.writing()?;
     let artifact = artifact::load(store, reference)?;
+    store.mark_used(&artifact.digest)?;
     check_platform(
         reference,
         &artifact.catalog.platform,

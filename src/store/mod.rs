@@ -73,6 +73,14 @@ pub enum Error {
     /// A tag or digest the store does not have.
     #[error("`{0}` is not in the store (see `envoci ls`)")]
     NotFound(String),
+    /// A digest prefix that several manifests start with.
+    #[error("`{prefix}` names several environments: {}; give more digits", matches.join(", "))]
+    Ambiguous {
+        /// The prefix.
+        prefix: String,
+        /// The digests it matches.
+        matches: Vec<String>,
+    },
     /// Content that does not match its digest or size.
     #[error("{what} {digest}: content does not match (expected {expected}, got {actual})")]
     Corrupt {
@@ -133,6 +141,7 @@ impl Error {
                 crate::ErrorKind::Integrity
             }
             Error::Io { .. } => crate::ErrorKind::Other,
+            Error::Ambiguous { .. } => crate::ErrorKind::Usage,
         }
     }
 }

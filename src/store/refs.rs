@@ -220,9 +220,18 @@ impl Store {
         let mut index = self.read_index()?;
         let mut manifests = index.manifests().clone();
         let mut changed = false;
+        let now = unix_now();
         for descriptor in manifests.iter_mut().filter(|d| *d.digest() == oci) {
             let mut annotations = descriptor.annotations().clone().unwrap_or_default();
-            annotations.insert(ANNOTATION_LAST_USED.to_string(), unix_now().to_string());
+            let used = annotations
+                .get(ANNOTATION_LAST_USED)
+                .and_then(|t| t.parse::<u64>().ok());
+            // Within the minute is recent enough: a restore loop does not rewrite the
+            // index every time.
+            if used.is_some_and(|used| now.saturating_sub(used) < 60) {
+                continue;
+            }
+            annotations.insert(ANNOTATION_LAST_USED.to_string(), now.to_string());
             descriptor.set_annotations(Some(annotations));
             changed = true;
         }
@@ -271,7 +280,51 @@ impl Store {
                 ));
             }
         }
-        Err(Error::NotFound(reference.to_string()))
+        match self.by_digest_prefix(reference)?.as_slice() {
+            [] => Err(Error::NotFound(reference.to_string())),
+            [(_, descriptor)] => Ok(descriptor.clone()),
+            several => Err(Error::Ambiguous {
+                prefix: reference.to_string(),
+                matches: several.iter().map(|(d, _)| d.clone()).collect(),
+            }),
+        }
+    }
+
+    /// The tagged manifests whose digest starts with `prefix` (at least 6 hex digits,
+    /// `sha256:` optional; `ls` prints 12), one per digest.
+    fn by_digest_prefix(&self, prefix: &str) -> Result<Vec<(String, Descriptor)>> {
+        let hex = prefix.strip_prefix("sha256:").unwrap_or(prefix);
+        let is_prefix = (6..64).contains(&hex.len())
+            && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !is_prefix {
+            return Ok(Vec::new());
+        }
+        let mut found: Vec<(String, Descriptor)> = Vec::new();
+        for tag in self.tags()? {
+            let digest = tag.descriptor.digest().to_string();
+            let matches = digest
+                .strip_prefix("sha256:")
+                .is_some_and(|h| h.starts_with(hex));
+            if matches && !found.iter().any(|(d, _)| *d == digest) {
+                found.push((digest, tag.descriptor));
+            }
+        }
+        Ok(found)
+    }
+
+    /// The tags `reference` names: the tag itself, else every tag of the manifest a
+    /// digest or unique digest prefix names.
+    pub fn tags_named(&self, reference: &str) -> Result<Vec<String>> {
+        let tags = self.tags()?;
+        if tags.iter().any(|t| t.name == reference) {
+            return Ok(vec![reference.to_string()]);
+        }
+        let digest = self.resolve(reference)?.digest().clone();
+        Ok(tags
+            .into_iter()
+            .filter(|t| *t.descriptor.digest() == digest)
+            .map(|t| t.name)
+            .collect())
     }
 }
 
