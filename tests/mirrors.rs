@@ -205,6 +205,11 @@ fn mirrors_that_are_down_empty_lying_or_stalled_are_skipped_for_the_registry() {
         served(&report),
         [(mirror, true, blobs - 1), (location.clone(), false, 1)]
     );
+    assert_eq!(
+        report["endpoints"][1]["digests"],
+        serde_json::json!([layer]),
+        "the registry served the layer the mirror corrupted"
+    );
     t.ok(&["check", "--verify"]);
 
     // Stalled past the timeout, with no retries: the layer from the registry,

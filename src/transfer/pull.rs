@@ -86,7 +86,7 @@ async fn resolve_anywhere(
         };
         match result {
             Ok(resolved) => {
-                sources.served(i, true, 0, 0);
+                sources.served_manifest(i);
                 return Ok(resolved);
             }
             Err(e) => tries.failed(i, e)?,
@@ -221,7 +221,7 @@ async fn fetch_blob_anywhere(
         };
         match result {
             Ok((bytes, resumed)) => {
-                sources.served(i, false, 1, bytes);
+                sources.served_blob(i, &digest, bytes);
                 return Ok((bytes, resumed));
             }
             Err(e) => tries.failed(i, e)?,

@@ -44,6 +44,8 @@ pub struct EndpointReport {
     pub blobs: u64,
     /// Bytes downloaded from it.
     pub bytes: u64,
+    /// The blobs it served.
+    pub digests: Vec<String>,
 }
 
 impl Sources {
@@ -121,12 +123,19 @@ impl Sources {
         }
     }
 
-    /// Counts what endpoint `i` served.
-    pub fn served(&self, i: usize, manifest: bool, blobs: u64, bytes: u64) {
+    /// Records that endpoint `i` served the manifest.
+    pub fn served_manifest(&self, i: usize) {
         if let Ok(mut served) = self.sources[i].served.lock() {
-            served.manifest |= manifest;
-            served.blobs += blobs;
+            served.manifest = true;
+        }
+    }
+
+    /// Records that endpoint `i` served blob `digest` (`bytes` downloaded now).
+    pub fn served_blob(&self, i: usize, digest: &crate::digest::Digest, bytes: u64) {
+        if let Ok(mut served) = self.sources[i].served.lock() {
+            served.blobs += 1;
             served.bytes += bytes;
+            served.digests.push(digest.oci());
         }
     }
 
