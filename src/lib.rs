@@ -27,6 +27,7 @@ pub mod artifact;
 pub mod builder;
 pub mod catalog;
 pub mod check;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod fsutil;

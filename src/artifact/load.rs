@@ -103,13 +103,38 @@ pub fn parse_artifact(
     digest: Digest,
     bytes: &[u8],
 ) -> Result<Artifact, LoadError> {
-    let invalid = |what, reason: String| LoadError::Invalid {
-        reference: reference.into(),
-        what,
-        reason,
-    };
+    let manifest = parse_manifest(reference, bytes)?;
+    let config_digest = catalog_digest(reference, &manifest)?;
+    let catalog_size = store.blob_size(&config_digest)?;
+    if catalog_size > MAX_CATALOG_BYTES {
+        let too_big = CatalogError::TooBig { size: catalog_size };
+        return Err(invalid(reference, "catalog", too_big.to_string()));
+    }
+    let catalog_bytes = store.read_blob(&config_digest)?;
+    from_parts(reference, digest, manifest, &catalog_bytes)
+}
+
+/// An artifact from its manifest and its catalog's bytes, however they were read (a
+/// registry, a layout): the catalog is validated against the manifest.
+pub fn from_parts(
+    reference: &str,
+    digest: Digest,
+    manifest: ImageManifest,
+    catalog_bytes: &[u8],
+) -> Result<Artifact, LoadError> {
+    let catalog = parse_catalog(catalog_bytes, &manifest)
+        .map_err(|e| invalid(reference, "catalog", e.to_string()))?;
+    Ok(Artifact {
+        digest,
+        manifest,
+        catalog,
+    })
+}
+
+/// The manifest in `bytes`, checked to be an envoci environment's (not an index).
+pub fn parse_manifest(reference: &str, bytes: &[u8]) -> Result<ImageManifest, LoadError> {
     if parse_index(bytes)
-        .map_err(|e| invalid("manifest", e.to_string()))?
+        .map_err(|e| invalid(reference, "manifest", e.to_string()))?
         .is_some()
     {
         return Err(LoadError::NotEnvoci {
@@ -118,24 +143,24 @@ pub fn parse_artifact(
         });
     }
     let manifest: ImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| invalid("manifest", e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| invalid(reference, "manifest", e.to_string()))?;
     check_envoci(&manifest).map_err(|what| LoadError::NotEnvoci {
         reference: reference.into(),
         what,
     })?;
-    let config_digest = crate::store::from_oci_digest(manifest.config().digest())
-        .ok_or_else(|| invalid("manifest", "config digest is not sha256".into()))?;
-    let catalog_size = store.blob_size(&config_digest)?;
-    if catalog_size > MAX_CATALOG_BYTES {
-        let too_big = CatalogError::TooBig { size: catalog_size };
-        return Err(invalid("catalog", too_big.to_string()));
+    Ok(manifest)
+}
+
+/// The digest of the manifest's catalog (its config).
+pub fn catalog_digest(reference: &str, manifest: &ImageManifest) -> Result<Digest, LoadError> {
+    crate::store::from_oci_digest(manifest.config().digest())
+        .ok_or_else(|| invalid(reference, "manifest", "config digest is not sha256".into()))
+}
+
+fn invalid(reference: &str, what: &'static str, reason: String) -> LoadError {
+    LoadError::Invalid {
+        reference: reference.into(),
+        what,
+        reason,
     }
-    let catalog_bytes = store.read_blob(&config_digest)?;
-    let catalog =
-        parse_catalog(&catalog_bytes, &manifest).map_err(|e| invalid("catalog", e.to_string()))?;
-    Ok(Artifact {
-        digest,
-        manifest,
-        catalog,
-    })
 }

@@ -18,7 +18,9 @@ mod platform;
 mod validate;
 
 pub use index::{choose_platform, envoci_entries, index_document, parse_index, IndexEntry};
-pub use load::{load, parse_artifact, Artifact, LoadError};
+pub use load::{
+    catalog_digest, from_parts, load, parse_artifact, parse_manifest, Artifact, LoadError,
+};
 pub use manifest::{build_manifest, check_envoci, manifest_descriptor};
 pub use platform::{host_platform, oci_platform};
 pub use validate::{parse_catalog, validate, CatalogError, MAX_CATALOG_BYTES, MAX_SIZE};

@@ -4,6 +4,7 @@
 mod build;
 mod check;
 mod copy;
+mod diff;
 mod export;
 mod gc;
 mod inspect;
@@ -66,6 +67,9 @@ enum Command {
     Snapshot(snapshot::Args),
     /// List the environments in the store (with sizes), or its spaces.
     Ls(ls::Args),
+    /// Compare two environments: packages added, removed and changed, layers shared,
+    /// and what a machine holding the first downloads for the second.
+    Diff(diff::Args),
     /// Remove tags from the store (spaces keep working; `gc` reclaims the disk).
     Rm(gc::RmArgs),
     /// Reclaim disk: blobs, files and caches no tag and no space needs.
@@ -237,6 +241,7 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Snapshot(args) => snapshot::run(&store, args, printer),
         Command::Ls(args) => ls::run(&store, args, printer),
         Command::Rm(args) => gc::rm(&store, args, printer),
+        Command::Diff(args) => diff::run(&store, args, printer),
         Command::Gc(args) => gc::gc(&store, args, printer),
         Command::Inspect(args) => inspect::run(&store, args, printer),
         Command::Push(args) => push::run(&store, args, printer),

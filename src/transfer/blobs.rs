@@ -377,7 +377,7 @@ impl Layout {
 /// as everywhere in envoci), so an interrupted upload is not kept: the registry's
 /// upload session lives and dies inside one call.
 pub struct RegistryBlobs {
-    registry: Registry,
+    registry: std::sync::Arc<Registry>,
     remote: RemoteRef,
 }
 
@@ -387,7 +387,12 @@ impl RegistryBlobs {
     pub async fn connect(remote: &RemoteRef, options: &RegistryOptions) -> Result<Self, Error> {
         let (remote, options) = options.mirrors.location(remote, options)?;
         let registry = Registry::connect(&remote, &options, RegistryOperation::Push).await?;
-        Ok(RegistryBlobs { registry, remote })
+        Ok(Self::over(std::sync::Arc::new(registry), remote))
+    }
+
+    /// The blobs of `remote`'s repository through a client already connected.
+    pub fn over(registry: std::sync::Arc<Registry>, remote: RemoteRef) -> Self {
+        RegistryBlobs { registry, remote }
     }
 
     /// Reads a response body, at most `limit` bytes.

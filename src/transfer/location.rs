@@ -95,6 +95,24 @@ impl std::fmt::Display for Location {
     }
 }
 
+/// The artifact `source` names — manifest and catalog, no layer — from wherever it is
+/// (`diff`): the store, a layout or archive, a registry (through its mirrors).
+pub async fn peek(
+    store: &Store,
+    source: &Location,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<crate::artifact::Artifact, Error> {
+    if let Some((path, tag, form)) = source.layout() {
+        let layout = Layout::open(path, form)?;
+        return layout::peek(&layout, tag, platform);
+    }
+    match source {
+        Location::Registry(remote) => pull::peek(remote, options, platform).await,
+        _ => Ok(crate::artifact::load(store, &source.to_string())?),
+    }
+}
+
 /// When a registry reference may be restored from the store's copy without asking the
 /// registry what it names now.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

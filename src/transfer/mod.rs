@@ -27,7 +27,7 @@ use std::str::FromStr;
 
 pub use error::{Error, ErrorKind, Failure};
 pub use location::{
-    copy, copy_all_platforms, fetch, fetch_unless_fresh, send, Freshness, Location,
+    copy, copy_all_platforms, fetch, fetch_unless_fresh, peek, send, Freshness, Location,
 };
 pub use pull::pull;
 pub use push::push;

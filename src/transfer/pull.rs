@@ -10,6 +10,7 @@ use oci_client::client::BlobResponse;
 use oci_client::RegistryOperation;
 use oci_spec::image::ImageManifest;
 
+use super::blobs::BlobStore as _;
 use super::error::{classify_io, Failure};
 use super::sources::Sources;
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
@@ -69,6 +70,38 @@ pub async fn pull(
     descriptor.set_annotations(Some(resolved_at.into_iter().collect()));
     store.set_ref(&local, &descriptor)?;
     Ok((report, local))
+}
+
+/// The manifest and catalog `remote` names, without its layers (`diff`): the catalog
+/// from the first endpoint that serves it, checked against its digest and capped.
+pub async fn peek(
+    remote: &RemoteRef,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<artifact::Artifact, Error> {
+    let sources = Sources::new(remote, options)?;
+    let (digest, _, manifest) = resolve_anywhere(&sources, remote, platform).await?;
+    let reference = remote.to_string();
+    let config = artifact::catalog_digest(&reference, &manifest)?;
+    let mut tries = sources.tries(format!("reading the catalog {}", config.oci()));
+    for i in 0..sources.len() {
+        let read = match sources.registry(i).await {
+            Ok(registry) => {
+                let blobs = super::blobs::RegistryBlobs::over(registry, sources.remote(i).clone());
+                blobs.read(&config, artifact::MAX_CATALOG_BYTES).await
+            }
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(catalog) => {
+                return Ok(artifact::from_parts(
+                    &reference, digest, manifest, &catalog,
+                )?)
+            }
+            Err(e) => tries.failed(i, e)?,
+        }
+    }
+    Err(tries.exhausted())
 }
 
 /// [`resolve`] at the first endpoint that can; the artifact must be an envoci one

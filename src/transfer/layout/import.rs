@@ -84,6 +84,34 @@ pub fn import(
     Ok((report, imported))
 }
 
+/// The artifact tag `tag` names in `layout` (the only one when `None`), manifest and
+/// catalog only — no layer is read (`diff`).
+pub fn peek(
+    layout: &Layout,
+    tag: Option<&str>,
+    platform: Option<&str>,
+) -> Result<artifact::Artifact, TransferError> {
+    let index = layout.index()?;
+    let chosen = selected(layout, &index, Select::One(tag))?;
+    let Some((name, digest)) = chosen.into_iter().next() else {
+        return Err(Error::BadIndex {
+            location: layout.location(),
+            reason: "it names no tagged artifact".into(),
+        }
+        .into());
+    };
+    let (name, bytes, manifest) = read_manifest(layout, name, &digest, platform)?;
+    let reference = format!("{}:{name}", layout.location());
+    let config = artifact::catalog_digest(&reference, &manifest)?;
+    let catalog = layout.read_blob(&config)?;
+    Ok(artifact::from_parts(
+        &reference,
+        Digest::of(&bytes),
+        manifest,
+        &catalog,
+    )?)
+}
+
 /// The (tag, manifest digest) pairs `select` picks from the layout's index.
 fn selected(
     layout: &Layout,

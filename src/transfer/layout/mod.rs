@@ -26,7 +26,7 @@ use std::path::Path;
 use crate::store;
 
 pub use export::{export, Export};
-pub use import::{import, ImportOptions, Imported, Select};
+pub use import::{import, peek, ImportOptions, Imported, Select};
 pub use read::{Layout, Span};
 
 /// Annotation of an incremental bundle's `index.json`: the base it leaves out
