@@ -41,6 +41,7 @@ impl BuildArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci build conda.yaml --tag robot --timings")]
 pub struct Args {
     /// The environment spec (environment.yml dialect).
     spec: PathBuf,
@@ -143,6 +144,9 @@ pub fn timings_line(report: &Report) -> String {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci lock conda.yaml -o conda.lock   (then: envoci build conda.yaml --lock conda.lock)"
+)]
 pub struct LockArgs {
     /// The environment spec.
     spec: PathBuf,
@@ -176,6 +180,9 @@ pub fn lock(store: &Store, args: LockArgs, printer: &Printer) -> anyhow::Result<
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci blueprint conda.yaml   (a CI cache key: same spec, same platform, same blueprint)"
+)]
 pub struct BlueprintArgs {
     /// The environment spec.
     spec: PathBuf,

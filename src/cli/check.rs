@@ -8,6 +8,9 @@ use envoci::store::Store;
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci check --verify   (then, if it lists leftovers: envoci check --repair)"
+)]
 pub struct Args {
     /// Rehash every blob, CAS file and space file instead of comparing metadata; CAS
     /// files found damaged are repaired from their layer by the next restore.
@@ -23,15 +26,15 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     let report = check::check(store, args.verify, args.repair)?;
     printer.print(&report, || {
         let mut out = format!(
-            "checked {} tags, {} blobs, {} files, {} spaces: {}\n",
-            report.tags,
-            report.blobs,
-            report.files,
-            report.spaces,
+            "checked {}, {}, {}, {}: {}\n",
+            super::plural(report.tags, "tag"),
+            super::plural(report.blobs, "blob"),
+            super::plural(report.files, "file"),
+            super::plural(report.spaces, "space"),
             if report.problems.is_empty() {
                 "all consistent".to_string()
             } else {
-                format!("{} problems", report.problems.len())
+                super::plural(report.problems.len() as u64, "problem")
             }
         );
         for space in &report.forgotten {

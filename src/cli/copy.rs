@@ -9,6 +9,9 @@ use envoci::transfer::{self, Location};
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci copy ghcr.io/acme/envs:robot oci-archive:robot.tar   (carry it into an air gap)"
+)]
 pub struct Args {
     /// Source: host/repository:tag (or @sha256:...), oci:DIR[:TAG],
     /// oci-archive:FILE[:TAG], or a name in the store.

@@ -59,7 +59,7 @@ fn text(d: &diff::Diff) -> String {
         d.b.layers,
         d.a.reference,
         human_bytes(d.bytes_to_pull),
-        super::gc::plural(d.blobs_to_pull, "blob"),
+        super::plural(d.blobs_to_pull as u64, "blob"),
         d.b.reference
     ));
     out

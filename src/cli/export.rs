@@ -11,6 +11,9 @@ use envoci::transfer::Location;
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci export robot analytics -o envs.tar; envoci export robot-v2 --since robot -o delta.tar"
+)]
 pub struct ExportArgs {
     /// Environments in the store (tags or manifest digests); each keeps its tag, or
     /// `REF=TAG` names it.
@@ -27,6 +30,9 @@ pub struct ExportArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example: envoci import envs.tar   (every blob is checked before anything is committed)"
+)]
 pub struct ImportArgs {
     /// An OCI archive (tar) or layout directory, e.g. one `envoci export` wrote
     /// (`oci-archive:FILE` and `oci:DIR` work too).

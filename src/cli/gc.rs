@@ -55,7 +55,7 @@ pub fn rm(store: &Store, args: RmArgs, printer: &Printer) -> anyhow::Result<Exit
     printer.print(&report, || {
         format!(
             "removed {}: {}; `envoci gc` reclaims the disk only they used",
-            plural(report.removed.len(), "tag"),
+            super::plural(report.removed.len() as u64, "tag"),
             report.removed.join(", ")
         )
     });
@@ -97,13 +97,4 @@ pub fn gc(store: &Store, args: GcArgs, printer: &Printer) -> anyhow::Result<Exit
         out
     });
     Ok(ExitCode::SUCCESS)
-}
-
-/// `1 tag`, `2 tags`.
-pub fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
 }

@@ -9,6 +9,7 @@ use envoci::store::Store;
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci inspect robot --json | jq .summary")]
 pub struct Args {
     /// A tag or manifest digest in the store.
     reference: String,

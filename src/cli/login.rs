@@ -9,6 +9,7 @@ use envoci::transfer::{credentials, Registry, RemoteRef};
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: echo \"$TOKEN\" | envoci login ghcr.io -u robot --password-stdin")]
 pub struct LoginArgs {
     /// Registry host (and port), e.g. ghcr.io or harbor.corp:8443.
     host: String,
@@ -24,6 +25,7 @@ pub struct LoginArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci logout ghcr.io")]
 pub struct LogoutArgs {
     /// Registry host (and port).
     host: String,

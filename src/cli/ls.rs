@@ -8,6 +8,7 @@ use envoci::store::Store;
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci ls; envoci ls --spaces; envoci ls --json")]
 pub struct Args {
     /// List the spaces restored from this store instead: directory, environment,
     /// state, size.

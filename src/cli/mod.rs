@@ -103,6 +103,14 @@ enum Command {
     Check(check::Args),
     /// Serve the store read-only as an OCI registry (a LAN mirror for nearby machines).
     Serve(serve::Args),
+    /// Print shell completions to stdout (`envoci completions bash > /etc/bash_completion.d/envoci`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout (`envoci man > ~/.local/share/man/man1/envoci.1`).
+    Man,
 }
 
 /// Options of every command that talks to a registry.
@@ -159,6 +167,15 @@ impl TransferArgs {
             mirrors: std::sync::Arc::new(mirrors),
             env_credentials: true,
         })
+    }
+}
+
+/// `1 tag`, `2 tags`, `0 tags`.
+pub fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -229,6 +246,20 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
+    // These describe the command line itself: no store is opened.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "envoci", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let root = cli.store.unwrap_or_else(Store::default_root);
     let store = Store::open(&root).map_err(|e| {
         anyhow::Error::new(e).context(format!("cannot open the store at {}", root.display()))
@@ -254,6 +285,7 @@ fn run(cli: Cli, printer: &Printer) -> anyhow::Result<ExitCode> {
         Command::Logout(args) => login::logout(args, printer),
         Command::Check(args) => check::run(&store, args, printer),
         Command::Serve(args) => serve::run(store, args),
+        Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 

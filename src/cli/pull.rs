@@ -10,6 +10,7 @@ use envoci::transfer::{self, Location};
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci pull ghcr.io/acme/envs:robot --mirror cache.lan:5000")]
 pub struct Args {
     /// What to pull: host/repository:tag, host/repository@sha256:..., oci:DIR[:TAG]
     /// or oci-archive:FILE[:TAG].
@@ -32,9 +33,9 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     ))?;
     printer.print(&report, || {
         format!(
-            "pulled {local} ({}): {} blobs downloaded ({}, {} resumed), {} already in the store ({}){}",
+            "pulled {local} ({}): {} downloaded ({}, {} resumed), {} already in the store ({}){}",
             report.digest,
-            report.blobs_transferred,
+            super::plural(report.blobs_transferred, "blob"),
             human_bytes(report.bytes_transferred),
             report.blobs_resumed,
             report.blobs_skipped,
@@ -55,9 +56,9 @@ pub(super) fn from_mirrors(report: &transfer::Report) -> String {
         .map(|e| {
             let manifest = if e.manifest { "the manifest and " } else { "" };
             format!(
-                "; from mirror {}: {manifest}{} blobs ({})",
+                "; from mirror {}: {manifest}{} ({})",
                 e.endpoint,
-                e.blobs,
+                super::plural(e.blobs, "blob"),
                 human_bytes(e.bytes)
             )
         })

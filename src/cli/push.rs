@@ -10,6 +10,7 @@ use envoci::transfer::{self, Location};
 use super::{Printer, TransferArgs};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci push robot ghcr.io/acme/envs:robot")]
 pub struct Args {
     /// A tag or manifest digest in the store.
     local: String,
@@ -29,10 +30,10 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         super::runtime()?.block_on(transfer::send(store, &args.local, &destination, &options))?;
     printer.print(&report, || {
         format!(
-            "pushed {} to {}: {} blobs uploaded ({}), {} mounted from other repositories, {} already there ({})",
+            "pushed {} to {}: {} uploaded ({}), {} mounted from other repositories, {} already there ({})",
             args.local,
             report.reference,
-            report.blobs_transferred,
+            super::plural(report.blobs_transferred, "blob"),
             human_bytes(report.bytes_transferred),
             report.blobs_mounted,
             report.blobs_skipped,

@@ -14,6 +14,10 @@ use envoci::transfer::{self, Location, RemoteRef};
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("place").required(true).multiple(false)))]
+#[command(
+    after_help = "Example: envoci restore ghcr.io/acme/envs:robot --target ./env; envoci restore conda.yaml --target ./env --from ghcr.io/acme/envs"
+)]
 pub struct Args {
     /// A tag or manifest digest in the store, a registry reference
     /// (host/repository:tag, pulled first), an OCI layout or archive
@@ -22,10 +26,10 @@ pub struct Args {
     /// if its blueprint is there, else from `--from`, else built).
     reference: String,
     /// Restore into this directory.
-    #[arg(long, conflicts_with = "space", required_unless_present = "space")]
+    #[arg(long, value_name = "DIR", group = "place")]
     target: Option<PathBuf>,
     /// Restore into the managed space NAME under the store.
-    #[arg(long)]
+    #[arg(long, value_name = "NAME", group = "place")]
     space: Option<String>,
     /// How files get into the space.
     #[arg(long, value_enum, default_value_t = LinkMode::Auto)]
@@ -36,16 +40,15 @@ pub struct Args {
     /// Compare existing files by content, not only by metadata.
     #[arg(long)]
     verify: bool,
-    /// With a conda.yaml: a registry repository to look for a prebuilt environment in
-    /// (by its `bp-<blueprint>-<platform>` tag) before building.
-    #[arg(long, value_name = "REPO")]
+    /// A registry repository to look for a prebuilt environment in (by its
+    /// `bp-<blueprint>-<platform>` tag) before building.
+    #[arg(long, value_name = "REPO", help_heading = "With a conda.yaml")]
     from: Option<String>,
-    /// With a conda.yaml: never build; fail if the environment is not in the store
-    /// (or in `--from`).
-    #[arg(long)]
+    /// Never build; fail if the environment is not in the store (or in `--from`).
+    #[arg(long, help_heading = "With a conda.yaml")]
     no_build: bool,
-    /// With a conda.yaml: push what was built to this reference (host/repo:tag).
-    #[arg(long, value_name = "REF")]
+    /// Push what was built to this reference (host/repo:tag).
+    #[arg(long, value_name = "REF", help_heading = "With a conda.yaml")]
     push: Option<String>,
     /// Restore a registry tag from the store's copy, without asking the registry, if
     /// it was pulled within DURATION (`90s`, `15m`, `12h`, `7d`). A digest the store
@@ -56,7 +59,7 @@ pub struct Args {
     /// reference pulled before; with a conda.yaml, a blueprint built or pulled before).
     #[arg(long, conflicts_with_all = ["max_age", "from", "push"])]
     offline: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "With a conda.yaml")]
     build: super::build::BuildArgs,
     #[command(flatten)]
     transfer: super::TransferArgs,
@@ -160,10 +163,17 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
         notice: &|text| eprintln!("{text}"),
     };
     let provided = provide::from_spec(store, &request)?;
-    if let provide::Source::Built { report, .. } = &provided.source {
-        if args.build.timings {
-            eprintln!("{}", super::build::timings_line(report));
-        }
+    if args.build.timings {
+        let line = match &provided.source {
+            provide::Source::Built { report, .. } => super::build::timings_line(report),
+            provide::Source::Store => {
+                "timings: nothing built (the environment was in the store)".into()
+            }
+            provide::Source::Pulled(pulled) => {
+                format!("timings: nothing built (pulled from {})", pulled.reference)
+            }
+        };
+        eprintln!("{line}");
     }
     Ok(provided.digest)
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use envoci::store::Store;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci run --target ./env -- python -c 'import numpy'")]
 pub struct Args {
     /// The environment directory.
     #[arg(long, conflicts_with = "space", required_unless_present = "space")]

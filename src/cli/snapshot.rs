@@ -11,6 +11,7 @@ use envoci::store::Store;
 use super::Printer;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Example: envoci snapshot /opt/conda/envs/robot --tag robot")]
 pub struct Args {
     /// The environment directory (made by conda, mamba, micromamba, pixi or rattler).
     prefix: PathBuf,
