@@ -36,6 +36,7 @@ pub mod ingest;
 pub mod inspect;
 pub mod json;
 pub mod layer;
+pub mod progress;
 pub mod provide;
 pub mod relocate;
 pub mod run;

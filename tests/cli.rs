@@ -82,3 +82,78 @@ fn one_of_a_thing_is_singular() {
     assert!(out.starts_with("checked 1 tag, "), "{out}");
     assert!(out.contains(", 0 spaces:"), "{out}");
 }
+
+/// Runs `envoci ARGS` for `t` under a pseudo-terminal (`script`), returning what the
+/// terminal showed.
+fn on_a_terminal(t: &Envoci, args: &[&str]) -> String {
+    let exe = env!("CARGO_BIN_EXE_envoci");
+    let line = std::iter::once(exe)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env("ENVOCI_HOME", t.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn progress_is_drawn_on_a_terminal_only() {
+    let registry = common::registry::TestRegistry::start();
+    let builder = Envoci::new();
+    let prefix = builder.dir().join("env");
+    install_env(&prefix, common::ENV_ONE);
+    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    let remote = registry.reference("envs/progress:v1");
+    builder.ok(&["push", "x", &remote]);
+
+    let tty = Envoci::new();
+    let target = tty.dir().join("env");
+    let shown = on_a_terminal(
+        &tty,
+        &["restore", &remote, "--target", target.to_str().unwrap()],
+    );
+    assert!(
+        shown.contains("pulling") && shown.contains("restoring"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("files") && shown.contains("created"),
+        "{shown}"
+    );
+
+    let quiet = Envoci::new();
+    let target = quiet.dir().join("env");
+    let shown = on_a_terminal(
+        &quiet,
+        &[
+            "-q",
+            "restore",
+            &remote,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !shown.contains("pulling") && shown.contains("created"),
+        "{shown}"
+    );
+
+    let piped = Envoci::new();
+    let target = piped.dir().join("env");
+    let out = piped.run(&["restore", &remote, "--target", target.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "nothing extra when not a terminal"
+    );
+}

@@ -10,6 +10,7 @@ mod gc;
 mod inspect;
 mod login;
 mod ls;
+mod progress;
 mod pull;
 mod push;
 mod restore;
@@ -46,6 +47,9 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// No progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     /// The store directory [default: $ENVOCI_HOME, else the user's data dir].
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -166,6 +170,7 @@ impl TransferArgs {
             min_speed: self.min_speed.max(1).saturating_mul(1024),
             mirrors: std::sync::Arc::new(mirrors),
             env_credentials: true,
+            progress: progress::reporter(),
         })
     }
 }
@@ -234,6 +239,7 @@ impl Printer {
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::init(cli.json, cli.quiet);
     let printer = Printer { json: cli.json };
     match run(cli, &printer) {
         Ok(code) => code,

@@ -76,6 +76,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         force: args.force,
         verify: args.verify,
         platform: args.transfer.platform.clone(),
+        progress: super::progress::reporter(),
     };
     // A registry reference or a layout is fetched first (only what the store lacks; a
     // tag may have moved, so the manifest is always read), then restored by digest.

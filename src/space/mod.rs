@@ -145,6 +145,8 @@ pub struct Options {
     pub verify: bool,
     /// The platform the environment must be for; `None`: this machine's.
     pub platform: Option<String>,
+    /// Where progress (files written) goes.
+    pub progress: crate::progress::Reporter,
 }
 
 /// What a restore did.

@@ -72,6 +72,7 @@ pub fn restore(
         linker: Linker::new(options.link),
         verify: options.verify,
         damaged: &damaged,
+        progress: &options.progress,
     };
     job.run(&artifact, reference, &target, recorded, options)
 }
@@ -169,6 +170,8 @@ pub(super) struct Job<'a> {
     /// CAS files `check` found damaged: repaired before use, and the space files that
     /// came from them rewritten.
     pub(super) damaged: &'a HashSet<CasKey>,
+    /// Where progress (files written) goes.
+    pub(super) progress: &'a crate::progress::Reporter,
 }
 
 impl Job<'_> {

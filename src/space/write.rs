@@ -58,13 +58,18 @@ impl Job<'_> {
             .filter(|(_, w)| matches!(w, Want::File { .. }))
             .copied()
             .collect();
-        files
+        let unit = crate::progress::Unit::Files;
+        self.progress.begin("restoring", files.len() as u64, unit);
+        let written = files
             .par_iter()
             .map(|(path, want)| {
-                self.write_file(root, path, want, inodes)
-                    .map(|r| ((*path).clone(), r))
+                let written = self.write_file(root, path, want, inodes);
+                self.progress.advance(1);
+                written.map(|r| ((*path).clone(), r))
             })
-            .collect()
+            .collect();
+        self.progress.end();
+        written
     }
 
     /// Writes one file and returns its record.

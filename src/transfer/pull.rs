@@ -41,6 +41,10 @@ pub async fn pull(
     let config = store::from_oci_digest(manifest.config().digest());
     let (catalog, layers): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|b| Some(b.0) == config);
+    let total = catalog.iter().chain(&layers).map(|(_, size, _)| size).sum();
+    options
+        .progress
+        .begin("pulling", total, crate::progress::Unit::Bytes);
     let mut fetched = super::bounded(catalog, 1, |(d, size, _)| {
         fetch_blob_anywhere(store, &scratch, &sources, d, size, None)
     })
@@ -60,6 +64,7 @@ pub async fn pull(
         report.bytes_transferred += bytes;
         report.blobs_resumed += u64::from(resumed);
     }
+    options.progress.end();
     report.endpoints = sources.report();
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
@@ -422,6 +427,7 @@ async fn download_once(
             }
             Ok(chunk) => {
                 received += chunk.len() as u64;
+                registry.progress.advance(chunk.len() as u64);
                 pending.extend_from_slice(&chunk);
                 if pending.len() >= WRITE_BATCH
                     && chunks.send(pending.split().freeze()).await.is_err()

@@ -49,6 +49,8 @@ pub struct RegistryOptions {
     /// reference names, not for its mirrors (whose credentials are only those stored
     /// for their own host).
     pub env_credentials: bool,
+    /// Where download progress goes.
+    pub progress: crate::progress::Reporter,
 }
 
 impl Default for RegistryOptions {
@@ -63,6 +65,7 @@ impl Default for RegistryOptions {
             min_speed: 16 << 10,
             mirrors: Default::default(),
             env_credentials: true,
+            progress: Default::default(),
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct Registry {
     pub retries: u32,
     /// The slowest average blob download tolerated, in bytes per second.
     pub min_speed: u64,
+    /// Where download progress goes.
+    pub progress: crate::progress::Reporter,
     /// How requests are made, for classifying their failures.
     pub context: Context,
     /// The HTTP client for the requests made here rather than by oci-client (the
@@ -243,6 +248,7 @@ impl Registry {
             host,
             retries: options.retries,
             min_speed: options.min_speed.max(1),
+            progress: options.progress.clone(),
             http,
             scheme: endpoint.scheme(),
             reference: reference.0.clone(),

