@@ -44,7 +44,14 @@ impl FileLock {
     /// Blocks until the exclusive lock on `path` is held (creating the file if needed).
     pub fn exclusive(path: &Path) -> io::Result<Self> {
         let file = open_lock_file(path)?;
-        file.lock()?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                tracing::info!(lock = %path.display(), "waiting for another envoci process");
+                file.lock()?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         Ok(FileLock {
             _file: file,
             path: path.to_path_buf(),

@@ -1071,3 +1071,34 @@ fn logout_keeps_a_linked_docker_config_a_link() {
         "{kept}"
     );
 }
+
+#[test]
+fn debug_logs_every_request_and_never_a_credential() {
+    let registry = TestRegistry::start_token("robot", "s3cret");
+    let builder = Envoci::new();
+    let (remote, _config, _layer) = pushed_to_token_registry(&registry, &builder);
+    let user = Envoci::new();
+    let pull = as_robot(&user, &["--debug", "pull", &remote], "s3cret");
+    let log = String::from_utf8_lossy(&pull.stderr);
+    assert!(pull.status.success(), "{log}");
+    let token_service = registry.token.as_ref().unwrap();
+    for expected in [
+        format!("url=\"http://{}/v2/\"", registry.addr),
+        format!("url=\"http://{}/token\"", token_service.addr),
+        "/manifests/x".to_string(),
+        "status=200".to_string(),
+        "blob request".to_string(),
+        "blob served".to_string(),
+    ] {
+        assert!(log.contains(&expected), "the log has {expected}:\n{log}");
+    }
+    for secret in ["s3cret", "eyJ", "Bearer ", "Basic ", "cm9ib3Q6czNjcmV0"] {
+        assert!(!log.contains(secret), "no `{secret}` in the log:\n{log}");
+    }
+    let quiet = as_robot(&Envoci::new(), &["pull", &remote], "s3cret");
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "no log without -v or --debug"
+    );
+}

@@ -50,6 +50,13 @@ struct Cli {
     /// No progress bars (they are drawn only when stderr is a terminal anyway).
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Log what envoci does on stderr: retries, endpoints, lock waits (`RUST_LOG`
+    /// overrides).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// Log every request too (method, URL, status, time; never a credential).
+    #[arg(long, global = true)]
+    debug: bool,
     /// The store directory [default: $ENVOCI_HOME, else the user's data dir].
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<PathBuf>,
@@ -175,6 +182,23 @@ impl TransferArgs {
     }
 }
 
+/// Logs to stderr at the level `-v`/`--debug` ask for, or as `RUST_LOG` says; none by
+/// default.
+fn init_logs(verbose: bool, debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ if debug => EnvFilter::new("envoci=debug,oci_client=debug,warn"),
+        _ if verbose => EnvFilter::new("envoci=info,warn"),
+        _ => return,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// `1 tag`, `2 tags`, `0 tags`.
 pub fn plural(n: u64, noun: &str) -> String {
     if n == 1 {
@@ -240,6 +264,7 @@ impl Printer {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::init(cli.json, cli.quiet);
+    init_logs(cli.verbose, cli.debug);
     let printer = Printer { json: cli.json };
     match run(cli, &printer) {
         Ok(code) => code,

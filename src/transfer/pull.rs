@@ -259,10 +259,14 @@ async fn fetch_blob_anywhere(
         };
         match result {
             Ok((bytes, resumed)) => {
+                tracing::info!(blob = %digest, endpoint = %sources.remote(i), bytes, resumed, "blob served");
                 sources.served_blob(i, &digest, bytes);
                 return Ok((bytes, resumed));
             }
-            Err(e) => tries.failed(i, e)?,
+            Err(e) => {
+                tracing::warn!(blob = %digest, endpoint = %sources.remote(i), error = %e, "endpoint failed");
+                tries.failed(i, e)?
+            }
         }
     }
     Err(tries.exhausted())
@@ -396,6 +400,7 @@ async fn download_once(
         return (partial, Ok(Attempt::default())); // complete: the commit checks it
     }
     let layer = partial.digest().oci();
+    tracing::debug!(method = "GET", registry = %registry.host, blob = %layer, offset, "blob request");
     let (mut body, resumed) = match request_body(registry, remote, &layer, offset).await {
         Ok(ok) => ok,
         Err(error) => {

@@ -118,6 +118,16 @@ enum Probe {
     Challenged,
 }
 
+/// Logs one request envoci made itself (`--debug`): method, URL, status and time —
+/// never a header, so never a credential.
+pub fn log_request(method: &str, url: &str, status: Option<u16>, started: std::time::Instant) {
+    let ms = started.elapsed().as_millis() as u64;
+    match status {
+        Some(status) => tracing::debug!(method, url, status, ms, "request"),
+        None => tracing::debug!(method, url, ms, "request failed"),
+    }
+}
+
 /// What envoci calls itself in requests (registries log it; mirrors and caches can
 /// tell clients apart).
 pub const USER_AGENT: &str = concat!("envoci/", env!("CARGO_PKG_VERSION"));
@@ -309,10 +319,15 @@ impl Registry {
         let url = format!("{}://{}/v2/", self.scheme, self.host);
         let mut attempt = 0;
         let response = loop {
+            let started = std::time::Instant::now();
             let failure = match self.http.get(&url).send().await {
-                Ok(response) => break response,
+                Ok(response) => {
+                    log_request("GET", &url, Some(response.status().as_u16()), started);
+                    break response;
+                }
                 Err(e) => (classify_request(&e, &self.context), e),
             };
+            log_request("GET", &url, None, started);
             if attempt < self.retries && failure.0.is_transient() {
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt += 1;
@@ -428,11 +443,14 @@ impl Registry {
         if let Some(authorization) = self.authorization(token.as_ref()) {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
+        let started = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
+            log_request("GET", url, None, started);
             let failure = classify_request(&e, &self.context);
             (failure, Some(Box::new(e) as BoxError))
         })?;
         let status = response.status().as_u16();
+        log_request("GET", url, Some(status), started);
         if status != 200 {
             let body = read_capped(response, 4096).await;
             let failure = match serde_json::from_str(&body) {
@@ -527,13 +545,16 @@ impl Registry {
             match op(token.clone()).await {
                 Ok(value) => return Ok(value),
                 Err((Failure::Unauthorized { .. }, _)) if !renewed && token.is_some() => {
+                    tracing::info!(registry = %self.host, what, "the registry refused the token; renewing it");
                     if let Some(token) = &token {
                         self.renew(token).await?;
                     }
                     renewed = true;
                 }
                 Err((failure, _)) if attempt < retries && failure.is_transient() => {
-                    tokio::time::sleep(backoff(attempt)).await;
+                    let wait = backoff(attempt);
+                    tracing::info!(registry = %self.host, what, %failure, attempt = attempt + 1, wait_ms = wait.as_millis() as u64, "retrying");
+                    tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Err((failure, source)) => return Err(self.error(what, failure, source)),

@@ -186,11 +186,24 @@ impl TokenService {
                 }
             }
         };
+        let method = if matches!(self.grant, Credential::IdentityToken(_)) {
+            "POST"
+        } else {
+            "GET"
+        };
+        let started = std::time::Instant::now();
         let response = request.send().await.map_err(|e| {
+            super::registry::log_request(method, &self.challenge.realm, None, started);
             let failure = classify_request(&e, &self.context);
             self.error(failure, Some(Box::new(e)))
         })?;
         let status = response.status();
+        super::registry::log_request(
+            method,
+            &self.challenge.realm,
+            Some(status.as_u16()),
+            started,
+        );
         let (body, cut) = read_body(response, TOKEN_ANSWER_CAP + 1).await;
         if let Some(e) = cut {
             let failure = classify_request(&e, &self.context);
