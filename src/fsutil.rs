@@ -5,12 +5,40 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// Whether this process works in a store shared by a group (see [`share_with_group`]).
+static GROUP_SHARED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes everything this process creates usable by its group: umask 002, so new
+/// directories are group-writable (and, below a setgid directory, keep its group and
+/// setgid bit) and new files group-readable; documents get mode 664. For a store on a
+/// setgid, group-writable directory that several users share.
+pub fn share_with_group() {
+    GROUP_SHARED.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o002);
+    }
+}
+
+/// The mode of a document envoci writes (JSON, `index.json`): readable by everyone,
+/// writable by the group too in a shared store (it is replaced, never edited).
+fn document_mode() -> u32 {
+    if GROUP_SHARED.load(std::sync::atomic::Ordering::Relaxed) {
+        0o664
+    } else {
+        0o644
+    }
+}
+
 /// Writes `bytes` to `path` atomically: readers see the old content or the new, never a
 /// mix, and a crash leaves at most a stray temporary beside it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = parent_of(path);
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(document_mode()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -89,12 +117,17 @@ impl FileLock {
 
 fn open_lock_file(path: &Path) -> io::Result<File> {
     fs::create_dir_all(parent_of(path))?;
-    OpenOptions::new()
+    let opened = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .read(true)
-        .open(path)
+        .open(path);
+    match opened {
+        // Another user's lock file in a shared store: a lock needs only a reading fd.
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(path),
+        other => other,
+    }
 }
 
 /// Removes a file or symlink, or a directory tree, whatever is at `path`; absent is fine.

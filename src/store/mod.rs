@@ -190,6 +190,14 @@ impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
+        // A setgid store directory is one a group shares: what this process creates
+        // stays usable by the group.
+        if std::fs::metadata(&root).is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_dir() && m.permissions().mode() & 0o2000 != 0
+        }) {
+            crate::fsutil::share_with_group();
+        }
         let store = Store { root };
         for dir in [
             store.blobs_dir(),
