@@ -10,6 +10,8 @@ pub enum Unit {
     Bytes,
     /// Files written.
     Files,
+    /// Nothing counted: a phase that takes a while (solving, installing).
+    Phase,
 }
 
 /// Receives progress; every method may be called from several threads at once.

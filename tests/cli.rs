@@ -147,6 +147,15 @@ fn progress_is_drawn_on_a_terminal_only() {
         "{shown}"
     );
 
+    let pushed = on_a_terminal(
+        &builder,
+        &["push", "x", &registry.reference("envs/progress-two:v1")],
+    );
+    assert!(
+        pushed.contains("pushing") && pushed.contains("pushed"),
+        "{pushed}"
+    );
+
     let piped = Envoci::new();
     let target = piped.dir().join("env");
     let out = piped.run(&["restore", &remote, "--target", target.to_str().unwrap()]);

@@ -159,6 +159,8 @@ pub struct Options {
     pub jobs: usize,
     /// Layer compression.
     pub compression: Compression,
+    /// Where the phases are reported as they start.
+    pub progress: crate::progress::Reporter,
 }
 
 /// Seconds spent in each phase.
@@ -285,8 +287,14 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
             });
         }
         let prefix = install_packages(store, spec, options, subdir, &bp_tag, &mut report)?;
+        options
+            .progress
+            .begin("pip and bytecode", 0, crate::progress::Unit::Phase);
         finish_prefix(store, spec, subdir, prefix.path(), &mut report)?;
         let t = Instant::now();
+        options
+            .progress
+            .begin("ingesting", 0, crate::progress::Unit::Phase);
         let snapshot = ingest::snapshot(
             store,
             prefix.path(),
@@ -306,6 +314,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
             store.set_tag(tag, &descriptor)?;
         }
         report.timings.ingest = t.elapsed().as_secs_f64();
+        options.progress.end();
         drop(prefix);
         report.digest = snapshot.manifest.oci();
         report.built = true;
@@ -348,7 +357,13 @@ fn install_packages(
     report: &mut Report,
 ) -> Result<BuildPrefix, Error> {
     let runtime = runtime()?;
+    let phase = |name: &str| {
+        options
+            .progress
+            .begin(name, 0, crate::progress::Unit::Phase)
+    };
     let t = Instant::now();
+    phase("solving");
     let records = match &options.lock {
         Some(path) => lock::read(path, subdir)?,
         None => runtime.block_on(solve::solve(spec, subdir, &store.repodata_cache_dir()))?,
@@ -356,6 +371,7 @@ fn install_packages(
     report.timings.solve = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    phase(&format!("fetching {} packages", records.len()));
     let cache = package_cache(store);
     let (downloads, dirs) =
         runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
@@ -368,6 +384,7 @@ fn install_packages(
     report.prefix_len = prefix.path_len();
     let t = Instant::now();
     report.packages = records.len();
+    phase(&format!("installing {} packages", records.len()));
     runtime.block_on(install::install(
         cache,
         prefix.path(),
@@ -377,6 +394,7 @@ fn install_packages(
     ))?;
     scrub_prefix_records(prefix.path())?;
     report.timings.install = t.elapsed().as_secs_f64();
+    options.progress.end();
     Ok(prefix)
 }
 

@@ -36,6 +36,7 @@ impl BuildArgs {
             tag,
             jobs,
             compression: Compression::Zstd,
+            progress: super::progress::reporter(),
         }
     }
 }

@@ -36,14 +36,21 @@ impl Progress for Bars {
         let template = match unit {
             Unit::Bytes => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
             Unit::Files => "{msg:>10} [{bar:30}] {pos}/{len} files",
+            Unit::Phase => "{spinner} {msg} {elapsed}",
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         let bar = ProgressBar::new(total).with_style(style);
         bar.set_message(phase.to_string());
+        if unit == Unit::Phase {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        }
         if let Ok(mut slot) = self.bar.lock() {
-            *slot = Some(bar);
+            // A new phase replaces the last one's line.
+            if let Some(last) = slot.replace(bar) {
+                last.finish_and_clear();
+            }
         }
     }
 

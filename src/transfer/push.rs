@@ -67,11 +67,19 @@ async fn send_blobs(
         return Ok(());
     }
     let sources = mount_sources(store, remote);
+    let total = blobs.iter().map(|(_, size)| size).sum();
+    let progress = &registry.progress;
+    progress.begin("pushing", total, crate::progress::Unit::Bytes);
     let sent = super::bounded(blobs, jobs, |(digest, size)| {
         let source = sources.get(&digest);
-        push_blob(store, registry, remote, source, digest, size)
+        async move {
+            let sent = push_blob(store, registry, remote, source, digest, size).await;
+            progress.advance(size);
+            sent
+        }
     })
     .await?;
+    progress.end();
     for (how, size) in sent {
         match how {
             Sent::Uploaded => {
