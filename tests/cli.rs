@@ -156,6 +156,19 @@ fn progress_is_drawn_on_a_terminal_only() {
         "{pushed}"
     );
 
+    let archive = builder.dir().join("x.tar");
+    let exported = on_a_terminal(&builder, &["export", "x", "-o", archive.to_str().unwrap()]);
+    assert!(
+        exported.contains("exporting") && exported.contains("wrote"),
+        "{exported}"
+    );
+    let site = Envoci::new();
+    let imported = on_a_terminal(&site, &["import", archive.to_str().unwrap()]);
+    assert!(
+        imported.contains("importing") && imported.contains("imported"),
+        "{imported}"
+    );
+
     let piped = Envoci::new();
     let target = piped.dir().join("env");
     let out = piped.run(&["restore", &remote, "--target", target.to_str().unwrap()]);

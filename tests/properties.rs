@@ -203,6 +203,7 @@ fn import_archive(bytes: &[u8]) -> Option<Result<(), String>> {
     let store = Store::open(dir.path().join("store")).unwrap();
     let options = ImportOptions {
         platform: Some("linux-64"),
+        progress: Default::default(),
     };
     Some(
         oci_layout::import(&store, &layout, Select::All, options)

@@ -55,7 +55,14 @@ pub fn export(store: &Store, args: ExportArgs, printer: &Printer) -> anyhow::Res
         })
         .collect();
     let form = Form::guess(&args.output);
-    let report = layout::export(store, &items, args.since.as_deref(), &args.output, form)?;
+    let report = layout::export(
+        store,
+        &items,
+        args.since.as_deref(),
+        &args.output,
+        form,
+        &super::progress::reporter(),
+    )?;
     printer.print(&report, || {
         format!(
             "wrote {} ({}): {} blobs ({}){}",
@@ -90,6 +97,7 @@ pub fn import(store: &Store, args: ImportArgs, printer: &Printer) -> anyhow::Res
     };
     let options = ImportOptions {
         platform: args.platform.as_deref(),
+        progress: super::progress::reporter(),
     };
     let (report, imported) = layout::import(store, &source, Select::All, options)?;
     let json = serde_json::json!({ "report": report, "imported": imported });

@@ -185,7 +185,10 @@ pub async fn fetch(
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
     if let Some((path, tag, form)) = source.layout() {
-        let options = ImportOptions { platform };
+        let options = ImportOptions {
+            platform,
+            progress: options.progress.clone(),
+        };
         let layout = Layout::open(path, form)?;
         let (report, imported) = layout::import(store, &layout, Select::One(tag), options)?;
         let name = imported
@@ -223,7 +226,7 @@ pub async fn send(
             local: local.to_string(),
             name: layout_tag(tag, local, destination)?,
         };
-        return layout::export(store, &[item], None, path, form);
+        return layout::export(store, &[item], None, path, form, &options.progress);
     }
     match destination {
         Location::Registry(remote) => push::push(store, local, remote, options).await,
@@ -317,7 +320,7 @@ pub async fn copy_all_platforms(
         });
         fetched.push(report);
     }
-    let sent = layout::export(store, &items, None, path, form)?;
+    let sent = layout::export(store, &items, None, path, form, &options.progress)?;
     Ok(fetched.into_iter().map(|f| (f, sent.clone())).collect())
 }
 

@@ -36,6 +36,7 @@ pub fn export(
     since: Option<&str>,
     dest: &Path,
     form: Form,
+    progress: &crate::progress::Reporter,
 ) -> Result<Report, TransferError> {
     let bad = |reason: String| Error::BadIndex {
         location: dest.display().to_string(),
@@ -73,15 +74,19 @@ pub fn export(
     if let Some(last) = entries.last() {
         report.digest = last.digest().to_string();
     }
+    let total = blobs.values().sum();
+    progress.begin("exporting", total, crate::progress::Unit::Bytes);
     let contents = Contents {
         blobs,
         entries,
         annotations,
+        progress: progress.clone(),
     };
     match form {
         Form::Archive => write_archive(store, dest, contents, &mut report)?,
         Form::Dir => write_dir(store, dest, contents, &mut report)?,
     }
+    progress.end();
     Ok(report)
 }
 
@@ -166,6 +171,7 @@ struct Contents {
     blobs: BTreeMap<Digest, u64>,
     entries: Vec<Descriptor>,
     annotations: HashMap<String, String>,
+    progress: crate::progress::Reporter,
 }
 
 /// A layout's `index.json`, canonical JSON.
@@ -204,6 +210,7 @@ fn write_archive(
         blobs,
         entries,
         annotations,
+        progress,
     }: Contents,
     report: &mut Report,
 ) -> Result<(), TransferError> {
@@ -238,6 +245,7 @@ fn write_archive(
             let file = store.open_blob(digest).map_err(io::Error::other)?;
             let mut h = header(*size, 0o644, tar::EntryType::Regular);
             tar.append_data(&mut h, Layout::blob_name(digest), file.take(*size))?;
+            progress.advance(*size);
             report.blobs_transferred += 1;
             report.bytes_transferred += size;
         }
@@ -267,6 +275,7 @@ fn write_dir(
         blobs,
         entries,
         annotations,
+        progress,
     }: Contents,
     report: &mut Report,
 ) -> Result<(), TransferError> {
@@ -295,6 +304,7 @@ fn write_dir(
         .par_iter()
         .map(|(digest, size)| {
             let target = blob_dir.join(digest.hex());
+            progress.advance(*size);
             if target.is_file() {
                 return Ok(None);
             }

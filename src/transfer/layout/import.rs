@@ -36,10 +36,12 @@ pub struct Imported {
 }
 
 /// How an import treats the layout's blobs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ImportOptions<'a> {
     /// The platform to take from a multi-platform index [default: this machine's].
     pub platform: Option<&'a str>,
+    /// Where progress (bytes staged and checked) goes.
+    pub progress: crate::progress::Reporter,
 }
 
 /// Copies the selected artifacts of `layout` into `store`: only blobs the store lacks,
@@ -69,7 +71,12 @@ pub fn import(
     };
     let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
     let scratch = store.scratch()?;
-    stage_and_commit(store, &scratch, layout, &manifests, &missing, &mut report)?;
+    let total = missing.iter().map(|(_, size, _)| size).sum();
+    let progress = &options.progress;
+    progress.begin("importing", total, crate::progress::Unit::Bytes);
+    let staged = (store, &scratch, layout, progress);
+    stage_and_commit(staged, &manifests, &missing, &mut report)?;
+    progress.end();
     let mut imported = Vec::new();
     for (name, bytes, _) in manifests {
         let (digest, size) = store.put_blob(&scratch, &bytes)?;
@@ -241,15 +248,21 @@ fn missing_blobs(
     Ok(missing)
 }
 
+/// Where an import stages blobs from, into which store, reporting progress where.
+type Staging<'a> = (
+    &'a Store,
+    &'a store::Scratch,
+    &'a Layout,
+    &'a crate::progress::Reporter,
+);
+
 /// Stages every missing blob, then commits them all. The catalogs come first, hashed
 /// as they are copied and validated: each says what its layers must unpack to. A
 /// layer is unpacked into the file CAS from its staged copy, and that one pass hashes
 /// it — digest, diff id and uncompressed size checked — so every blob is checked, each
 /// read once, before anything is committed.
 fn stage_and_commit(
-    store: &Store,
-    scratch: &store::Scratch,
-    layout: &Layout,
+    (store, scratch, layout, progress): Staging<'_>,
     manifests: &[(String, Vec<u8>, ImageManifest)],
     missing: &[(Digest, u64, String)],
     report: &mut Report,
@@ -263,11 +276,9 @@ fn stage_and_commit(
     let mut staged: Vec<(Digest, u64, tempfile::TempPath)> = catalogs
         .par_iter()
         .map(|(digest, size, _)| {
-            Ok((
-                *digest,
-                *size,
-                stage_blob(scratch, layout, digest, *size, true)?,
-            ))
+            let path = stage_blob(scratch, layout, digest, *size, true)?;
+            progress.advance(*size);
+            Ok((*digest, *size, path))
         })
         .collect::<Result<_, TransferError>>()?;
     let expected = expected_layers(store, manifests, &staged)?;
@@ -282,6 +293,7 @@ fn stage_and_commit(
                     return Err(mismatch_or(e, layout, digest, &path));
                 }
             }
+            progress.advance(*size);
             Ok((*digest, *size, path))
         })
         .collect::<Result<_, TransferError>>()?;
