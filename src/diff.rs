@@ -124,7 +124,7 @@ pub fn diff(a_ref: &str, a: &Artifact, b_ref: &str, b: &Artifact) -> Diff {
         changed,
         layers_shared,
         blobs_to_pull: missing.len(),
-        bytes_to_pull: missing.iter().map(|(_, size)| size).sum(),
+        bytes_to_pull: crate::sum_sizes(missing.iter().map(|(_, size)| size)),
     }
 }
 
@@ -135,6 +135,6 @@ fn side(reference: &str, art: &Artifact) -> Side {
         platform: art.catalog.platform.clone(),
         packages: art.catalog.records.len(),
         layers: art.catalog.layers.len(),
-        blob_bytes: art.blobs().iter().map(|(_, size)| size).sum(),
+        blob_bytes: crate::sum_sizes(art.blobs().iter().map(|(_, size)| size)),
     }
 }

@@ -113,9 +113,9 @@ pub fn list(store: &Store) -> Result<Vec<Listing>, store::Error> {
                 .get(&layer.digest().to_string())
                 .is_some_and(|u| u.len() > 1);
             if shared {
-                row.shared_bytes += layer.size();
+                row.shared_bytes = row.shared_bytes.saturating_add(layer.size());
             } else {
-                row.exclusive_bytes += layer.size();
+                row.exclusive_bytes = row.exclusive_bytes.saturating_add(layer.size());
             }
         }
         out.push(row);

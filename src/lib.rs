@@ -74,3 +74,11 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// The sum of `sizes`, stopping at `u64::MAX`: sizes come from manifests and archives
+/// envoci does not control, and a hostile one may add up past any limit.
+pub fn sum_sizes<'a>(sizes: impl IntoIterator<Item = &'a u64>) -> u64 {
+    sizes
+        .into_iter()
+        .fold(0u64, |sum, size| sum.saturating_add(*size))
+}

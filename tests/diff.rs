@@ -6,16 +6,14 @@ mod common;
 
 use common::envoci::{exit, Envoci};
 use common::registry::TestRegistry;
-use common::{install_env, ENV_ONE, ENV_TWO};
+use common::{ENV_ONE, ENV_TWO};
 
 #[test]
 fn diff_says_what_changed_and_what_a_pull_will_move() {
     let registry = TestRegistry::start();
     let builder = Envoci::new();
     for (tag, packages) in [("one", ENV_ONE), ("two", ENV_TWO)] {
-        let prefix = builder.dir().join(format!("prefix-{tag}"));
-        install_env(&prefix, packages);
-        builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", tag]);
+        builder.with_env(tag, packages);
         builder.ok(&["push", tag, &registry.reference(&format!("envs/app:{tag}"))]);
     }
     let (one, two) = (

@@ -10,17 +10,12 @@ use std::path::Path;
 
 use common::envoci::{exit, Envoci};
 use common::registry::TestRegistry;
-use common::{install_env, ENV_ONE, ENV_TWO};
+use common::{ENV_ONE, ENV_TWO};
 
 /// A store with `one` and `two` (sharing most packages) snapshotted into it.
 fn two_envs() -> Envoci {
     let t = Envoci::new();
-    for (tag, packages) in [("one", ENV_ONE), ("two", ENV_TWO)] {
-        let prefix = t.dir().join(format!("prefix-{tag}"));
-        install_env(&prefix, packages);
-        t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", tag]);
-        fs::remove_dir_all(&prefix).unwrap();
-    }
+    t.with_env("one", ENV_ONE).with_env("two", ENV_TWO);
     t
 }
 
@@ -234,10 +229,7 @@ fn rm_resolves_every_reference_first_and_names_what_it_cannot() {
         "a typo removes nothing"
     );
 
-    let digest = t.json(&["inspect", "two"])["summary"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = t.digest("two");
     let short = &digest[..19]; // what `ls` prints
     let removed = t.json(&["rm", short]);
     assert_eq!(removed["removed"], serde_json::json!(["two"]));
@@ -267,9 +259,7 @@ fn gc_waits_for_a_pull_and_a_restore_running_at_the_same_time() {
         &layer,
     );
     let t = Envoci::new();
-    let prefix = t.dir().join("prefix-two");
-    install_env(&prefix, ENV_TWO);
-    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "two"]);
+    t.with_env("two", ENV_TWO);
     let target = t.dir().join("space");
     let pull = t
         .cmd(&["pull", &remote.replace(&registry.addr, &slow.addr)])

@@ -16,9 +16,7 @@ use common::registry::TestRegistry;
 /// the reference, and the manifest.
 fn pushed(registry: &TestRegistry) -> (Envoci, String, serde_json::Value) {
     let builder = Envoci::new();
-    let prefix = builder.dir().join("env");
-    install_env(&prefix, &["reloc-bin", "links", "shared-dep"]);
-    builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    builder.with_env("x", &["reloc-bin", "links", "shared-dep"]);
     let remote = registry.reference("envs/m:v1");
     builder.ok(&["push", "x", &remote]);
     let manifest = builder.json(&["inspect", "x"])["manifest"].clone();
@@ -88,10 +86,7 @@ fn blob_gets(requests: &[String]) -> usize {
 fn a_pull_through_cache_in_registries_conf_serves_every_pull_of_a_fleet() {
     let upstream = TestRegistry::start();
     let (builder, remote, manifest) = pushed(&upstream);
-    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = builder.digest("x");
     let blobs = 1 + manifest["layers"].as_array().unwrap().len();
     let cache = TestRegistry::start_proxy(&upstream.addr);
     let dir = tempfile::tempdir().unwrap();
@@ -265,10 +260,7 @@ fn when_every_endpoint_fails_the_error_names_each() {
 fn digest_only_mirrors_serve_pulls_by_digest_only() {
     let upstream = TestRegistry::start();
     let (builder, remote, _) = pushed(&upstream);
-    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = builder.digest("x");
     let mirror = Proxy::plain(&upstream.addr);
     let dir = tempfile::tempdir().unwrap();
     let conf = registries_conf(
@@ -428,10 +420,7 @@ fn a_pull_asks_for_the_manifest_once_and_each_missing_blob_once() {
 fn recently_pulled_tags_and_held_digests_restore_without_a_request_and_offline_never_asks() {
     let upstream = TestRegistry::start();
     let (builder, remote, _) = pushed(&upstream);
-    let digest = builder.json(&["inspect", "x"])["summary"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let digest = builder.digest("x");
     let t = Envoci::new();
     t.ok(&["pull", &remote]);
     let asked = || envoci_requests(&upstream).len();

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::envoci::{exit, Envoci};
-use common::install_env;
 use common::oci::skopeo;
 use common::registry::TestRegistry;
 
@@ -72,9 +71,7 @@ fn http(addr: &str, method: &str, path: &str, extra: &str) -> (u16, String, Vec<
 /// A store holding a local environment `x` (several layers); its manifest.
 fn store_with_env() -> (Envoci, serde_json::Value) {
     let t = Envoci::new();
-    let prefix = t.dir().join("env");
-    install_env(&prefix, &["reloc-bin", "links", "shared-dep"]);
-    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "x"]);
+    t.with_env("x", &["reloc-bin", "links", "shared-dep"]);
     let manifest = t.json(&["inspect", "x"]);
     (t, manifest)
 }

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::envoci::Envoci;
-use common::install_env;
 use common::registry::TestRegistry;
 
 const GROUP: &str = "envoci-share";
@@ -94,9 +93,7 @@ fn two_users_restore_update_check_and_collect_in_one_shared_store() {
     let registry = TestRegistry::start();
     let builder = Envoci::new();
     for (tag, packages) in [("v1", common::ENV_ONE), ("v2", common::ENV_TWO)] {
-        let prefix = builder.dir().join(format!("prefix-{tag}"));
-        install_env(&prefix, packages);
-        builder.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", tag]);
+        builder.with_env(tag, packages);
         builder.ok(&["push", tag, &registry.reference(&format!("team/env:{tag}"))]);
     }
     let (v1, v2) = (

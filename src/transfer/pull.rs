@@ -41,7 +41,7 @@ pub async fn pull(
     let config = store::from_oci_digest(manifest.config().digest());
     let (catalog, layers): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|b| Some(b.0) == config);
-    let total = catalog.iter().chain(&layers).map(|(_, size, _)| size).sum();
+    let total = crate::sum_sizes(catalog.iter().chain(&layers).map(|(_, size, _)| size));
     options
         .progress
         .begin("pulling", total, crate::progress::Unit::Bytes);

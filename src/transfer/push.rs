@@ -63,11 +63,11 @@ async fn send_blobs(
         .is_ok_and(|bytes| Digest::of(&bytes) == artifact.digest);
     if complete {
         report.blobs_skipped = blobs.len() as u64;
-        report.bytes_skipped = blobs.iter().map(|(_, s)| s).sum();
+        report.bytes_skipped = crate::sum_sizes(blobs.iter().map(|(_, s)| s));
         return Ok(());
     }
     let sources = mount_sources(store, remote);
-    let total = blobs.iter().map(|(_, size)| size).sum();
+    let total = crate::sum_sizes(blobs.iter().map(|(_, size)| size));
     let progress = &registry.progress;
     progress.begin("pushing", total, crate::progress::Unit::Bytes);
     let sent = super::bounded(blobs, jobs, |(digest, size)| {

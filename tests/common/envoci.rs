@@ -107,6 +107,29 @@ impl Envoci {
         })
     }
 
+    /// The manifest digest (`sha256:…`) `reference` names in this store.
+    pub fn digest(&self, reference: &str) -> String {
+        let inspected = self.json(&["inspect", reference]);
+        inspected["summary"]["digest"]
+            .as_str()
+            .expect("inspect names the digest")
+            .to_string()
+    }
+
+    /// Installs `packages` of the fixture channel into a prefix under this test's
+    /// directory and snapshots it as `tag`.
+    pub fn with_env(&self, tag: &str, packages: &[&str]) -> &Self {
+        let prefix = self.dir().join(format!("prefix-{tag}"));
+        super::install_env(&prefix, packages);
+        self.ok(&[
+            "snapshot",
+            prefix.to_str().expect("UTF-8 path"),
+            "--tag",
+            tag,
+        ]);
+        self
+    }
+
     /// Runs `envoci ARGS`, asserts success, returns stdout.
     pub fn stdout(&self, args: &[&str]) -> String {
         String::from_utf8_lossy(&self.ok(args).stdout).into_owned()

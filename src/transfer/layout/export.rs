@@ -74,7 +74,7 @@ pub fn export(
     if let Some(last) = entries.last() {
         report.digest = last.digest().to_string();
     }
-    let total = blobs.values().sum();
+    let total = crate::sum_sizes(blobs.values());
     progress.begin("exporting", total, crate::progress::Unit::Bytes);
     let contents = Contents {
         blobs,

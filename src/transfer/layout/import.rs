@@ -71,7 +71,7 @@ pub fn import(
     };
     let missing = missing_blobs(store, layout, &manifests, since, &mut report)?;
     let scratch = store.scratch()?;
-    let total = missing.iter().map(|(_, size, _)| size).sum();
+    let total = crate::sum_sizes(missing.iter().map(|(_, size, _)| size));
     let progress = &options.progress;
     progress.begin("importing", total, crate::progress::Unit::Bytes);
     let staged = (store, &scratch, layout, progress);
