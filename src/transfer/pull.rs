@@ -10,6 +10,8 @@ use oci_client::client::BlobResponse;
 use oci_client::RegistryOperation;
 use oci_spec::image::ImageManifest;
 
+use std::sync::Arc;
+
 use super::blobs::BlobStore as _;
 use super::error::{classify_io, Failure};
 use super::sources::Sources;
@@ -88,25 +90,15 @@ pub async fn peek(
     let (digest, _, manifest) = resolve_anywhere(&sources, remote, platform).await?;
     let reference = remote.to_string();
     let config = artifact::catalog_digest(&reference, &manifest)?;
-    let mut tries = sources.tries(format!("reading the catalog {}", config.oci()));
-    for i in 0..sources.len() {
-        let read = match sources.registry(i).await {
-            Ok(registry) => {
-                let blobs = super::blobs::RegistryBlobs::over(registry, sources.remote(i).clone());
-                blobs.read(&config, artifact::MAX_CATALOG_BYTES).await
-            }
-            Err(e) => Err(e),
-        };
-        match read {
-            Ok(catalog) => {
-                return Ok(artifact::from_parts(
-                    &reference, digest, manifest, &catalog,
-                )?)
-            }
-            Err(e) => tries.failed(i, e)?,
-        }
-    }
-    Err(tries.exhausted())
+    let what = format!("reading the catalog {}", config.oci());
+    let read = async |registry: &Arc<Registry>, at: &RemoteRef| {
+        let blobs = super::blobs::RegistryBlobs::over(registry.clone(), at.clone());
+        blobs.read(&config, artifact::MAX_CATALOG_BYTES).await
+    };
+    let (_, catalog) = sources.first(what, read).await?;
+    Ok(artifact::from_parts(
+        &reference, digest, manifest, &catalog,
+    )?)
 }
 
 /// [`resolve`] at the first endpoint that can; the artifact must be an envoci one
@@ -116,21 +108,12 @@ async fn resolve_anywhere(
     remote: &RemoteRef,
     platform: Option<&str>,
 ) -> Result<(Digest, bytes::Bytes, ImageManifest), Error> {
-    let mut tries = sources.tries(format!("resolving {remote}"));
-    for i in 0..sources.len() {
-        let result = match sources.registry(i).await {
-            Ok(registry) => resolve(&registry, sources.remote(i), platform).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(resolved) => {
-                sources.served_manifest(i);
-                return Ok(resolved);
-            }
-            Err(e) => tries.failed(i, e)?,
-        }
-    }
-    Err(tries.exhausted())
+    let what = format!("resolving {remote}");
+    let resolve =
+        async |registry: &Arc<Registry>, at: &RemoteRef| resolve(registry, at, platform).await;
+    let (i, resolved) = sources.first(what, resolve).await?;
+    sources.served_manifest(i);
+    Ok(resolved)
 }
 
 /// The manifest `remote` names for `platform` — through an index when it is one —
@@ -247,29 +230,15 @@ async fn fetch_blob_anywhere(
     size: u64,
     layer: Option<(&CatalogLayer, String)>,
 ) -> Result<(u64, bool), Error> {
-    let mut tries = sources.tries(format!("downloading blob {}", digest.oci()));
-    for i in 0..sources.len() {
-        let result = match sources.registry(i).await {
-            Ok(registry) => {
-                let remote = sources.remote(i);
-                let layer = layer.clone();
-                fetch_blob(store, scratch, &registry, remote, digest, size, layer).await
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok((bytes, resumed)) => {
-                tracing::info!(blob = %digest, endpoint = %sources.remote(i), bytes, resumed, "blob served");
-                sources.served_blob(i, &digest, bytes);
-                return Ok((bytes, resumed));
-            }
-            Err(e) => {
-                tracing::warn!(blob = %digest, endpoint = %sources.remote(i), error = %e, "endpoint failed");
-                tries.failed(i, e)?
-            }
-        }
-    }
-    Err(tries.exhausted())
+    let what = format!("downloading blob {}", digest.oci());
+    let fetch = async |registry: &Arc<Registry>, remote: &RemoteRef| {
+        let layer = layer.clone();
+        fetch_blob(store, scratch, registry, remote, digest, size, layer).await
+    };
+    let (i, (bytes, resumed)) = sources.first(what, fetch).await?;
+    tracing::info!(blob = %digest, endpoint = %sources.remote(i), bytes, resumed, "blob served");
+    sources.served_blob(i, &digest, bytes);
+    Ok((bytes, resumed))
 }
 
 /// Downloads one blob into its partial (continuing what a previous pull left), commits

@@ -148,8 +148,33 @@ impl Sources {
             .collect()
     }
 
+    /// Runs `request` against each endpoint in turn (connecting it first) until one
+    /// serves it: its index and answer. A failure that is not the endpoint's ends the
+    /// request at once; when all fail, the error names each ([`Tries::exhausted`]).
+    pub async fn first<T>(
+        &self,
+        what: impl Into<String>,
+        mut request: impl AsyncFnMut(&Arc<Registry>, &RemoteRef) -> Result<T, Error>,
+    ) -> Result<(usize, T), Error> {
+        let mut tries = self.tries(what);
+        for i in 0..self.len() {
+            let result = match self.registry(i).await {
+                Ok(registry) => request(&registry, self.remote(i)).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(answer) => return Ok((i, answer)),
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.remote(i), error = %e, "endpoint failed");
+                    tries.failed(i, e)?
+                }
+            }
+        }
+        Err(tries.exhausted())
+    }
+
     /// The record of one request's failures across the endpoints.
-    pub fn tries(&self, what: impl Into<String>) -> Tries<'_> {
+    fn tries(&self, what: impl Into<String>) -> Tries<'_> {
         Tries {
             sources: self,
             what: what.into(),
