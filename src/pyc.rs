@@ -19,6 +19,8 @@
 
 use memchr::memmem;
 
+mod locations;
+
 /// Length of the PEP 552 header.
 pub const HEADER_LEN: usize = 16;
 
@@ -248,6 +250,15 @@ pub struct Rewritten {
 
 /// Rewrites the strings of `pyc` (header kept): see [`Strings`].
 pub fn rewrite(pyc: &[u8], strings: &Strings<'_>) -> Result<Rewritten, Error> {
+    rewrite_with(pyc, strings, None)
+}
+
+/// [`rewrite`], moving the columns of 3.11+ location tables by `shifts`.
+fn rewrite_with(
+    pyc: &[u8],
+    strings: &Strings<'_>,
+    shifts: Option<locations::Shifts>,
+) -> Result<Rewritten, Error> {
     let header = Header::parse(pyc)?;
     let mut copier = Copier {
         data: pyc,
@@ -257,6 +268,7 @@ pub fn rewrite(pyc: &[u8], strings: &Strings<'_>) -> Result<Rewritten, Error> {
         strings,
         finder: memmem::Finder::new(strings.from),
         replaced: false,
+        shifts,
     };
     copier.out.extend_from_slice(&pyc[..HEADER_LEN]);
     copier.object(Context::Value, 0)?;
@@ -269,22 +281,23 @@ pub fn rewrite(pyc: &[u8], strings: &Strings<'_>) -> Result<Rewritten, Error> {
     })
 }
 
-/// Relocates `pyc`: its strings are rewritten (see [`Strings`]), and, when `sources`
-/// gives its source before and after relocation (each with the mtime restore gives it)
-/// and the header matched the source before, the header is made to match it after.
-/// Returns the new file and whether a string was replaced.
+/// Relocates `pyc`: its strings are rewritten (see [`Strings`]). When `sources` gives
+/// its source before and after relocation (each with the mtime restore gives it) and
+/// the header matched the source before, the header is made to match it after, and
+/// the columns of its location tables follow the source's replacements. Returns the
+/// new file and whether a string was replaced.
 pub fn relocate(
     pyc: &[u8],
     strings: &Strings<'_>,
     sources: Option<(&[u8], &[u8], i64)>,
 ) -> Result<Rewritten, Error> {
-    let mut rewritten = rewrite(pyc, strings)?;
     let header = Header::parse(pyc)?;
-    if let Some((before, after, mtime)) = sources {
-        if header.matches(before, mtime) {
-            rewritten.bytes[..HEADER_LEN]
-                .copy_from_slice(&header.for_source(after, mtime).to_bytes());
-        }
+    let matched = sources.filter(|(before, _, mtime)| header.matches(before, *mtime));
+    let shifts =
+        matched.and_then(|(before, _, _)| locations::Shifts::new(before, strings.from, strings.to));
+    let mut rewritten = rewrite_with(pyc, strings, shifts)?;
+    if let Some((_, after, mtime)) = matched {
+        rewritten.bytes[..HEADER_LEN].copy_from_slice(&header.for_source(after, mtime).to_bytes());
     }
     Ok(rewritten)
 }
@@ -309,6 +322,8 @@ struct Copier<'a> {
     strings: &'a Strings<'a>,
     finder: memmem::Finder<'a>,
     replaced: bool,
+    /// How columns move, when the source is known (3.11+ location tables).
+    shifts: Option<locations::Shifts>,
 }
 
 const FLAG_REF: u8 = 0x80;
@@ -456,12 +471,42 @@ impl<'a> Copier<'a> {
         for &ctx in fields {
             self.object(ctx, depth + 1)?;
         }
-        self.copy(4)?; // co_firstlineno
-        let tables = match self.layout {
-            Layout::Py38 => 1,
-            Layout::Py311 => 2,
-        };
-        (0..tables).try_for_each(|_| self.object(Raw, depth + 1))
+        let first_line = self.int()?; // co_firstlineno
+        self.out.extend_from_slice(&first_line.to_le_bytes());
+        match self.layout {
+            Layout::Py38 => self.object(Raw, depth + 1),
+            Layout::Py311 => {
+                self.line_table(i64::from(first_line), depth)?;
+                self.object(Raw, depth + 1)
+            }
+        }
+    }
+
+    /// A 3.11+ `co_linetable`: its columns moved with the source's replacements when
+    /// the source is known ([`locations`]), else copied.
+    fn line_table(&mut self, first_line: i64, depth: usize) -> Result<(), Error> {
+        let is_bytes = self.data.get(self.pos).map(|b| b & !FLAG_REF) == Some(b's');
+        if self.shifts.is_none() || !is_bytes {
+            return self.object(Context::Raw, depth + 1);
+        }
+        let data: &'a [u8] = self.data;
+        let code = data[self.pos];
+        self.pos += 1;
+        let n = usize::try_from(self.int()?).map_err(|_| self.malformed("negative size"))?;
+        let start = self.pos;
+        self.take(n)?;
+        let table = &data[start..self.pos];
+        let new = self.shifts.as_ref().and_then(|shifts| {
+            let mut entries = locations::decode(table, first_line)?;
+            shifts.apply(&mut entries);
+            Some(locations::encode(&entries, first_line))
+        });
+        let table = new.as_deref().unwrap_or(table);
+        self.out.push(code);
+        self.out
+            .extend_from_slice(&(table.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(table);
+        Ok(())
     }
 
     /// A string or bytes object of `n` bytes, starting at `at` (its type and length
@@ -647,13 +692,13 @@ mod tests {
         .into_bytes()
     }
 
-    /// Everything CPython reads from a pyc but column positions, as Python sees it.
+    /// What CPython reads from a pyc, as Python shows it.
     const NORMALISE: &str = "import marshal, sys, types
 def norm(o):
     if isinstance(o, types.CodeType):
         return (o.co_code, norm(o.co_consts), o.co_names, o.co_varnames, o.co_freevars, o.co_cellvars,
                 o.co_filename, o.co_name, o.co_qualname, o.co_flags, o.co_firstlineno,
-                list(o.co_lines()), o.co_exceptiontable)
+                list(o.co_positions()), o.co_exceptiontable)
     if isinstance(o, tuple):
         return tuple(norm(x) for x in o)
     return o
@@ -686,21 +731,18 @@ for path in sys.argv[1:]:
             let got = relocate(&compiled, &strings, Some((&before, &after, 0))).unwrap();
             assert!(got.replaced);
             let want = compile(dir.path(), &after);
-            if to.len() == from.len() {
-                assert!(
-                    got.bytes == want,
-                    "relocated to {to}: differs from a fresh compile"
-                );
-                continue;
-            }
-            // Columns after the path on its line move with its length: only those differ.
+            // What Python reads from both, for a readable failure.
             let (got_path, want_path) = (dir.path().join("got.pyc"), dir.path().join("want.pyc"));
             std::fs::write(&got_path, &got.bytes).unwrap();
             std::fs::write(&want_path, &want).unwrap();
             let seen = String::from_utf8(python(NORMALISE, &[&got_path, &want_path])).unwrap();
             let lines: Vec<&str> = seen.lines().collect();
-            assert_eq!(lines.len(), 2);
             assert_eq!(lines[0], lines[1], "relocated to {to}");
+            // Columns included: the bytes CPython writes for the relocated source.
+            assert!(
+                got.bytes == want,
+                "relocated to {to}: differs from a fresh compile"
+            );
         }
     }
 
@@ -723,7 +765,7 @@ for path in sys.argv[1:]:
     }
 
     #[test]
-    fn the_standard_librarys_bytecode_is_copied_unchanged() {
+    fn the_standard_librarys_bytecode_is_copied_unchanged_and_its_tables_encoded_as_cpython_does() {
         let stdlib = String::from_utf8(python(
             "import sysconfig; print(sysconfig.get_paths()['stdlib'], end='')",
             &[],
@@ -744,6 +786,9 @@ for path in sys.argv[1:]:
             let got = rewrite(&pyc, &strings).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(!got.replaced);
             assert!(got.bytes == pyc, "{} changed", path.display());
+            // Location tables decoded and encoded again come out as CPython wrote them.
+            let again = rewrite_with(&pyc, &strings, Some(locations::Shifts::none())).unwrap();
+            assert!(again.bytes == pyc, "{}: tables changed", path.display());
             seen += 1;
         }
         assert!(seen > 100, "only {seen} pycs in {stdlib}");
@@ -770,6 +815,25 @@ for path in sys.argv[1:]:
             String::from_utf8(names).unwrap().trim(),
             "lib/m.py lib/m.py"
         );
+    }
+
+    #[test]
+    fn damaged_bytecode_is_refused_or_rewritten_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let compiled = compile(dir.path(), &module("/p", true));
+        let strings = Strings {
+            from: b"/p",
+            to: b"/a/longer/q",
+            relative_to: Some(b"/p"),
+        };
+        for at in HEADER_LEN..compiled.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut damaged = compiled.clone();
+                damaged[at] ^= flip;
+                let _ = relocate(&damaged, &strings, Some((b"x", b"y", 0)));
+            }
+            let _ = rewrite(&compiled[..at], &strings);
+        }
     }
 
     #[test]
