@@ -24,6 +24,10 @@ mod locations;
 /// Length of the PEP 552 header.
 pub const HEADER_LEN: usize = 16;
 
+/// Largest bytecode file (and source) read whole to be relocated; a larger one passes
+/// through as it is.
+pub const MAX_SIZE: u64 = 32 * 1024 * 1024;
+
 /// Deepest nesting read (CPython allows 2000; real modules stay far below this). A
 /// deeper file is refused and kept as it is, so a hostile one cannot exhaust the stack.
 const MAX_DEPTH: usize = 400;

@@ -126,7 +126,8 @@ pub fn relocate_stream(
 }
 
 /// Rewrites the strings of a `.pyc` (read whole: bytecode files are small); one that
-/// cannot be read as bytecode passes through unchanged.
+/// cannot be read as bytecode, or is over [`crate::pyc::MAX_SIZE`], passes through
+/// unchanged.
 fn relocate_pyc_strings(
     mut reader: impl Read,
     mut writer: impl Write,
@@ -134,7 +135,14 @@ fn relocate_pyc_strings(
     to: &[u8],
 ) -> Result<(), Error> {
     let mut content = Vec::new();
-    reader.read_to_end(&mut content).map_err(Error::Read)?;
+    (&mut reader)
+        .take(crate::pyc::MAX_SIZE + 1)
+        .read_to_end(&mut content)
+        .map_err(Error::Read)?;
+    if content.len() as u64 > crate::pyc::MAX_SIZE {
+        put(&mut writer, &content)?;
+        return replace_stream(reader, writer, b"", b"");
+    }
     let strings = crate::pyc::Strings {
         from,
         to,
@@ -889,6 +897,19 @@ mod tests {
             assert!(matches!(r, Err(Error::Read(_))), "{r:?}");
             let r = relocate_stream(&b"data /p\0"[..], Failing, mode, b"/p", b"/q");
             assert!(matches!(r, Err(Error::Write(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn bytecode_that_cannot_be_read_or_is_too_large_passes_through() {
+        let not_pyc = b"/p/lib \0 not bytecode".to_vec();
+        let mut large = vec![0u8; crate::pyc::MAX_SIZE as usize + 10];
+        large[100..102].copy_from_slice(b"/p");
+        for content in [not_pyc, large] {
+            for step in [usize::MAX, 4096] {
+                let got = streamed(&content, step, FileMode::Pyc, b"/p", b"/longer");
+                assert!(got == content, "{} bytes changed", content.len());
+            }
         }
     }
 

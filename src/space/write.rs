@@ -99,7 +99,7 @@ impl Job<'_> {
         };
         let (method, written) = match relocation {
             None => (self.link_file(key, &full)?, None),
-            Some((FileMode::Pyc, placeholder)) => {
+            Some((FileMode::Pyc, placeholder)) if *size <= pyc::MAX_SIZE => {
                 let digest = self.relocate_pyc(key, &full, path, placeholder)?;
                 (Method::Relocated, Some(digest))
             }
@@ -232,11 +232,16 @@ impl Job<'_> {
     /// it (relocated, if it is), when the plan has one.
     fn pyc_sources(&self, path: &str) -> Result<Option<Sources>, Error> {
         let Some(Want::File {
-            key, relocation, ..
+            key,
+            relocation,
+            size,
         }) = self.pyc_source_want(path)
         else {
             return Ok(None);
         };
+        if *size > pyc::MAX_SIZE {
+            return Ok(None);
+        }
         let layer = self.store.cas_read(key)?;
         let restored = match relocation {
             Some((mode, placeholder)) if *mode != FileMode::Pyc => {
