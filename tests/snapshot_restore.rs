@@ -667,6 +667,17 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
         .filter(|r| r["mode"] == "pyc")
         .count();
     assert_eq!(pyc_modes, 2, "{}", pyconf("one"));
+    // The schema knows the mode.
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/catalog.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&t.catalog("one")));
 
     let target = t.dir().join("restored/here");
     t.ok(&["restore", "two", "--target", target.to_str().unwrap()]);
