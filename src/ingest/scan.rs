@@ -117,7 +117,7 @@ fn store_content(
 ) -> Result<(CasKey, u64, Option<Relocation>), Error> {
     let (content, reloc) = if rel.ends_with(".pyc") {
         pyc_content(ctx, rel, content, sources)
-    } else if rel.ends_with(".py") {
+    } else if rel.ends_with(".py") && relocate::contains(&content, ctx.prefix_str.as_bytes()) {
         let original = content.clone();
         let (content, reloc) = process(ctx, rel, content);
         if reloc.as_ref().is_some_and(|r| r.mode == FileMode::Text) {
