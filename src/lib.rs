@@ -38,6 +38,7 @@ pub mod json;
 pub mod layer;
 pub mod progress;
 pub mod provide;
+pub mod pyc;
 pub mod relocate;
 pub mod run;
 pub mod serve;

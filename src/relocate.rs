@@ -57,6 +57,9 @@ pub enum FileMode {
     Text,
     /// C-string replacement with NUL padding; the file keeps its length.
     Binary,
+    /// CPython bytecode: its marshalled strings are rewritten ([`crate::pyc`]); the file
+    /// may change length. Restore also makes its header match the relocated source.
+    Pyc,
 }
 
 /// A binary relocation that cannot fit: the new path is longer than the placeholder.
@@ -100,7 +103,8 @@ pub fn guess_mode(content: &[u8]) -> FileMode {
 /// Relocates what `reader` yields into `writer` in the given mode, in constant memory
 /// (see the module documentation): text mode replaces every `from` by `to` and then
 /// shortens an over-long shebang; binary mode rewrites each C string holding `from`
-/// and pads it with NULs to its old length. Wrap `writer` in a
+/// and pads it with NULs to its old length; pyc mode (bytecode, read whole) rewrites
+/// its marshalled strings and leaves its header to the caller. Wrap `writer` in a
 /// [`HashingWriter`](crate::digest::HashingWriter) to hash what is written.
 pub fn relocate_stream(
     reader: impl Read,
@@ -117,6 +121,36 @@ pub fn relocate_stream(
             Ok(())
         }
         FileMode::Binary => relocate_binary_stream(reader, writer, from, to),
+        FileMode::Pyc => relocate_pyc_strings(reader, writer, from, to),
+    }
+}
+
+/// Rewrites the strings of a `.pyc` (read whole: bytecode files are small); one that
+/// cannot be read as bytecode, or is over [`crate::pyc::MAX_SIZE`], passes through
+/// unchanged.
+fn relocate_pyc_strings(
+    mut reader: impl Read,
+    mut writer: impl Write,
+    from: &[u8],
+    to: &[u8],
+) -> Result<(), Error> {
+    let mut content = Vec::new();
+    (&mut reader)
+        .take(crate::pyc::MAX_SIZE + 1)
+        .read_to_end(&mut content)
+        .map_err(Error::Read)?;
+    if content.len() as u64 > crate::pyc::MAX_SIZE {
+        put(&mut writer, &content)?;
+        return replace_stream(reader, writer, b"", b"");
+    }
+    let strings = crate::pyc::Strings {
+        from,
+        to,
+        relative_to: None,
+    };
+    match crate::pyc::rewrite(&content, &strings) {
+        Ok(rewritten) => put(&mut writer, &rewritten.bytes),
+        Err(_) => put(&mut writer, &content),
     }
 }
 
@@ -679,6 +713,7 @@ mod tests {
                 let want = match mode {
                     FileMode::Text => oracle::replace_text(&src, from, b"/t"),
                     FileMode::Binary => oracle::relocate_binary(&src, from, b"/t"),
+                    FileMode::Pyc => unreachable!("not a mode this test runs"),
                 };
                 for step in 1..=from.len() + 1 {
                     assert_eq!(
@@ -705,6 +740,7 @@ mod tests {
                 let want = match mode {
                     FileMode::Text => oracle::replace_text(&src, from, b"/env"),
                     FileMode::Binary => oracle::relocate_binary(&src, from, b"/env"),
+                    FileMode::Pyc => unreachable!("not a mode this test runs"),
                 };
                 assert!(got == want, "{mode:?}: placeholder cut {cut} bytes in");
             }
@@ -861,6 +897,19 @@ mod tests {
             assert!(matches!(r, Err(Error::Read(_))), "{r:?}");
             let r = relocate_stream(&b"data /p\0"[..], Failing, mode, b"/p", b"/q");
             assert!(matches!(r, Err(Error::Write(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn bytecode_that_cannot_be_read_or_is_too_large_passes_through() {
+        let not_pyc = b"/p/lib \0 not bytecode".to_vec();
+        let mut large = vec![0u8; crate::pyc::MAX_SIZE as usize + 10];
+        large[100..102].copy_from_slice(b"/p");
+        for content in [not_pyc, large] {
+            for step in [usize::MAX, 4096] {
+                let got = streamed(&content, step, FileMode::Pyc, b"/p", b"/longer");
+                assert!(got == content, "{} bytes changed", content.len());
+            }
         }
     }
 

@@ -568,3 +568,148 @@ fn the_spec_name_tags_the_environment_and_a_second_tag_is_reported() {
     ]);
     assert!(tags_of(&t, &built["digest"]).contains(&"other-name".to_string()));
 }
+
+const PYCONF: &str = "channels: [CHANNEL]
+dependencies:
+  - python
+  - pyconf
+";
+
+/// Runs `code` in the restored environment at `target` with bytecode writing on and
+/// `python -v`; returns stdout and the import log.
+fn import_verbosely(t: &Envoci, target: &Path, code: &str) -> (String, String) {
+    let out = t
+        .cmd(&[
+            "run",
+            "--target",
+            target.to_str().unwrap(),
+            "--",
+            "python",
+            "-v",
+            "-c",
+            code,
+        ])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    (String::from_utf8_lossy(&out.stdout).trim().to_string(), log)
+}
+
+#[test]
+fn bytecode_of_modules_holding_the_prefix_is_valid_after_restore() {
+    let t = Envoci::new();
+    let spec = t.spec("conda.yaml", PYCONF);
+    let spec_s = spec.to_str().unwrap();
+    let target = t.dir().join("somewhere/else");
+    let built = t.json(&["build", spec_s]);
+    let tag = built["tags"][0].as_str().unwrap().to_string();
+    t.ok(&["restore", &tag, "--target", target.to_str().unwrap()]);
+    let prefix = fs::canonicalize(&target).unwrap();
+    let prefix_s = prefix.to_str().unwrap();
+
+    let marker = t.dir().join("marker");
+    fs::write(&marker, b"").unwrap();
+    let (out, log) = import_verbosely(
+        &t,
+        &target,
+        "import pyconf, pyconf.commented; print(pyconf.PREFIX, pyconf.where(), pyconf.PATHS['lib'], pyconf.PATHS['bin'].decode(), pyconf.commented.VALUE)",
+    );
+    assert_eq!(
+        out,
+        format!("{prefix_s} {prefix_s} {prefix_s}/lib {prefix_s}/bin 42")
+    );
+    // CPython used each pyc (it says so only when the source hash matched), and wrote none.
+    let site = fs::read_dir(prefix.join("lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python3")
+        })
+        .unwrap()
+        .join("site-packages/pyconf");
+    for module in ["__init__", "commented"] {
+        let source = site.join(format!("{module}.py"));
+        let used = log.lines().any(|l| {
+            l.contains(&format!("/pyconf/__pycache__/{module}.cpython-"))
+                && l.ends_with(&format!(" matches {}", source.display()))
+        });
+        assert!(used, "{module}: its pyc was not used:\n{log}");
+    }
+    assert!(!log.contains("# wrote "), "{log}");
+    let newer = Command::new("find")
+        .arg(&prefix)
+        .args(["-newer", marker.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(newer.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&newer.stdout),
+        "",
+        "written by the import"
+    );
+
+    // The relocated pycs are recorded like any relocated file: nothing to repair.
+    let check = t.json(&["check", "--verify"]);
+    assert_eq!(check["problems"], serde_json::json!([]), "{check}");
+    let again = t.json(&[
+        "restore",
+        &tag,
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(again["written"], 0, "{again}");
+    assert_eq!(again["removed"], 0, "{again}");
+
+    // The catalog names the pycs as relocations of their own mode.
+    let catalog = t.catalog(&tag);
+    let layer = catalog["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "pyconf")
+        .unwrap();
+    let modes: Vec<(String, String)> = layer["relocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let path = r["path"].as_str().unwrap();
+            let file = path.rsplit('/').next().unwrap();
+            let module = file.split('.').next().unwrap();
+            let ext = if path.ends_with(".pyc") { "pyc" } else { "py" };
+            (
+                format!("{module}.{ext}"),
+                r["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("__init__.py", "text"),
+        ("__init__.pyc", "pyc"),
+        ("commented.pyc", "pyc"),
+        ("commented.py", "text"),
+    ]
+    .map(|(f, m)| (f.to_string(), m.to_string()));
+    assert_eq!(modes, want);
+}
+
+#[test]
+fn a_package_whose_modules_hold_the_prefix_gives_the_same_layer_in_two_environments() {
+    let t = Envoci::new();
+    let digest_of_pyconf = |body: &str, name: &str| {
+        let spec = t.spec(name, body);
+        let built = t.json(&["build", spec.to_str().unwrap()]);
+        let catalog = t.catalog(built["tags"][0].as_str().unwrap());
+        let layers = catalog["layers"].as_array().unwrap().clone();
+        layers.into_iter().find(|l| l["name"] == "pyconf").unwrap()["digest"].clone()
+    };
+    let alone = digest_of_pyconf(PYCONF, "one.yaml");
+    let with_greet = digest_of_pyconf(&format!("{PYCONF}  - greet\n"), "two.yaml");
+    assert_eq!(alone, with_greet);
+}

@@ -618,3 +618,119 @@ fn above_the_layer_limit_small_packages_share_group_layers() {
     assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
     assert!(err.contains("'2'") && err.contains("3..=100000"), "{err}");
 }
+
+/// A prefix at `dir/name` with `python` and `pyconf`, its modules compiled the way
+/// conda compiles noarch packages: timestamp pycs naming their absolute path.
+fn python_env_compiled_in_place(dir: &Path, name: &str) -> PathBuf {
+    let prefix = dir.join(name);
+    install_env(&prefix, &["python", "pyconf"]);
+    let status = std::process::Command::new(prefix.join("bin/python"))
+        .args(["-m", "compileall", "-q"])
+        .arg(&prefix)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    prefix
+}
+
+#[test]
+fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
+    let t = Envoci::new();
+    let one = python_env_compiled_in_place(t.dir(), "env-one");
+    let two = python_env_compiled_in_place(t.dir(), "a-longer-path/to/env-two");
+    t.ok(&["snapshot", one.to_str().unwrap(), "--tag", "one"]);
+    t.ok(&["snapshot", two.to_str().unwrap(), "--tag", "two"]);
+    let layer = |tag: &str, name: &str| {
+        let catalog = t.catalog(tag);
+        catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // The snapshots' paths are gone from the bytecode: one layer for both, the
+    // interpreter's (whose stdlib compileall compiled again in place) too.
+    for name in ["pyconf", "python"] {
+        assert_eq!(
+            layer("one", name)["digest"],
+            layer("two", name)["digest"],
+            "{name}"
+        );
+    }
+    let pyconf = |tag: &str| layer(tag, "pyconf");
+    let pyc_modes = pyconf("one")["relocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["mode"] == "pyc")
+        .count();
+    assert_eq!(pyc_modes, 2, "{}", pyconf("one"));
+    // The schema knows the mode.
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/schemas/catalog.v1.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&t.catalog("one")));
+
+    let target = t.dir().join("restored/here");
+    t.ok(&["restore", "two", "--target", target.to_str().unwrap()]);
+    let prefix = fs::canonicalize(&target).unwrap();
+    let out = t
+        .cmd(&[
+            "run",
+            "--target",
+            target.to_str().unwrap(),
+            "--",
+            "python",
+            "-v",
+            "-c",
+            "import pyconf, pyconf.commented; print(pyconf.where(), pyconf.where.__code__.co_filename)",
+        ])
+        .env_remove("PYTHONDONTWRITEBYTECODE")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let site = fs::read_dir(prefix.join("lib"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("python3")
+        })
+        .unwrap()
+        .join("site-packages/pyconf");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!(
+            "{} {}",
+            prefix.display(),
+            site.join("__init__.py").display()
+        )
+    );
+    for module in ["__init__", "commented"] {
+        let matched = format!(" matches {}", site.join(format!("{module}.py")).display());
+        assert!(
+            log.lines().any(|l| l.ends_with(&matched)),
+            "{module}:\n{log}"
+        );
+    }
+    assert!(!log.contains("# wrote "), "{log}");
+    let again = t.json(&[
+        "restore",
+        "two",
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(again["written"], 0, "{again}");
+}

@@ -1,4 +1,4 @@
-//! Relocation's pure functions (`envoci::relocate`) on any content, placeholder and
+//! Relocation's pure functions (`envoci::relocate`, `envoci::pyc`) on any content, placeholder and
 //! target. Input: one byte each for the lengths of `from` and `to` (at most 255, a
 //! placeholder's limit), then `from`, `to`, and the file content.
 #![no_main]
@@ -33,4 +33,12 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = relocate::relocate(src, mode, from, to);
     let _ = relocate::relocate(src, FileMode::Text, from, to);
+    // Bytecode: anything that is no valid pyc passes through; nothing panics.
+    let _ = relocate::relocate(src, FileMode::Pyc, from, to);
+    let strings = envoci::pyc::Strings {
+        from,
+        to,
+        relative_to: Some(from),
+    };
+    let _ = envoci::pyc::relocate(src, &strings, Some((from, to, 0)));
 });

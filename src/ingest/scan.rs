@@ -11,6 +11,7 @@ use super::{Attribution, Error};
 use crate::catalog::Relocation;
 use crate::digest::Digest;
 use crate::layer::{Entry, EntryKind, LAYER_MTIME};
+use crate::pyc;
 use crate::relocate::{self, FileMode, PLACEHOLDER};
 use crate::store::{CasKey, Scratch, Store};
 
@@ -33,46 +34,77 @@ pub(super) struct Context<'a> {
 
 /// Reads the files of one layer (`entries`, sorted by path) once each: hashes them,
 /// rewrites the prefix to the placeholder, puts new content in the file CAS. Returns
-/// the layer's index entries and relocations.
+/// the layer's index entries and relocations (both sorted by path).
+///
+/// Bytecode comes last, so that a `.pyc` knows whether its source was relocated: its
+/// header must then be made to match the source as the layer holds it ([`pyc_content`]).
 pub(super) fn scan_layer(
     ctx: &Context<'_>,
     entries: &[&Walked],
 ) -> Result<(Vec<Entry>, Vec<Relocation>), Error> {
-    let mut index = Vec::with_capacity(entries.len());
+    let mut index: Vec<Option<Entry>> = vec![None; entries.len()];
     let mut relocations = Vec::new();
-    for walked in entries {
-        let rel = walked.rel.as_str();
-        let path = ctx.prefix.join(rel);
-        let read_err = |source| Error::Read {
-            path: path.clone(),
-            source,
-        };
-        let kind = match &walked.kind {
-            WalkedKind::EmptyDir => EntryKind::Dir,
-            WalkedKind::Symlink { target } => EntryKind::Symlink {
-                target: relative_symlink(rel, target, ctx.prefix_str).into(),
-            },
-            WalkedKind::File { size, exec, .. } => {
-                let (key, size, reloc) = if *size > IN_MEMORY_LIMIT {
-                    large_file(ctx, rel, *exec)?
-                } else {
-                    let content = std::fs::read(&path).map_err(read_err)?;
-                    store_content(ctx, rel, *exec, content)?
-                };
-                relocations.extend(reloc);
-                EntryKind::File {
-                    digest: key.digest,
-                    size,
-                    exec: key.exec,
-                }
-            }
-        };
-        index.push(Entry {
-            path: rel.to_string(),
-            kind,
-        });
+    let mut sources = RelocatedSources::new();
+    let (pycs, others): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .enumerate()
+        .partition(|(_, w)| is_bytecode(w));
+    for (at, walked) in others.into_iter().chain(pycs) {
+        let (entry, reloc) = scan_entry(ctx, walked, &mut sources)?;
+        index[at] = Some(entry);
+        relocations.extend(reloc);
     }
-    Ok((index, relocations))
+    relocations.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((index.into_iter().flatten().collect(), relocations))
+}
+
+/// A `.pyc` small enough to be read whole.
+fn is_bytecode(walked: &Walked) -> bool {
+    matches!(walked.kind, WalkedKind::File { size, .. } if size <= IN_MEMORY_LIMIT)
+        && walked.rel.ends_with(".pyc")
+}
+
+/// The `.py` files of a layer that were relocated as text: path → content as found and
+/// as the layer holds it.
+type RelocatedSources = HashMap<String, (Vec<u8>, Vec<u8>)>;
+
+/// Reads one path of a layer: its index entry and relocation.
+fn scan_entry(
+    ctx: &Context<'_>,
+    walked: &Walked,
+    sources: &mut RelocatedSources,
+) -> Result<(Entry, Option<Relocation>), Error> {
+    let rel = walked.rel.as_str();
+    let path = ctx.prefix.join(rel);
+    let mut relocation = None;
+    let kind = match &walked.kind {
+        WalkedKind::EmptyDir => EntryKind::Dir,
+        WalkedKind::Symlink { target } => EntryKind::Symlink {
+            target: relative_symlink(rel, target, ctx.prefix_str).into(),
+        },
+        WalkedKind::File { size, exec, .. } => {
+            let (key, size, reloc) = if *size > IN_MEMORY_LIMIT {
+                large_file(ctx, rel, *exec)?
+            } else {
+                let content = std::fs::read(&path).map_err(|source| Error::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                store_content(ctx, rel, *exec, content, sources)?
+            };
+            relocation = reloc;
+            EntryKind::File {
+                digest: key.digest,
+                size,
+                exec: key.exec,
+            }
+        }
+    };
+    let entry = Entry {
+        path: rel.to_string(),
+        kind,
+    };
+    Ok((entry, relocation))
 }
 
 /// Processes a file's content and puts the result in the CAS.
@@ -81,8 +113,20 @@ fn store_content(
     rel: &str,
     exec: bool,
     content: Vec<u8>,
+    sources: &mut RelocatedSources,
 ) -> Result<(CasKey, u64, Option<Relocation>), Error> {
-    let (content, reloc) = process(ctx, rel, content);
+    let (content, reloc) = if rel.ends_with(".pyc") {
+        pyc_content(ctx, rel, content, sources)
+    } else if rel.ends_with(".py") && relocate::contains(&content, ctx.prefix_str.as_bytes()) {
+        let original = content.clone();
+        let (content, reloc) = process(ctx, rel, content);
+        if reloc.as_ref().is_some_and(|r| r.mode == FileMode::Text) {
+            sources.insert(rel.to_string(), (original, content.clone()));
+        }
+        (content, reloc)
+    } else {
+        process(ctx, rel, content)
+    };
     let key = CasKey {
         digest: Digest::of(&content),
         exec,
@@ -110,19 +154,14 @@ fn large_file(
         .cas_insert_reader(ctx.scratch, &mut scanner, exec, false)?;
     if scanner.found && !rel.ends_with(".pyc") {
         let content = std::fs::read(&path).map_err(read_err)?;
-        return store_content(ctx, rel, exec, content);
+        return store_content(ctx, rel, exec, content, &mut RelocatedSources::new());
     }
     Ok((key, size, None))
 }
 
-/// Rewrites one file's content for its layer: the prefix becomes a placeholder, and a
-/// timestamp `.pyc` that matched its source gets the layer mtime in its header.
+/// Rewrites one file's content (not bytecode) for its layer: the prefix becomes a
+/// placeholder.
 fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<Relocation>) {
-    if rel.ends_with(".pyc") {
-        // Bytecode is never relocated: CPython fixes `co_filename` on import, and a
-        // C-string rewrite would break marshal's length-prefixed strings.
-        return (normalise_pyc(ctx, rel, content), None);
-    }
     let prefix = ctx.prefix_str.as_bytes();
     if !relocate::contains(&content, prefix) {
         return (content, None);
@@ -139,7 +178,7 @@ fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<R
         })
     };
     match mode {
-        FileMode::Text => (
+        FileMode::Text | FileMode::Pyc => (
             relocate::replace_text(&content, prefix, PLACEHOLDER.as_bytes()),
             reloc(None),
         ),
@@ -167,6 +206,47 @@ fn process(ctx: &Context<'_>, rel: &str, content: Vec<u8>) -> (Vec<u8>, Option<R
             (content, reloc(Some(ctx.prefix_str.to_string())))
         }
     }
+}
+
+/// Rewrites a `.pyc` for its layer. A timestamp pyc that matched its source gets the
+/// layer mtime in its header ([`normalise_pyc`]). Bytecode holding the prefix has its
+/// strings rewritten ([`crate::pyc`]): the prefix becomes the placeholder, except in a
+/// code object's file name below it, which becomes relative (CPython puts the source's
+/// path back on import), so the layer does not depend on where the environment was. If
+/// its source was relocated and the header matched it, the header is made to match the
+/// layer's source. Either makes it a `pyc` relocation; bytecode that cannot be read is
+/// kept as it is.
+fn pyc_content(
+    ctx: &Context<'_>,
+    rel: &str,
+    content: Vec<u8>,
+    sources: &RelocatedSources,
+) -> (Vec<u8>, Option<Relocation>) {
+    let content = normalise_pyc(ctx, rel, content);
+    let prefix = ctx.prefix_str.as_bytes();
+    let source = super::attribute::pyc_source(rel).and_then(|s| sources.get(&s));
+    if source.is_none() && !relocate::contains(&content, prefix) {
+        return (content, None);
+    }
+    let strings = pyc::Strings {
+        from: prefix,
+        to: PLACEHOLDER.as_bytes(),
+        relative_to: Some(prefix),
+    };
+    let mtime = LAYER_MTIME as i64;
+    let sources = source.map(|(found, layer)| (&found[..], &layer[..], mtime));
+    let Ok(rewritten) = pyc::relocate(&content, &strings, sources) else {
+        return (content, None);
+    };
+    let header_follows = sources.is_some_and(|(found, _, mtime)| {
+        pyc::Header::parse(&content).is_ok_and(|h| h.matches(found, mtime))
+    });
+    let reloc = (rewritten.replaced || header_follows).then(|| Relocation {
+        path: rel.to_string(),
+        mode: FileMode::Pyc,
+        placeholder: None,
+    });
+    (rewritten.bytes, reloc)
 }
 
 /// A timestamp-based `.pyc` (PEP 552 flags 0) whose header matches its source's mtime

@@ -14,11 +14,15 @@ use rayon::prelude::*;
 use super::restore::Job;
 use super::{link, Actual, Error, Method, PathRecord, PlanError, Report, Want};
 use crate::digest::{Digest, HashingWriter};
+use crate::pyc;
 use crate::relocate::{self, FileMode};
 use crate::store::{self, CasKey};
 
 /// Inode and mode of each intact CAS file a restore uses.
 type CasInodes = HashMap<CasKey, (u64, u32)>;
+
+/// A bytecode file's source as its layer holds it, and as the space gets it.
+type Sources = (Vec<u8>, Vec<u8>);
 
 impl Job<'_> {
     /// Writes `wanted` paths below `root`: directories first, then files in parallel,
@@ -95,6 +99,10 @@ impl Job<'_> {
         };
         let (method, written) = match relocation {
             None => (self.link_file(key, &full)?, None),
+            Some((FileMode::Pyc, placeholder)) if *size <= pyc::MAX_SIZE => {
+                let digest = self.relocate_pyc(key, &full, path, placeholder)?;
+                (Method::Relocated, Some(digest))
+            }
             Some((mode, placeholder)) => {
                 let digest = self.relocate_file(key, &full, path, *mode, placeholder)?;
                 (Method::Relocated, Some(digest))
@@ -185,18 +193,103 @@ impl Job<'_> {
         Ok(digest)
     }
 
+    /// Writes CAS file `key`, bytecode, at `full` with its strings relocated for the
+    /// space's path and, if it matched its source in the layer, a header that matches
+    /// the relocated source ([`crate::pyc::relocate`]); bytecode that cannot be read is
+    /// written as it is. Returns the digest of what was written.
+    fn relocate_pyc(
+        &self,
+        key: &CasKey,
+        full: &Path,
+        path: &str,
+        placeholder: &str,
+    ) -> Result<Digest, Error> {
+        let content = self.store.cas_read(key)?;
+        let sources = self.pyc_sources(path)?;
+        let strings = pyc::Strings {
+            from: placeholder.as_bytes(),
+            to: self.target_str.as_bytes(),
+            relative_to: None,
+        };
+        let mtime = crate::layer::LAYER_MTIME as i64;
+        let sources = sources.as_ref().map(|(a, b)| (&a[..], &b[..], mtime));
+        let bytes = match pyc::relocate(&content, &strings, sources) {
+            Ok(rewritten) => rewritten.bytes,
+            Err(_) => content,
+        };
+        let write_err = |source| Error::Write {
+            path: full.to_path_buf(),
+            source,
+        };
+        let mut file = create_private(full, key.exec).map_err(write_err)?;
+        io::Write::write_all(&mut file, &bytes).map_err(write_err)?;
+        drop(file);
+        finish_private(full, key.exec).map_err(write_err)?;
+        Ok(Digest::of(&bytes))
+    }
+
+    /// The source of bytecode file `path` as its layer holds it and as the space gets
+    /// it (relocated, if it is), when the plan has one.
+    fn pyc_sources(&self, path: &str) -> Result<Option<Sources>, Error> {
+        let Some(Want::File {
+            key,
+            relocation,
+            size,
+        }) = self.pyc_source_want(path)
+        else {
+            return Ok(None);
+        };
+        if *size > pyc::MAX_SIZE {
+            return Ok(None);
+        }
+        let layer = self.store.cas_read(key)?;
+        let restored = match relocation {
+            Some((mode, placeholder)) if *mode != FileMode::Pyc => {
+                let to = self.target_str.as_bytes();
+                match relocate::relocate(&layer, *mode, placeholder.as_bytes(), to) {
+                    Ok(restored) => restored,
+                    Err(_) => return Ok(None),
+                }
+            }
+            _ => layer.clone(),
+        };
+        Ok(Some((layer, restored)))
+    }
+
+    /// The planned source file of bytecode file `path` (`d/__pycache__/m.TAG.pyc` →
+    /// `d/m.py`), a [`Want::File`].
+    fn pyc_source_want(&self, path: &str) -> Option<&Want> {
+        let source = crate::ingest::attribute::pyc_source(path)?;
+        self.plan
+            .paths
+            .get(&source)
+            .filter(|w| matches!(w, Want::File { .. }))
+    }
+
     /// Checks every CAS file about to be used and re-extracts the layers of any that
     /// is missing or damaged: by its metadata, because `check` found it damaged, or,
     /// with `--verify`, by a rehash. Returns the number of layers re-extracted and each
     /// file's inode and mode (what a hard link to it gets, so it need not be stat'ed
     /// again).
     fn prepare_cas(&self, wanted: &[(&String, &Want)]) -> Result<(u64, CasInodes), Error> {
+        // Bytecode relocated reads its source too, written or not.
+        let sources = wanted.iter().filter_map(|(path, w)| match w {
+            Want::File {
+                relocation: Some((FileMode::Pyc, _)),
+                ..
+            } => match self.pyc_source_want(path) {
+                Some(Want::File { key, size, .. }) => Some((*key, *size)),
+                _ => None,
+            },
+            _ => None,
+        });
         let keys: Vec<(CasKey, u64)> = wanted
             .iter()
             .filter_map(|(_, w)| match w {
                 Want::File { key, size, .. } => Some((*key, *size)),
                 _ => None,
             })
+            .chain(sources)
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();

@@ -370,7 +370,8 @@ const STDLIB_SKIP: &[&str] = &[
 
 /// `python` (the machine's own CPython: interpreter, libpython with RUNPATH
 /// `$ORIGIN/../lib`, stdlib with checked-hash bytecode), `pip` (from the wheel CPython
-/// bundles, noarch python with `pip` entry points) and `greet` (noarch python with a
+/// bundles, noarch python with `pip` entry points), `pyconf` (modules holding the
+/// placeholder) and `greet` (noarch python with a
 /// `greet` entry point, depending on `python` and `libver >=1.1,<2`).
 fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
     let host = host_python();
@@ -514,6 +515,37 @@ fn python_packages(work: &Path) -> Vec<Pkg<'static>> {
             ],
             legacy: false,
             files: pip_files,
+        },
+        // A generated config module, as `_sysconfigdata_*.py` is: the environment's path
+        // in string constants (so in its bytecode), and one more module holding it in a
+        // comment only (so only its source and the bytecode's source hash change).
+        Pkg {
+            name: "pyconf",
+            version: "1.0",
+            depends: &["python"],
+            noarch: true,
+            python: true,
+            entry_points: &[],
+            legacy: false,
+            files: vec![
+                F::Text(
+                    "site-packages/pyconf/__init__.py",
+                    format!(
+                        "\"\"\"Where the environment is, as its build recorded it.\"\"\"\n\n\
+                         PREFIX = \"{CONDA_PLACEHOLDER}\"\n\
+                         PATHS = {{\"lib\": \"{CONDA_PLACEHOLDER}/lib\", \"bin\": b\"{CONDA_PLACEHOLDER}/bin\"}}\n\n\n\
+                         def where():\n    return \"{CONDA_PLACEHOLDER}\"\n"
+                    ),
+                    false,
+                    CONDA_PLACEHOLDER,
+                ),
+                F::Text(
+                    "site-packages/pyconf/commented.py",
+                    format!("# generated in {CONDA_PLACEHOLDER}\nVALUE = 42\n"),
+                    false,
+                    CONDA_PLACEHOLDER,
+                ),
+            ],
         },
         Pkg {
             name: "greet",
@@ -823,7 +855,7 @@ fn cache_root() -> PathBuf {
 }
 
 /// Bump when the fixture packages change.
-const FIXTURE_VERSION: u32 = 4;
+const FIXTURE_VERSION: u32 = 5;
 
 fn build_channel() -> LocalChannel {
     let root = cache_root();
