@@ -105,7 +105,9 @@ impl Error {
 
 /// Provides the environment `request` asks for (see the module docs).
 pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error> {
-    let blueprint = request.spec.blueprint(request.platform);
+    let lock = request.build.and_then(|o| o.lock.as_deref());
+    let subdir = builder::platform(Some(request.platform))?;
+    let blueprint = builder::blueprint(request.spec, subdir, lock)?;
     if let Some(digest) = builder::find_built(store, &blueprint, request.platform) {
         tag_with_name(store, request, &digest)?;
         return Ok(Provided {
