@@ -701,13 +701,18 @@ fn pip_entries_are_pinned_in_the_lock_and_rebuilt_from_it_without_the_index() {
         lock.to_str().unwrap(),
     ]);
     assert_eq!(bp.trim(), built["blueprint"].as_str().unwrap());
+    // `restore conda.yaml --lock` looks for the same blueprint: found, not built.
     let target = b.dir().join("env");
-    b.ok(&[
+    let restored = b.json(&[
         "restore",
-        rebuilt["digest"].as_str().unwrap(),
+        spec_b.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--no-build",
         "--target",
         target.to_str().unwrap(),
     ]);
+    assert_eq!(restored["manifest"], built["digest"], "{restored}");
     let out = run_in(
         &b,
         &target,
@@ -811,4 +816,95 @@ fn a_pip_file_that_does_not_match_the_lock_is_refused_before_installing() {
         "{err}"
     );
     assert_nothing_left(&t);
+}
+
+/// `python3 -m http.server` serving `dir` on a free loopback port (a find-links page
+/// pip reads: the directory listing's links); killed on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pinned_pip_files_are_downloaded_from_their_urls_and_an_unreachable_one_fails_clearly() {
+    let t = Envoci::new();
+    let wheels = make_wheels(t.dir(), "1.0");
+    let server = FileServer::start(&wheels);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let spec = t.spec(
+        "conda.yaml",
+        &PINNED.replace("--find-links wheels", &format!("--find-links {url}")),
+    );
+    let spec_s = spec.to_str().unwrap();
+    let lock = t.dir().join("envoci.lock");
+    t.ok(&["lock", spec_s]);
+    let entries = pypi_entries(&lock);
+    let file = "tinywheel-1.0-py3-none-any.whl";
+    assert_eq!(
+        entries.get("tinywheel"),
+        Some(&(
+            "1.0".to_string(),
+            format!("{url}{file}"),
+            sha256_of(&wheels.join(file))
+        )),
+        "{entries:?}"
+    );
+    let built = t.json(&["build", spec_s, "--lock", lock.to_str().unwrap()]);
+    assert_eq!(built["pip_pinned"], 2, "{built}");
+
+    // The server gone, another store cannot fetch the pinned files: exit 5, nothing left.
+    drop(server);
+    let other = Envoci::new();
+    let spec = other.spec(
+        "conda.yaml",
+        &PINNED.replace("--find-links wheels", &format!("--find-links {url}")),
+    );
+    let err = other.fail_as(
+        exit::NETWORK,
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("cannot download tinydep-1.0") && err.contains(&url),
+        "{err}"
+    );
+    assert_nothing_left(&other);
 }

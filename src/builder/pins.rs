@@ -157,7 +157,7 @@ pub fn is_sha256_hex(text: &str) -> bool {
 /// against its sha256; relative paths are relative to `base` (the lock's directory).
 /// A file that does not match is removed and refused.
 pub async fn fetch(pins: &[Pin], base: &Path, dest: &Path) -> Result<(), Error> {
-    let client = reqwest::Client::new();
+    let mut client = None;
     for pin in pins {
         let name = pin.file_name().ok_or_else(|| Error::PipUnpinnable {
             package: pin.label(),
@@ -167,7 +167,7 @@ pub async fn fetch(pins: &[Pin], base: &Path, dest: &Path) -> Result<(), Error> 
         let target = dest.join(&name);
         let bytes = match local_path(&pin.location, base) {
             Some(path) => read_local(pin, &path).await?,
-            None => download(pin, &client).await?,
+            None => download(pin, &mut client).await?,
         };
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != pin.sha256 {
@@ -204,7 +204,8 @@ async fn read_local(pin: &Pin, path: &Path) -> Result<Vec<u8>, Error> {
         })
 }
 
-async fn download(pin: &Pin, client: &reqwest::Client) -> Result<Vec<u8>, Error> {
+/// Downloads a pinned file, making the HTTP client on the first download.
+async fn download(pin: &Pin, client: &mut Option<reqwest::Client>) -> Result<Vec<u8>, Error> {
     let Location::Url(url) = &pin.location else {
         return Err(Error::PipUnpinnable {
             package: pin.label(),
@@ -217,6 +218,10 @@ async fn download(pin: &Pin, client: &reqwest::Client) -> Result<Vec<u8>, Error>
         url: url.to_string(),
         source,
     };
+    let client = match client {
+        Some(c) => c,
+        None => client.insert(http_client().map_err(failed)?),
+    };
     let response = client
         .get(url.clone())
         .send()
@@ -224,6 +229,15 @@ async fn download(pin: &Pin, client: &reqwest::Client) -> Result<Vec<u8>, Error>
         .and_then(|r| r.error_for_status())
         .map_err(failed)?;
     Ok(response.bytes().await.map_err(failed)?.to_vec())
+}
+
+/// The client pinned files are downloaded with: envoci's User-Agent, bounded waits.
+fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("envoci/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
 }
 
 #[cfg(test)]
