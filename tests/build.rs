@@ -741,6 +741,19 @@ fn a_pip_requirement_that_does_not_resolve_writes_no_lock() {
     );
     assert!(!lock.exists());
     assert_nothing_left(&t);
+
+    // Without pip in the environment there is nothing to resolve with.
+    let spec = t.spec(
+        "conda.yaml",
+        &PINNED.replace("  - pip\n  - pip:", "  - pip:"),
+    );
+    let err = t.fail(&["lock", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("resolves with the environment's own pip"),
+        "{err}"
+    );
+    assert!(!lock.exists());
+    assert_nothing_left(&t);
 }
 
 #[test]

@@ -93,7 +93,17 @@ pub fn pip_resolve(
     cwd: &Path,
     scratch: &Path,
 ) -> Result<Vec<Pin>, Error> {
-    let python = python_with_pip(prefix, &Installer::Pip)?;
+    let python = python_with_pip(prefix, &Installer::Pip).map_err(|e| match e {
+        // uv cannot stand in here: only pip reports what it would install.
+        Error::Pip { .. } if interpreter(prefix).is_some() => Error::Pip {
+            installer: "pip",
+            message: "the spec has `pip:` entries, which `envoci lock` resolves with the \
+                      environment's own pip, but the environment has none (add `pip` to \
+                      its dependencies)"
+                .into(),
+        },
+        other => other,
+    })?;
     let requirements = write_requirements(scratch, "resolve", lines, cwd)?;
     let report = scratch.join("pip-report.json");
     let mut cmd = command(&python, cwd);
