@@ -675,6 +675,21 @@ fn pip_entries_are_pinned_in_the_lock_and_rebuilt_from_it_without_the_index() {
         versions(&a, &built),
         [pair("tinydep", "1.0"), pair("tinywheel", "1.0")]
     );
+    // A pinned distribution's layer records its wheel's sha256 (`io.envoci.sha256`).
+    let catalog = a.catalog(built["digest"].as_str().unwrap());
+    let layer = |name: &str| {
+        catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for name in ["tinywheel", "tinydep"] {
+        let file = wheels.join(format!("{name}-1.0-py3-none-any.whl"));
+        assert_eq!(layer(name)["sha256"], sha256_of(&file), "{name}");
+    }
     assert_eq!(
         versions(&a, &unlocked),
         [pair("tinydep", "2.0"), pair("tinywheel", "2.0")]

@@ -491,6 +491,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 // The default, always: a blueprint must give one layering.
                 max_layers: None,
                 build_prefix: true,
+                pip_sha256: pip_sha256(locked.as_ref()),
             },
         )?;
         let descriptor = store.resolve(&bp_tag)?;
@@ -588,6 +589,16 @@ fn install_packages(
     report.timings.install = t.elapsed().as_secs_f64();
     options.progress.end();
     Ok(prefix)
+}
+
+/// The sha256 of each pinned pip file of `locked`, by [`ingest::pip_key`].
+fn pip_sha256(locked: Option<&lock::Locked>) -> std::collections::BTreeMap<String, String> {
+    locked
+        .and_then(|l| l.pip.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (ingest::pip_key(&p.name, &p.version), p.sha256.clone()))
+        .collect()
 }
 
 /// How a build installs pip distributions.
