@@ -3,17 +3,24 @@
 //! [`build`] is the entry point. It takes the blueprint's build lock (so concurrent builds
 //! of one blueprint build once: the second waits and finds it built), then:
 //!
-//! 1. [`solve`]s the spec with rattler (or reads a [`lock`] file: no solve);
+//! 1. [`solve`]s the spec with rattler (or reads a [`lock`] file: no solve, and its
+//!    pinned pip set is part of the blueprint);
 //! 2. [`install::download`]s what the store's package cache (`pkgs-v1/`) lacks, in
-//!    parallel, checked against each record's sha256;
+//!    parallel, checked against each record's sha256, and [`pins::fetch`]es the lock's
+//!    pip files, each checked against its sha256 (before anything is installed);
 //! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
 //!    as the packages' shortest binary placeholder allows: [`prefix`]);
-//! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
+//! 4. runs the [`python`] steps: `pip:` lines (from a lock: exactly the pinned files),
+//!    then one reproducible bytecode pass;
 //! 5. ingests the prefix (tags `bp-<blueprint>-<platform>`, the spec's `name:` and the
 //!    user's tag) and removes the build prefix.
 //!
 //! A build that fails or is killed leaves no tag, so no partial catalog is visible; the
 //! next build of the blueprint removes the stale build prefix before it starts.
+//!
+//! [`resolve`] is `envoci lock`'s: it solves and, for `pip:` entries, installs the
+//! conda packages into a build prefix of its own for the environment's pip to resolve
+//! against ([`python::pip_resolve`]), then removes it.
 
 pub mod install;
 pub mod lock;
