@@ -188,8 +188,9 @@ fn python_with_pip(prefix: &Path, installer: &Installer) -> Result<PathBuf, Erro
 
 /// Writes requirement `lines` to `scratch/NAME/requirements.txt`, alone in its
 /// directory: pip looks for a relative `--find-links` beside the requirements file
-/// before the working directory, so nothing may be found there. Relative find-links
-/// are made absolute from `cwd` (so `--find-links .` means the spec's directory).
+/// before the working directory, so nothing may be found there. Relative find-links,
+/// requirement and constraint files are made absolute from `cwd` (so `--find-links .`
+/// means the spec's directory, as `-r more.txt` does).
 fn write_requirements(
     scratch: &Path,
     name: &str,
@@ -200,7 +201,7 @@ fn write_requirements(
     let path = dir.join("requirements.txt");
     let text: String = lines
         .iter()
-        .map(|l| absolute_find_links(l, cwd) + "\n")
+        .map(|l| absolute_paths(l, cwd) + "\n")
         .collect();
     std::fs::create_dir_all(&dir)
         .and_then(|()| std::fs::write(&path, text))
@@ -208,17 +209,32 @@ fn write_requirements(
     Ok(path)
 }
 
-/// `line` with a relative `--find-links`/`-f` path made absolute from `cwd`; any other
-/// line as it is.
-fn absolute_find_links(line: &str, cwd: &Path) -> String {
+/// The options of a `pip:` line whose value is a path pip would take relative to the
+/// requirements file: how they may be spelled, the `=` or space forms first.
+const PATH_OPTIONS: &[&str] = &[
+    "--find-links=",
+    "--find-links ",
+    "--requirement=",
+    "--requirement ",
+    "--constraint=",
+    "--constraint ",
+    "-f ",
+    "-f",
+    "-r ",
+    "-r",
+    "-c ",
+    "-c",
+];
+
+/// `line` with a relative path given to `--find-links`/`-f`, `--requirement`/`-r` or
+/// `--constraint`/`-c` made absolute from `cwd`; any other line as it is.
+fn absolute_paths(line: &str, cwd: &Path) -> String {
     let trimmed = line.trim();
-    let split = ["--find-links=", "--find-links ", "-f ", "-f"]
-        .iter()
-        .find_map(|o| {
-            trimmed
-                .strip_prefix(o)
-                .map(|v| (o.trim_end_matches([' ', '=']), v.trim()))
-        });
+    let split = PATH_OPTIONS.iter().find_map(|o| {
+        trimmed
+            .strip_prefix(o)
+            .map(|v| (o.trim_end_matches([' ', '=']), v.trim()))
+    });
     match split {
         Some((option, value))
             if !value.is_empty() && !value.contains("://") && Path::new(value).is_relative() =>
@@ -411,7 +427,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn relative_find_links_are_made_absolute() {
+    fn relative_find_links_and_requirement_files_are_made_absolute() {
         let cwd = Path::new("/spec");
         for (line, expected) in [
             ("--find-links wheels", "--find-links /spec/wheels"),
@@ -423,11 +439,14 @@ mod tests {
                 "--find-links https://x.org/links",
                 "--find-links https://x.org/links",
             ),
+            ("-r more.txt", "-r /spec/more.txt"),
+            ("--constraint=c.txt", "--constraint /spec/c.txt"),
+            ("-c/abs/c.txt", "-c/abs/c.txt"),
             ("tinywheel>=1.0", "tinywheel>=1.0"),
             ("--no-index", "--no-index"),
             ("fastapi", "fastapi"),
         ] {
-            assert_eq!(absolute_find_links(line, cwd), expected, "{line}");
+            assert_eq!(absolute_paths(line, cwd), expected, "{line}");
         }
     }
 }
