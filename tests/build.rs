@@ -844,6 +844,15 @@ fn a_pip_file_that_does_not_match_the_lock_is_refused_before_installing() {
         "{err}"
     );
     assert_nothing_left(&t);
+    t.fail_as(
+        exit::USAGE,
+        &[
+            "blueprint",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
 }
 
 /// `python3 -m http.server` serving `dir` on a free loopback port (a find-links page

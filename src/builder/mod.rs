@@ -342,7 +342,11 @@ pub fn find_built(store: &Store, blueprint: &str, platform: &str) -> Option<Stri
 /// a lock's pinned pip set is part of it (two locks of one spec pinning different pip
 /// files are two environments).
 pub fn blueprint(spec: &Spec, platform: Subdir, lock: Option<&Path>) -> Result<String, Error> {
-    let locked = lock.map(|path| lock::read(path, platform)).transpose()?;
+    let options = Options {
+        lock: lock.map(Path::to_path_buf),
+        ..Options::default()
+    };
+    let locked = read_lock(spec, &options, platform)?;
     Ok(blueprint_of(spec, &platform.to_string(), locked.as_ref()))
 }
 
