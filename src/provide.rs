@@ -24,6 +24,9 @@ pub struct Request<'a> {
     pub spec_name: &'a str,
     /// The conda platform wanted.
     pub platform: &'a str,
+    /// The lock file it is built from, if any (its pinned pip set is part of the
+    /// blueprint looked for, whether or not building is allowed).
+    pub lock: Option<&'a std::path::Path>,
     /// A registry repository to look for a prebuilt environment in.
     pub from: Option<&'a RemoteRef>,
     /// How to build it when it is nowhere; `None` forbids building (`--no-build`).
@@ -105,7 +108,8 @@ impl Error {
 
 /// Provides the environment `request` asks for (see the module docs).
 pub fn from_spec(store: &Store, request: &Request<'_>) -> Result<Provided, Error> {
-    let blueprint = request.spec.blueprint(request.platform);
+    let subdir = builder::platform(Some(request.platform))?;
+    let blueprint = builder::blueprint(request.spec, subdir, request.lock)?;
     if let Some(digest) = builder::find_built(store, &blueprint, request.platform) {
         tag_with_name(store, request, &digest)?;
         return Ok(Provided {

@@ -9,37 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::envoci::{exit, Envoci};
+use common::wheel::{self, Wheel};
 
 /// Makes `tinywheel-1.0-py3-none-any.whl` (a module and a `tiny` console script) in
-/// `dir/wheels` with the machine's Python's zipfile module.
+/// `dir/wheels`.
 fn make_wheel(dir: &Path) -> PathBuf {
     let wheels = dir.join("wheels");
-    fs::create_dir_all(&wheels).unwrap();
-    let script = r#"
-import sys, zipfile, hashlib, base64
-out = sys.argv[1] + "/tinywheel-1.0-py3-none-any.whl"
-files = {
-  "tinywheel/__init__.py": "import sys\n\ndef main():\n    print('tiny in', sys.prefix)\n",
-  "tinywheel-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinywheel\nVersion: 1.0\n",
-  "tinywheel-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-  "tinywheel-1.0.dist-info/entry_points.txt": "[console_scripts]\ntiny = tinywheel:main\n",
-}
-record = []
-with zipfile.ZipFile(out, "w") as z:
-    for name, text in files.items():
-        data = text.encode()
-        z.writestr(zipfile.ZipInfo(name, (2000, 1, 1, 0, 0, 0)), data)
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append("tinywheel-1.0.dist-info/RECORD,,")
-    z.writestr(zipfile.ZipInfo("tinywheel-1.0.dist-info/RECORD", (2000, 1, 1, 0, 0, 0)), "\n".join(record) + "\n")
-"#;
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .arg(&wheels)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wheel::write(
+        &wheels,
+        &Wheel {
+            name: "tinywheel",
+            version: "1.0",
+            requires: &[],
+            module: "import sys\n\ndef main():\n    print('tiny in', sys.prefix)\n",
+            scripts: &["tiny = tinywheel:main"],
+        },
+    );
     wheels
 }
 
@@ -712,4 +697,396 @@ fn a_package_whose_modules_hold_the_prefix_gives_the_same_layer_in_two_environme
     let alone = digest_of_pyconf(PYCONF, "one.yaml");
     let with_greet = digest_of_pyconf(&format!("{PYCONF}  - greet\n"), "two.yaml");
     assert_eq!(alone, with_greet);
+}
+
+/// `dir/wheels` holding `tinywheel` VERSION (which requires `tinydep`) and `tinydep`
+/// VERSION; returns the directory.
+fn make_wheels(dir: &Path, version: &str) -> PathBuf {
+    let wheels = dir.join("wheels");
+    let module = "import tinydep\n";
+    for (name, requires, module) in [
+        ("tinywheel", &["tinydep>=1"][..], module),
+        ("tinydep", &[][..], ""),
+    ] {
+        wheel::write(
+            &wheels,
+            &Wheel {
+                name,
+                version,
+                requires,
+                module,
+                scripts: &[],
+            },
+        );
+    }
+    wheels
+}
+
+const PINNED: &str = "channels: [CHANNEL]
+dependencies:
+  - python
+  - pip
+  - pip:
+    - --no-index
+    - --find-links wheels
+    - tinywheel>=1.0
+";
+
+/// The lock's PyPI entries: name → (version, location, sha256).
+fn pypi_entries(lock: &Path) -> std::collections::BTreeMap<String, (String, String, String)> {
+    let text = fs::read_to_string(lock).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let field = |entry: &serde_yaml::Value, key: &str| {
+        entry[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} in {text}"))
+            .to_string()
+    };
+    doc["packages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry.get("pypi").is_some())
+        .map(|entry| {
+            let value = (
+                field(entry, "version"),
+                field(entry, "pypi"),
+                field(entry, "sha256"),
+            );
+            (field(entry, "name"), value)
+        })
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(fs::read(path).unwrap()))
+}
+
+#[test]
+fn pip_entries_are_pinned_in_the_lock_and_rebuilt_from_it_without_the_index() {
+    let a = Envoci::new();
+    let wheels = make_wheels(a.dir(), "1.0");
+    let spec_a = a.spec("conda.yaml", PINNED);
+    let lock = a.dir().join("envoci.lock");
+    let locked = a.json(&["lock", spec_a.to_str().unwrap()]);
+    assert_eq!(
+        locked["pip"],
+        serde_json::json!(["tinydep==1.0", "tinywheel==1.0"]),
+        "{locked}"
+    );
+    let entries = pypi_entries(&lock);
+    for name in ["tinywheel", "tinydep"] {
+        let file = format!("{name}-1.0-py3-none-any.whl");
+        let expected = (
+            "1.0".to_string(),
+            format!("wheels/{file}"),
+            sha256_of(&wheels.join(&file)),
+        );
+        assert_eq!(entries.get(name), Some(&expected), "{entries:?}");
+    }
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    // Resolving again would now pick 2.0; the lock still installs 1.0.
+    make_wheels(a.dir(), "2.0");
+    let built = a.json(&[
+        "build",
+        spec_a.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert_eq!(built["pip_pinned"], 2, "{built}");
+    let unlocked = a.json(&["build", spec_a.to_str().unwrap()]);
+    assert_ne!(built["digest"], unlocked["digest"]);
+    assert_ne!(built["blueprint"], unlocked["blueprint"]);
+    let versions = |t: &Envoci, report: &serde_json::Value| -> Vec<(String, String)> {
+        let catalog = t.catalog(report["digest"].as_str().unwrap());
+        let mut found: Vec<(String, String)> = catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["kind"] == "pypi")
+            .map(|l| {
+                (
+                    l["name"].as_str().unwrap().into(),
+                    l["version"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(
+        versions(&a, &built),
+        [pair("tinydep", "1.0"), pair("tinywheel", "1.0")]
+    );
+    // A pinned distribution's layer records its wheel's sha256 (`io.envoci.sha256`).
+    let catalog = a.catalog(built["digest"].as_str().unwrap());
+    let layer = |name: &str| {
+        catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for name in ["tinywheel", "tinydep"] {
+        let file = wheels.join(format!("{name}-1.0-py3-none-any.whl"));
+        assert_eq!(layer(name)["sha256"], sha256_of(&file), "{name}");
+    }
+    assert_eq!(
+        versions(&a, &unlocked),
+        [pair("tinydep", "2.0"), pair("tinywheel", "2.0")]
+    );
+
+    // Another store, where the spec's find-links directory does not exist: the lock's
+    // files are all it needs, and it gives the same environment.
+    let b = Envoci::new();
+    let spec_b = b.spec("conda.yaml", PINNED);
+    assert!(!b.dir().join("wheels").exists());
+    let rebuilt = b.json(&[
+        "build",
+        spec_b.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert_eq!(rebuilt["built"], true, "{rebuilt}");
+    assert_eq!(rebuilt["digest"], built["digest"]);
+    assert_eq!(rebuilt["blueprint"], built["blueprint"]);
+    let bp = b.stdout(&[
+        "blueprint",
+        spec_b.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+    ]);
+    assert_eq!(bp.trim(), built["blueprint"].as_str().unwrap());
+    // `restore conda.yaml --lock` looks for the same blueprint: found, not built.
+    let target = b.dir().join("env");
+    let restored = b.json(&[
+        "restore",
+        spec_b.to_str().unwrap(),
+        "--lock",
+        lock.to_str().unwrap(),
+        "--no-build",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(restored["manifest"], built["digest"], "{restored}");
+    let out = run_in(
+        &b,
+        &target,
+        &[
+            "python",
+            "-c",
+            "import tinywheel; print(tinywheel.__version__)",
+        ],
+    );
+    assert_eq!(out, "1.0");
+}
+
+#[test]
+fn a_pip_requirement_that_does_not_resolve_writes_no_lock() {
+    let t = Envoci::new();
+    make_wheels(t.dir(), "1.0");
+    let spec = t.spec(
+        "conda.yaml",
+        &PINNED.replace("tinywheel>=1.0", "tinywheel>=3"),
+    );
+    let lock = t.dir().join("envoci.lock");
+    let err = t.fail(&["lock", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("pip failed") && err.contains("tinywheel>=3"),
+        "{err}"
+    );
+    assert!(!lock.exists());
+    assert_nothing_left(&t);
+
+    // Without pip in the environment there is nothing to resolve with.
+    let spec = t.spec(
+        "conda.yaml",
+        &PINNED.replace("  - pip\n  - pip:", "  - pip:"),
+    );
+    let err = t.fail(&["lock", spec.to_str().unwrap()]);
+    assert!(
+        err.contains("resolves with the environment's own pip"),
+        "{err}"
+    );
+    assert!(!lock.exists());
+    assert_nothing_left(&t);
+}
+
+#[test]
+fn a_pip_file_that_does_not_match_the_lock_is_refused_before_installing() {
+    let t = Envoci::new();
+    let wheels = make_wheels(t.dir(), "1.0");
+    let spec = t.spec("conda.yaml", PINNED);
+    let lock = t.dir().join("envoci.lock");
+    t.ok(&["lock", spec.to_str().unwrap()]);
+    // The wheel is rebuilt with other content under the same name.
+    let file = wheels.join("tinydep-1.0-py3-none-any.whl");
+    let pinned = sha256_of(&file);
+    wheel::write(
+        &wheels,
+        &Wheel {
+            name: "tinydep",
+            version: "1.0",
+            requires: &[],
+            module: "print('changed')\n",
+            scripts: &[],
+        },
+    );
+    let actual = sha256_of(&file);
+    assert_ne!(pinned, actual);
+    let err = t.fail_as(
+        exit::INTEGRITY,
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("tinydep-1.0") && err.contains(&pinned) && err.contains(&actual),
+        "{err}"
+    );
+    assert_nothing_left(&t);
+
+    // A lock written before pins (no PyPI section) is refused for a spec with `pip:`.
+    let text = fs::read_to_string(&lock).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let mut stripped = doc.clone();
+    let packages: Vec<serde_yaml::Value> = doc["packages"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|p| p.get("pypi").is_none())
+        .cloned()
+        .collect();
+    stripped["packages"] = serde_yaml::Value::Sequence(packages);
+    let env = &mut stripped["environments"]["default"];
+    let env = env.as_mapping_mut().unwrap();
+    env.remove("indexes");
+    env.remove("find-links");
+    let platforms = env.get_mut("packages").unwrap().as_mapping_mut().unwrap();
+    for (_, list) in platforms.iter_mut() {
+        let list = list.as_sequence_mut().unwrap();
+        list.retain(|p| p.get("pypi").is_none());
+    }
+    fs::write(&lock, serde_yaml::to_string(&stripped).unwrap()).unwrap();
+    let err = t.fail_as(
+        exit::USAGE,
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("pins no pip packages") && err.contains("envoci lock"),
+        "{err}"
+    );
+    assert_nothing_left(&t);
+    t.fail_as(
+        exit::USAGE,
+        &[
+            "blueprint",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
+}
+
+/// `python3 -m http.server` serving `dir` on a free loopback port (a find-links page
+/// pip reads: the directory listing's links); killed on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn pinned_pip_files_are_downloaded_from_their_urls_and_an_unreachable_one_fails_clearly() {
+    let t = Envoci::new();
+    let wheels = make_wheels(t.dir(), "1.0");
+    let server = FileServer::start(&wheels);
+    let url = format!("http://127.0.0.1:{}/", server.port);
+    let spec = t.spec(
+        "conda.yaml",
+        &PINNED.replace("--find-links wheels", &format!("--find-links {url}")),
+    );
+    let spec_s = spec.to_str().unwrap();
+    let lock = t.dir().join("envoci.lock");
+    t.ok(&["lock", spec_s]);
+    let entries = pypi_entries(&lock);
+    let file = "tinywheel-1.0-py3-none-any.whl";
+    assert_eq!(
+        entries.get("tinywheel"),
+        Some(&(
+            "1.0".to_string(),
+            format!("{url}{file}"),
+            sha256_of(&wheels.join(file))
+        )),
+        "{entries:?}"
+    );
+    let built = t.json(&["build", spec_s, "--lock", lock.to_str().unwrap()]);
+    assert_eq!(built["pip_pinned"], 2, "{built}");
+
+    // The server gone, another store cannot fetch the pinned files: exit 5, nothing left.
+    drop(server);
+    let other = Envoci::new();
+    let spec = other.spec(
+        "conda.yaml",
+        &PINNED.replace("--find-links wheels", &format!("--find-links {url}")),
+    );
+    let err = other.fail_as(
+        exit::NETWORK,
+        &[
+            "build",
+            spec.to_str().unwrap(),
+            "--lock",
+            lock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        err.contains("cannot download tinydep-1.0") && err.contains(&url),
+        "{err}"
+    );
+    assert_nothing_left(&other);
 }

@@ -3,20 +3,28 @@
 //! [`build`] is the entry point. It takes the blueprint's build lock (so concurrent builds
 //! of one blueprint build once: the second waits and finds it built), then:
 //!
-//! 1. [`solve`]s the spec with rattler (or reads a [`lock`] file: no solve);
+//! 1. [`solve`]s the spec with rattler (or reads a [`lock`] file: no solve, and its
+//!    pinned pip set is part of the blueprint);
 //! 2. [`install::download`]s what the store's package cache (`pkgs-v1/`) lacks, in
-//!    parallel, checked against each record's sha256;
+//!    parallel, checked against each record's sha256, and [`pins::fetch`]es the lock's
+//!    pip files, each checked against its sha256 (before anything is installed);
 //! 3. [`install::install`]s into a fixed-length build prefix under `build-v1/` (as long
 //!    as the packages' shortest binary placeholder allows: [`prefix`]);
-//! 4. runs the [`python`] steps: `pip:` lines, then one reproducible bytecode pass;
+//! 4. runs the [`python`] steps: `pip:` lines (from a lock: exactly the pinned files),
+//!    then one reproducible bytecode pass;
 //! 5. ingests the prefix (tags `bp-<blueprint>-<platform>`, the spec's `name:` and the
 //!    user's tag) and removes the build prefix.
 //!
 //! A build that fails or is killed leaves no tag, so no partial catalog is visible; the
 //! next build of the blueprint removes the stale build prefix before it starts.
+//!
+//! [`resolve`] is `envoci lock`'s: it solves and, for `pip:` entries, installs the
+//! conda packages into a build prefix of its own for the environment's pip to resolve
+//! against ([`python::pip_resolve`]), then removes it.
 
 pub mod install;
 pub mod lock;
+pub mod pins;
 pub mod prefix;
 pub mod python;
 pub mod solve;
@@ -98,6 +106,62 @@ pub enum Error {
         /// What it said.
         message: String,
     },
+    /// pip's installation report cannot be read.
+    #[error("cannot read pip's installation report: {reason}")]
+    PipReport {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A distribution pip resolved cannot be pinned (a directory, no sha256, ...).
+    #[error("cannot pin {package} ({url}) in the lock: {reason}")]
+    PipUnpinnable {
+        /// `name-version`.
+        package: String,
+        /// Where pip found it.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A pinned pip file does not match the lock's sha256.
+    #[error("{package} from {location} does not match the lock: sha256 {actual}, the lock pins {expected}; nothing was installed (lock again if the file was meant to change)")]
+    PipHash {
+        /// `name-version`.
+        package: String,
+        /// Where it was fetched from.
+        location: String,
+        /// The lock's sha256.
+        expected: String,
+        /// The file's.
+        actual: String,
+    },
+    /// A pinned pip file on disk cannot be read.
+    #[error("cannot read {package} at {} (pinned in the lock)", path.display())]
+    PipFile {
+        /// `name-version`.
+        package: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A pinned pip file cannot be downloaded.
+    #[error("cannot download {package} from {url} (pinned in the lock)")]
+    PipDownload {
+        /// `name-version`.
+        package: String,
+        /// Where from.
+        url: String,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The spec has `pip:` entries the lock does not pin (a lock from before pins).
+    #[error("lock file {}: it pins no pip packages, but the spec has `pip:` entries; run `envoci lock` again", path.display())]
+    PipNotLocked {
+        /// The lock file.
+        path: PathBuf,
+    },
     /// Compiling bytecode failed.
     #[error("cannot compile Python bytecode: {0}")]
     Bytecode(String),
@@ -140,7 +204,15 @@ impl Error {
     /// What kind of failure this is.
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
-            Error::Platform(_) | Error::ForeignPip { .. } => crate::ErrorKind::Usage,
+            Error::Platform(_)
+            | Error::ForeignPip { .. }
+            | Error::PipUnpinnable { .. }
+            | Error::PipNotLocked { .. } => crate::ErrorKind::Usage,
+            Error::PipHash { .. } => crate::ErrorKind::Integrity,
+            Error::PipDownload { .. } => crate::ErrorKind::Network,
+            Error::PipFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                crate::ErrorKind::NotFound
+            }
             _ => crate::ErrorKind::Other,
         }
     }
@@ -204,11 +276,34 @@ pub struct Report {
     /// `pip` or `uv` when there were `pip:` entries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pip_installer: Option<&'static str>,
+    /// Pip distributions installed from the lock's pins (`None` when not from a lock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pip_pinned: Option<usize>,
     /// Length in bytes of the build prefix (0 when nothing was built): the shortest
     /// binary placeholder of the packages, at most 255.
     pub prefix_len: usize,
     /// Time per phase.
     pub timings: Timings,
+}
+
+impl Report {
+    /// A report of nothing done yet.
+    fn empty() -> Report {
+        Report {
+            blueprint: String::new(),
+            platform: String::new(),
+            tags: Vec::new(),
+            digest: String::new(),
+            built: false,
+            packages: 0,
+            downloads: install::Downloads::default(),
+            compiled: 0,
+            pip_installer: None,
+            pip_pinned: None,
+            prefix_len: 0,
+            timings: Timings::default(),
+        }
+    }
 }
 
 /// The platform to build for: `requested` or this machine's.
@@ -243,12 +338,101 @@ pub fn find_built(store: &Store, blueprint: &str, platform: &str) -> Option<Stri
     store.resolve(&tag).ok().map(|d| d.digest().to_string())
 }
 
+/// The blueprint of `spec` for `platform`, built from the lock file `lock` when given:
+/// a lock's pinned pip set is part of it (two locks of one spec pinning different pip
+/// files are two environments).
+pub fn blueprint(spec: &Spec, platform: Subdir, lock: Option<&Path>) -> Result<String, Error> {
+    let options = Options {
+        lock: lock.map(Path::to_path_buf),
+        ..Options::default()
+    };
+    let locked = read_lock(spec, &options, platform)?;
+    Ok(blueprint_of(spec, &platform.to_string(), locked.as_ref()))
+}
+
+fn blueprint_of(spec: &Spec, platform: &str, locked: Option<&lock::Locked>) -> String {
+    let pins: Vec<String> = locked
+        .and_then(|l| l.pip.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(pins::Pin::requirement)
+        .collect();
+    spec.blueprint_pinned(platform, &pins)
+}
+
+/// The lock file of `options`, read, refusing one that does not pin the spec's `pip:`
+/// entries.
+fn read_lock(
+    spec: &Spec,
+    options: &Options,
+    subdir: Subdir,
+) -> Result<Option<lock::Locked>, Error> {
+    let Some(path) = &options.lock else {
+        return Ok(None);
+    };
+    let locked = lock::read(path, subdir)?;
+    locked.pip_for(spec, path)?;
+    Ok(Some(locked))
+}
+
+/// What a lock pins: the conda packages and, for a spec with `pip:` entries, the pip set.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// The conda packages, in install order.
+    pub records: Vec<rattler_conda_types::RepoDataRecord>,
+    /// The pinned pip distributions (`None`: the spec has no `pip:` entries).
+    pub pip: Option<Vec<pins::Pin>>,
+}
+
+/// Solves `spec` for `platform` and resolves its `pip:` entries with the environment's
+/// own pip: the conda packages are installed into a build prefix (removed afterwards)
+/// for pip to resolve against. Nothing is tagged.
+pub fn resolve(store: &Store, spec: &Spec, subdir: Subdir, jobs: usize) -> Result<Resolved, Error> {
+    if !spec.pip.is_empty() && !runs_here(subdir) {
+        return Err(Error::ForeignPip {
+            platform: subdir.to_string(),
+            host: crate::artifact::host_platform().to_string(),
+        });
+    }
+    let records = solve_spec(store, spec, subdir)?;
+    if spec.pip.is_empty() {
+        return Ok(Resolved { records, pip: None });
+    }
+    let tag = format!("lock-{}", spec.blueprint(&subdir.to_string()));
+    let _writing = store.writing()?;
+    let scratch = store.scratch()?;
+    let options = Options {
+        jobs,
+        ..Options::default()
+    };
+    let locked = lock::Locked {
+        records: records.clone(),
+        pip: None,
+        dir: spec.dir.clone(),
+    };
+    let mut report = Report::empty();
+    let prefix = install_packages(
+        store,
+        spec,
+        &options,
+        (subdir, Some(&locked)),
+        (&tag, scratch.dir()),
+        &mut report,
+    )?;
+    let pins = python::pip_resolve(prefix.path(), &spec.pip, &spec.dir, scratch.dir())?;
+    Ok(Resolved {
+        records,
+        pip: Some(pins),
+    })
+}
+
 /// Builds `spec` into `store` (or finds it built). See the module docs.
 pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Error> {
     let start = Instant::now();
     let subdir = platform(options.platform.as_deref())?;
     let platform_name = subdir.to_string();
-    let blueprint = spec.blueprint(&platform_name);
+    let locked = read_lock(spec, options, subdir)?;
+    let blueprint = blueprint_of(spec, &platform_name, locked.as_ref());
     let bp_tag = crate::artifact::blueprint_tag(&blueprint, &platform_name);
     let extra_tags = extra_tags(spec, options, &platform_name)?;
     let _build_lock = store.lock_build(&bp_tag)?;
@@ -261,14 +445,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
         blueprint,
         platform: platform_name,
         tags,
-        digest: String::new(),
-        built: false,
-        packages: 0,
-        downloads: install::Downloads::default(),
-        compiled: 0,
-        pip_installer: None,
-        prefix_len: 0,
-        timings: Timings::default(),
+        ..Report::empty()
     };
     if let Some(digest) = find_built(store, &report.blueprint, &report.platform) {
         // Built before (or by the build this one waited for): only tag it.
@@ -286,11 +463,29 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 host: crate::artifact::host_platform().to_string(),
             });
         }
-        let prefix = install_packages(store, spec, options, subdir, &bp_tag, &mut report)?;
+        let scratch = store.scratch()?;
+        let prefix = install_packages(
+            store,
+            spec,
+            options,
+            (subdir, locked.as_ref()),
+            (&bp_tag, scratch.dir()),
+            &mut report,
+        )?;
         options
             .progress
             .begin("pip and bytecode", 0, crate::progress::Unit::Phase);
-        finish_prefix(store, spec, subdir, prefix.path(), &mut report)?;
+        let pip = match &locked {
+            Some(l) => PipStep::Pinned(l.pip.as_deref().unwrap_or_default()),
+            None => PipStep::Resolve(&spec.pip),
+        };
+        finish_prefix(
+            spec,
+            subdir,
+            prefix.path(),
+            (pip, scratch.dir()),
+            &mut report,
+        )?;
         let t = Instant::now();
         options
             .progress
@@ -307,6 +502,7 @@ pub fn build(store: &Store, spec: &Spec, options: &Options) -> Result<Report, Er
                 // The default, always: a blueprint must give one layering.
                 max_layers: None,
                 build_prefix: true,
+                pip_sha256: pip_sha256(locked.as_ref()),
             },
         )?;
         let descriptor = store.resolve(&bp_tag)?;
@@ -346,14 +542,15 @@ fn extra_tags(spec: &Spec, options: &Options, platform: &str) -> Result<Vec<Stri
     Ok(tags)
 }
 
-/// Solves (or reads the lock), fetches what the package cache lacks and installs the
-/// packages into a new build prefix.
+/// Solves (or takes the lock's records), fetches what the package cache lacks and the
+/// lock's pip files (into `scratch/wheels`, each checked before anything is installed),
+/// and installs the packages into a new build prefix named after `tag`.
 fn install_packages(
     store: &Store,
     spec: &Spec,
     options: &Options,
-    subdir: Subdir,
-    bp_tag: &str,
+    (subdir, locked): (Subdir, Option<&lock::Locked>),
+    (tag, scratch): (&str, &Path),
     report: &mut Report,
 ) -> Result<BuildPrefix, Error> {
     let runtime = runtime()?;
@@ -364,8 +561,8 @@ fn install_packages(
     };
     let t = Instant::now();
     phase("solving");
-    let records = match &options.lock {
-        Some(path) => lock::read(path, subdir)?,
+    let records = match locked {
+        Some(l) => l.records.clone(),
         None => runtime.block_on(solve::solve(spec, subdir, &store.repodata_cache_dir()))?,
     };
     report.timings.solve = t.elapsed().as_secs_f64();
@@ -376,11 +573,18 @@ fn install_packages(
     let (downloads, dirs) =
         runtime.block_on(install::download(&cache, &records, options.jobs.max(1)))?;
     report.downloads = downloads;
+    if let Some((pins, dir)) = locked.and_then(|l| Some((l.pip.as_deref()?, &l.dir))) {
+        phase(&format!("fetching {} pip files", pins.len()));
+        let wheels = scratch.join("wheels");
+        std::fs::create_dir_all(&wheels)
+            .map_err(|e| Error::Io(format!("create {}", wheels.display()), e))?;
+        runtime.block_on(pins::fetch(pins, dir, &wheels))?;
+    }
     report.timings.download = t.elapsed().as_secs_f64();
 
     let named: Vec<(String, PathBuf)> = records.iter().map(package_name).zip(dirs).collect();
     let limit = Limit::of_packages(&named)?;
-    let prefix = BuildPrefix::create(store, bp_tag, limit.as_ref())?;
+    let prefix = BuildPrefix::create(store, tag, limit.as_ref())?;
     report.prefix_len = prefix.path_len();
     let t = Instant::now();
     report.packages = records.len();
@@ -398,26 +602,54 @@ fn install_packages(
     Ok(prefix)
 }
 
+/// The sha256 of each pinned pip file of `locked`, by [`ingest::pip_key`].
+fn pip_sha256(locked: Option<&lock::Locked>) -> std::collections::BTreeMap<String, String> {
+    locked
+        .and_then(|l| l.pip.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| (ingest::pip_key(&p.name, &p.version), p.sha256.clone()))
+        .collect()
+}
+
+/// How a build installs pip distributions.
+enum PipStep<'a> {
+    /// Resolve and install the spec's `pip:` lines.
+    Resolve(&'a [String]),
+    /// Install exactly these pins, fetched into `scratch/wheels`.
+    Pinned(&'a [pins::Pin]),
+}
+
 /// What follows the conda packages in the prefix: `pip:` entries and the bytecode pass
 /// (only for this machine's platform, whose interpreter runs here), and the variables.
 fn finish_prefix(
-    store: &Store,
     spec: &Spec,
     subdir: Subdir,
     prefix: &Path,
+    (pip, scratch): (PipStep<'_>, &Path),
     report: &mut Report,
 ) -> Result<(), Error> {
-    let scratch = store.scratch()?;
-    if !spec.pip.is_empty() {
-        let t = Instant::now();
-        let installer = python::Installer::detect(prefix);
-        python::pip_install(prefix, &spec.pip, &spec.dir, scratch.dir(), &installer)?;
-        report.pip_installer = Some(installer.name());
-        report.timings.pip = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let installer = python::Installer::detect(prefix);
+    match pip {
+        PipStep::Resolve([]) => {}
+        PipStep::Resolve(lines) => {
+            python::pip_install(prefix, lines, &spec.dir, scratch, &installer)?;
+            report.pip_installer = Some(installer.name());
+        }
+        PipStep::Pinned(pins) => {
+            if !pins.is_empty() {
+                let wheels = scratch.join("wheels");
+                python::pip_install_pinned(prefix, pins, &wheels, scratch, &installer)?;
+                report.pip_installer = Some(installer.name());
+            }
+            report.pip_pinned = Some(pins.len());
+        }
     }
+    report.timings.pip = t.elapsed().as_secs_f64();
     let t = Instant::now();
     report.compiled = if runs_here(subdir) {
-        python::compile_bytecode(prefix, scratch.dir())?
+        python::compile_bytecode(prefix, scratch)?
     } else {
         0 // another platform's interpreter does not run here
     };

@@ -1,6 +1,8 @@
 //! The Python steps of a build, run with the environment's own interpreter: `pip:`
-//! requirements (with `uv pip` when uv is available, else `python -m pip`), then one
-//! reproducible bytecode pass over every module that has none.
+//! requirements (with `uv pip` when uv is available, else `python -m pip`) — resolved
+//! and installed, or, from a lock, exactly the pinned files — then one reproducible
+//! bytecode pass over every module that has none. `envoci lock` resolves the `pip:`
+//! lines with the environment's pip ([`pip_resolve`]) without installing them.
 //!
 //! Neither pip nor uv compiles here, and the import system writes no `.pyc` while they
 //! run (`PYTHONDONTWRITEBYTECODE`): every `.pyc` comes from [`compile_bytecode`], which
@@ -11,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::pins::Pin;
 use super::Error;
 
 /// The timestamp pip, uv and the bytecode pass see (`SOURCE_DATE_EPOCH`): the layers' fixed
@@ -81,6 +84,182 @@ impl Installer {
     }
 }
 
+/// Resolves the `pip:` lines with the environment's own pip, without installing
+/// anything (`pip install --dry-run --report`): the distributions pip would add to the
+/// prefix's conda packages, pinned. Relative paths in the lines resolve from `cwd`.
+pub fn pip_resolve(
+    prefix: &Path,
+    lines: &[String],
+    cwd: &Path,
+    scratch: &Path,
+) -> Result<Vec<Pin>, Error> {
+    let python = python_with_pip(prefix, &Installer::Pip).map_err(|e| match e {
+        // uv cannot stand in here: only pip reports what it would install.
+        Error::Pip { .. } if interpreter(prefix).is_some() => Error::Pip {
+            installer: "pip",
+            message: "the spec has `pip:` entries, which `envoci lock` resolves with the \
+                      environment's own pip, but the environment has none (add `pip` to \
+                      its dependencies)"
+                .into(),
+        },
+        other => other,
+    })?;
+    let requirements = write_requirements(scratch, "resolve", lines, cwd)?;
+    let report = scratch.join("pip-report.json");
+    let mut cmd = command(&python, cwd);
+    cmd.args(["-m", "pip", "install", "--dry-run", "--quiet", "--report"])
+        .arg(&report)
+        .arg("-r")
+        .arg(&requirements);
+    run_pip(cmd, &Installer::Pip)?;
+    let bytes =
+        std::fs::read(&report).map_err(|e| Error::Io(format!("read {}", report.display()), e))?;
+    super::pins::from_report(&bytes)
+}
+
+/// Installs exactly the pinned distributions from `wheels` (where [`super::pins::fetch`]
+/// put them): no index, no dependencies, every hash required.
+pub fn pip_install_pinned(
+    prefix: &Path,
+    pins: &[Pin],
+    wheels: &Path,
+    scratch: &Path,
+    installer: &Installer,
+) -> Result<(), Error> {
+    let python = python_with_pip(prefix, installer)?;
+    let lines: Vec<String> = pins.iter().map(Pin::requirement).collect();
+    let requirements = write_requirements(scratch, "pinned", &lines, scratch)?;
+    let mut cmd = match installer {
+        Installer::Uv(uv) => {
+            let mut cmd = command(uv, scratch);
+            cmd.args(["pip", "install", "--quiet", "--python"])
+                .arg(&python)
+                .env("UV_NO_PROGRESS", "1");
+            cmd
+        }
+        Installer::Pip => {
+            let mut cmd = command(&python, scratch);
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--isolated",
+                "--disable-pip-version-check",
+                "--no-compile",
+                "--no-warn-script-location",
+            ]);
+            cmd
+        }
+    };
+    cmd.args([
+        "--no-deps",
+        "--no-index",
+        "--require-hashes",
+        "--find-links",
+    ])
+    .arg(wheels)
+    .arg("-r")
+    .arg(&requirements);
+    run_pip(cmd, installer)
+}
+
+/// The environment's interpreter, when the installer can run with it (pip needs to be
+/// in the environment; uv only needs the interpreter).
+fn python_with_pip(prefix: &Path, installer: &Installer) -> Result<PathBuf, Error> {
+    let python = interpreter(prefix).ok_or_else(|| Error::Pip {
+        installer: installer.name(),
+        message: "the spec has `pip:` entries but the environment has no Python \
+                  (add `python` and `pip` to its dependencies)"
+            .into(),
+    })?;
+    if matches!(installer, Installer::Pip)
+        && !prefix.join("bin/pip").exists()
+        && !has_pip_module(prefix)
+    {
+        return Err(Error::Pip {
+            installer: "pip",
+            message: "the spec has `pip:` entries but the environment has no pip \
+                      (add `pip` to its dependencies, or put uv on PATH)"
+                .into(),
+        });
+    }
+    Ok(python)
+}
+
+/// Writes requirement `lines` to `scratch/NAME/requirements.txt`, alone in its
+/// directory: pip looks for a relative `--find-links` beside the requirements file
+/// before the working directory, so nothing may be found there. Relative find-links,
+/// requirement and constraint files are made absolute from `cwd` (so `--find-links .`
+/// means the spec's directory, as `-r more.txt` does).
+fn write_requirements(
+    scratch: &Path,
+    name: &str,
+    lines: &[String],
+    cwd: &Path,
+) -> Result<PathBuf, Error> {
+    let dir = scratch.join(name);
+    let path = dir.join("requirements.txt");
+    let text: String = lines
+        .iter()
+        .map(|l| absolute_paths(l, cwd) + "\n")
+        .collect();
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&path, text))
+        .map_err(|e| Error::Io(format!("write {}", path.display()), e))?;
+    Ok(path)
+}
+
+/// The options of a `pip:` line whose value is a path pip would take relative to the
+/// requirements file: how they may be spelled, the `=` or space forms first.
+const PATH_OPTIONS: &[&str] = &[
+    "--find-links=",
+    "--find-links ",
+    "--requirement=",
+    "--requirement ",
+    "--constraint=",
+    "--constraint ",
+    "-f ",
+    "-f",
+    "-r ",
+    "-r",
+    "-c ",
+    "-c",
+];
+
+/// `line` with a relative path given to `--find-links`/`-f`, `--requirement`/`-r` or
+/// `--constraint`/`-c` made absolute from `cwd`; any other line as it is.
+fn absolute_paths(line: &str, cwd: &Path) -> String {
+    let trimmed = line.trim();
+    let split = PATH_OPTIONS.iter().find_map(|o| {
+        trimmed
+            .strip_prefix(o)
+            .map(|v| (o.trim_end_matches([' ', '=']), v.trim()))
+    });
+    match split {
+        Some((option, value))
+            if !value.is_empty() && !value.contains("://") && Path::new(value).is_relative() =>
+        {
+            format!("{option} {}", cwd.join(value).display())
+        }
+        _ => line.to_string(),
+    }
+}
+
+/// Runs a pip (or uv) command; a failure carries the end of its output.
+fn run_pip(mut cmd: Command, installer: &Installer) -> Result<(), Error> {
+    let out = cmd.output().map_err(|e| Error::Pip {
+        installer: installer.name(),
+        message: format!("cannot run it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Pip {
+            installer: installer.name(),
+            message: summarise_output(&out.stderr, &out.stdout),
+        });
+    }
+    Ok(())
+}
+
 /// Installs the `pip:` lines into `prefix`; relative paths in them resolve from `cwd`
 /// (the spec's directory). `scratch` holds the requirements file.
 pub fn pip_install(
@@ -90,15 +269,8 @@ pub fn pip_install(
     scratch: &Path,
     installer: &Installer,
 ) -> Result<(), Error> {
-    let python = interpreter(prefix).ok_or_else(|| Error::Pip {
-        installer: installer.name(),
-        message: "the spec has `pip:` entries but the environment has no Python \
-                  (add `python` and `pip` to its dependencies)"
-            .into(),
-    })?;
-    let requirements = scratch.join("requirements.txt");
-    std::fs::write(&requirements, lines.join("\n") + "\n")
-        .map_err(|e| Error::Io(format!("write {}", requirements.display()), e))?;
+    let python = python_with_pip(prefix, installer)?;
+    let requirements = write_requirements(scratch, "install", lines, cwd)?;
     let mut cmd = match installer {
         Installer::Uv(uv) => {
             let mut cmd = command(uv, cwd);
@@ -108,14 +280,6 @@ pub fn pip_install(
             cmd
         }
         Installer::Pip => {
-            if !prefix.join("bin/pip").exists() && !has_pip_module(prefix) {
-                return Err(Error::Pip {
-                    installer: "pip",
-                    message: "the spec has `pip:` entries but the environment has no pip \
-                              (add `pip` to its dependencies, or put uv on PATH)"
-                        .into(),
-                });
-            }
             let mut cmd = command(&python, cwd);
             cmd.args([
                 "-m",
@@ -128,17 +292,7 @@ pub fn pip_install(
         }
     };
     cmd.arg("-r").arg(&requirements);
-    let out = cmd.output().map_err(|e| Error::Pip {
-        installer: installer.name(),
-        message: format!("cannot run it: {e}"),
-    })?;
-    if !out.status.success() {
-        return Err(Error::Pip {
-            installer: installer.name(),
-            message: summarise_output(&out.stderr, &out.stdout),
-        });
-    }
-    Ok(())
+    run_pip(cmd, installer)
 }
 
 fn has_pip_module(prefix: &Path) -> bool {
@@ -266,4 +420,33 @@ pub fn compile_bytecode(prefix: &Path, scratch: &Path) -> Result<usize, Error> {
         .trim()
         .parse()
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_find_links_and_requirement_files_are_made_absolute() {
+        let cwd = Path::new("/spec");
+        for (line, expected) in [
+            ("--find-links wheels", "--find-links /spec/wheels"),
+            ("--find-links=./w", "--find-links /spec/./w"),
+            ("-f .", "-f /spec/."),
+            ("-fwheels", "-f /spec/wheels"),
+            ("--find-links /abs", "--find-links /abs"),
+            (
+                "--find-links https://x.org/links",
+                "--find-links https://x.org/links",
+            ),
+            ("-r more.txt", "-r /spec/more.txt"),
+            ("--constraint=c.txt", "--constraint /spec/c.txt"),
+            ("-c/abs/c.txt", "-c/abs/c.txt"),
+            ("tinywheel>=1.0", "tinywheel>=1.0"),
+            ("--no-index", "--no-index"),
+            ("fastapi", "fastapi"),
+        ] {
+            assert_eq!(absolute_paths(line, cwd), expected, "{line}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `envoci build conda.yaml [--lock FILE] [--platform P] [--tag NAME] [--timings]`,
-//! `envoci lock conda.yaml [-o FILE]` and `envoci blueprint conda.yaml`.
+//! `envoci lock conda.yaml [-o FILE]` and `envoci blueprint conda.yaml [--lock FILE]`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -157,22 +157,40 @@ pub struct LockArgs {
     /// Conda platform to solve for [default: this machine's].
     #[arg(long)]
     platform: Option<String>,
+    /// Parallel package downloads (a spec with `pip:` entries installs its conda
+    /// packages for pip to resolve against).
+    #[arg(long, default_value_t = 8)]
+    jobs: usize,
 }
 
 pub fn lock(store: &Store, args: LockArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
     let platform = builder::platform(args.platform.as_deref())?;
-    let records = builder::solve_spec(store, &spec, platform)?;
+    let resolved = builder::resolve(store, &spec, platform, args.jobs)?;
+    let records = &resolved.records;
     let output = args.output.unwrap_or_else(|| spec.dir.join("envoci.lock"));
-    builder::lock::write(&output, &spec, platform, &records)?;
+    builder::lock::write(&output, &spec, platform, records, resolved.pip.as_deref())?;
+    let pip: Vec<String> = resolved
+        .pip
+        .iter()
+        .flatten()
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect();
     let json = serde_json::json!({
         "lock": output,
         "platform": platform.to_string(),
         "packages": records.iter().map(|r| format!("{}={}={}", r.package_record.name.as_normalized(), r.package_record.version, r.package_record.build)).collect::<Vec<_>>(),
+        "pip": pip,
     });
     printer.print(&json, || {
+        let pinned = if resolved.pip.is_some() {
+            let s = if pip.len() == 1 { "" } else { "s" };
+            format!(" and {} pip distribution{s}", pip.len())
+        } else {
+            String::new()
+        };
         format!(
-            "locked {} packages for {platform} in {}",
+            "locked {} packages{pinned} for {platform} in {}",
             records.len(),
             output.display()
         )
@@ -190,12 +208,16 @@ pub struct BlueprintArgs {
     /// Conda platform [default: this machine's].
     #[arg(long)]
     platform: Option<String>,
+    /// The blueprint of a build from this lock file (its pinned pip set is part of it).
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
 }
 
 pub fn blueprint(args: BlueprintArgs, printer: &Printer) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.spec)?;
-    let platform = builder::platform(args.platform.as_deref())?.to_string();
-    let blueprint = spec.blueprint(&platform);
+    let subdir = builder::platform(args.platform.as_deref())?;
+    let platform = subdir.to_string();
+    let blueprint = builder::blueprint(&spec, subdir, args.lock.as_deref())?;
     let tag = envoci::artifact::blueprint_tag(&blueprint, &platform);
     let json = serde_json::json!({ "blueprint": blueprint, "platform": platform, "tag": tag });
     printer.print(&json, || blueprint.clone());

@@ -68,7 +68,7 @@ struct Cli {
 enum Command {
     /// Build an environment from a conda.yaml into the store (solve, install, pip, ingest).
     Build(build::Args),
-    /// Solve a conda.yaml and write the lock (package URLs and sha256).
+    /// Solve a conda.yaml, pin its pip entries, and write the lock (URLs and sha256).
     Lock(build::LockArgs),
     /// Print a conda.yaml's blueprint (the key of its build; a CI cache key).
     Blueprint(build::BlueprintArgs),

@@ -157,6 +157,7 @@ fn from_spec(store: &Store, args: &Args) -> anyhow::Result<String> {
         spec: &spec,
         spec_name: &args.reference,
         platform: &platform,
+        lock: args.build.lock.as_deref(),
         from: from.as_ref(),
         build: build_allowed.then_some(&build),
         push: push.as_ref(),

@@ -97,6 +97,25 @@ pub struct Options {
     /// ([`placeholder_of_len`](crate::relocate::placeholder_of_len)), not the prefix's
     /// own path (which a snapshot of any other prefix keeps).
     pub build_prefix: bool,
+    /// The sha256 of the file each pip distribution was installed from, by
+    /// [`pip_key`] (a build from a lock's pins): its layer records it as `sha256`.
+    pub pip_sha256: std::collections::BTreeMap<String, String>,
+}
+
+/// `name==version` of a pip distribution, its name normalised as PEP 503 does
+/// (lowercase, runs of `-`, `_` and `.` as one `-`): the key of [`Options::pip_sha256`].
+pub fn pip_key(name: &str, version: &str) -> String {
+    let mut normal = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !normal.ends_with('-') {
+                normal.push('-');
+            }
+        } else {
+            normal.push(c.to_ascii_lowercase());
+        }
+    }
+    format!("{normal}=={version}")
 }
 
 /// Default largest number of layers in a manifest.
@@ -117,4 +136,16 @@ pub struct Snapshot {
     pub files: u64,
     /// Bytes of regular files ingested.
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_keys_normalise_names_as_pep_503_does() {
+        assert_eq!(pip_key("Tiny_Wheel", "1.0"), "tiny-wheel==1.0");
+        assert_eq!(pip_key("a.-_b", "2"), "a-b==2");
+        assert_eq!(pip_key("tinywheel", "1.0"), pip_key("TinyWheel", "1.0"));
+    }
 }

@@ -39,7 +39,13 @@ pub fn snapshot(store: &Store, prefix: &Path, options: &Options) -> Result<Snaps
         .filter(|w| !matches!(w.kind, WalkedKind::EmptyDir))
         .map(|w| w.rel.as_str())
         .collect();
-    let attribution = attribute(&prefix, &linkables)?;
+    let mut attribution = attribute(&prefix, &linkables)?;
+    for owner in &mut attribution.owners {
+        if owner.kind == crate::catalog::LayerKind::Pypi {
+            let key = super::pip_key(&owner.name, owner.version.as_deref().unwrap_or(""));
+            owner.sha256 = options.pip_sha256.get(&key).cloned();
+        }
+    }
     let groups = group_by_owner(&walked, &attribution);
     let py_sources = py_sources(&walked);
 

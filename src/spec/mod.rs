@@ -208,7 +208,17 @@ impl Spec {
     /// The blueprint for `platform`: lowercase hex sha256 of the canonical form plus the
     /// platform, as canonical JSON.
     pub fn blueprint(&self, platform: &str) -> String {
-        let doc = serde_json::json!({ "platform": platform, "spec": self.canonical() });
+        self.blueprint_pinned(platform, &[])
+    }
+
+    /// The blueprint of a build from a lock whose pinned pip set is `pip` (one line per
+    /// distribution, as the build installs it): the same as [`Spec::blueprint`] when it
+    /// is empty, else the pins are hashed too.
+    pub fn blueprint_pinned(&self, platform: &str, pip: &[String]) -> String {
+        let mut doc = serde_json::json!({ "platform": platform, "spec": self.canonical() });
+        if !pip.is_empty() {
+            doc["pip_pins"] = serde_json::json!(pip);
+        }
         let bytes = crate::json::to_canonical_vec(&doc).unwrap_or_default();
         Digest::of(&bytes).hex()
     }
@@ -351,6 +361,19 @@ mod tests {
             );
         }
         assert_ne!(parse(BASE).unwrap().blueprint("osx-arm64"), base);
+    }
+
+    #[test]
+    fn pinned_pip_changes_the_blueprint_only_when_there_are_pins() {
+        let spec = parse(BASE).unwrap();
+        assert_eq!(
+            spec.blueprint_pinned("linux-64", &[]),
+            spec.blueprint("linux-64")
+        );
+        let one = spec.blueprint_pinned("linux-64", &["tiny==1.0 --hash=sha256:00".into()]);
+        let other = spec.blueprint_pinned("linux-64", &["tiny==1.0 --hash=sha256:01".into()]);
+        assert_ne!(one, spec.blueprint("linux-64"));
+        assert_ne!(one, other);
     }
 
     #[test]

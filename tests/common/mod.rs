@@ -10,6 +10,7 @@ pub mod oci;
 pub mod proxy;
 pub mod registry;
 pub mod token;
+pub mod wheel;
 
 pub use conda::{
     channel, install_env, run_stdout, ANACONDA_PLACEHOLDER, CONDA_PLACEHOLDER, CONDA_PLACEHOLDER_80,
