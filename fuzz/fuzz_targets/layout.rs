@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let store = Store::open(dir.path().join("store")).expect("an empty store");
     let options = ImportOptions {
         platform: Some("linux-64"),
+        progress: Default::default(),
     };
     let _ = layout::import(&store, &layout, Select::All, options);
 });
