@@ -139,7 +139,11 @@ impl Drift {
 
 /// Compares a space with its recorded state (metadata, or content with `verify`).
 pub fn drift(state: &SpaceState, verify: bool) -> Result<Drift, Error> {
-    let actual = scan_tree(&state.target)?;
+    Ok(drift_against(state, &scan_tree(&state.target)?, verify))
+}
+
+/// [`drift`] against a scan of the space already made ([`scan_tree`]).
+pub fn drift_against(state: &SpaceState, actual: &HashMap<String, Actual>, verify: bool) -> Drift {
     let mut drift = Drift::default();
     for (path, record) in &state.paths {
         match actual.get(path) {
@@ -163,7 +167,7 @@ pub fn drift(state: &SpaceState, verify: bool) -> Result<Drift, Error> {
         .cloned()
         .collect();
     drift.extra.sort();
-    Ok(drift)
+    drift
 }
 
 /// Whether a file on disk is still what restore wrote.

@@ -189,8 +189,17 @@ impl Plan {
         root: &Path,
         recorded: &SpaceState,
         verify: bool,
+        scanned: Option<&HashMap<String, Actual>>,
     ) -> Result<Changes<'_>, Error> {
-        let actual = scan_tree(root)?;
+        // The scan `restore` made to see whether anything drifted, when it made one.
+        let fresh;
+        let actual = match scanned {
+            Some(scan) => scan,
+            None => {
+                fresh = scan_tree(root)?;
+                &fresh
+            }
+        };
         let mut keep = BTreeMap::new();
         let mut write: Vec<(&String, &Want)> = Vec::new();
         for (path, want) in &self.paths {
@@ -534,7 +543,7 @@ mod tests {
         .unwrap();
         for verify in [false, true] {
             let changes = plan
-                .changes(space.dir.path(), &space.state, verify)
+                .changes(space.dir.path(), &space.state, verify, None)
                 .unwrap();
             assert!(changes.write.is_empty(), "verify {verify}: {changes:?}");
             assert!(changes.remove.is_empty(), "verify {verify}: {changes:?}");
@@ -547,7 +556,9 @@ mod tests {
         let space = Space::new(&[("a.txt", b"alpha"), ("b.txt", b"beta")], &[]);
         fs::write(space.path("a.txt"), b"changed by hand").unwrap();
         let plan = plan_of(vec![file("a.txt", b"alpha"), file("b.txt", b"beta")]).unwrap();
-        let changes = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let changes = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert_eq!(written(&changes), ["a.txt"]);
         assert_eq!(changes.remove, ["a.txt"]);
         assert_eq!(changes.keep.keys().collect::<Vec<_>>(), ["b.txt"]);
@@ -559,7 +570,9 @@ mod tests {
         fs::create_dir(space.path("extra")).unwrap();
         fs::write(space.path("extra/file"), b"not restored").unwrap();
         let plan = plan_of(vec![file("a.txt", b"alpha")]).unwrap();
-        let changes = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let changes = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert!(changes.write.is_empty(), "{changes:?}");
         assert_eq!(changes.remove, ["extra", "extra/file"]);
     }
@@ -569,7 +582,9 @@ mod tests {
         let space = Space::new(&[("a.txt", b"alpha"), ("b.txt", b"beta")], &[]);
         fs::remove_file(space.path("b.txt")).unwrap();
         let plan = plan_of(vec![file("a.txt", b"alpha"), file("b.txt", b"beta")]).unwrap();
-        let changes = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let changes = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert_eq!(written(&changes), ["b.txt"]);
         assert!(changes.remove.is_empty(), "{changes:?}");
     }
@@ -578,7 +593,9 @@ mod tests {
     fn a_file_the_new_catalog_changed_is_rewritten_though_intact() {
         let space = Space::new(&[("a.txt", b"alpha")], &[]);
         let plan = plan_of(vec![file("a.txt", b"alpha, version 2")]).unwrap();
-        let changes = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let changes = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert_eq!(written(&changes), ["a.txt"]);
         assert_eq!(changes.remove, ["a.txt"]);
     }
@@ -589,7 +606,9 @@ mod tests {
         fs::remove_file(space.path("link")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", space.path("link")).unwrap();
         let plan = plan_of(vec![file("a.txt", b"alpha"), symlink("link", "a.txt")]).unwrap();
-        let changes = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let changes = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert_eq!(written(&changes), ["link"]);
         assert_eq!(changes.remove, ["link"]);
     }
@@ -601,9 +620,13 @@ mod tests {
         fs::write(space.path("a.txt"), b"ALPHA").unwrap();
         set_layer_mtime(&space.path("a.txt")).unwrap();
         let plan = plan_of(vec![file("a.txt", b"alpha")]).unwrap();
-        let quick = plan.changes(space.dir.path(), &space.state, false).unwrap();
+        let quick = plan
+            .changes(space.dir.path(), &space.state, false, None)
+            .unwrap();
         assert!(quick.write.is_empty(), "{quick:?}");
-        let verified = plan.changes(space.dir.path(), &space.state, true).unwrap();
+        let verified = plan
+            .changes(space.dir.path(), &space.state, true, None)
+            .unwrap();
         assert_eq!(written(&verified), ["a.txt"]);
     }
 }

@@ -5,11 +5,11 @@
 //! disk; only what differs is removed and rewritten, with the record marked dirty
 //! meanwhile.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::drift::drift;
+use super::drift::{drift_against, scan_tree, Actual};
 use super::target::{absolute_target, is_empty_dir, utf8};
 use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
@@ -40,7 +40,7 @@ pub fn restore(
 
     let recorded = store.space_state(&target)?;
     let damaged = store.damaged_files()?;
-    if let Some(report) = already_restored(
+    let scanned = match already_restored(
         store,
         recorded.as_ref(),
         &artifact,
@@ -48,8 +48,9 @@ pub fn restore(
         options.verify,
         &damaged,
     )? {
-        return Ok(report);
-    }
+        Restored::Done(report) => return Ok(report),
+        Restored::Drifted(scan) => scan,
+    };
 
     let scratch = store.scratch()?;
     let indexes = layer_indexes(store, &scratch, &artifact)?;
@@ -73,6 +74,7 @@ pub fn restore(
         verify: options.verify,
         damaged: &damaged,
         progress: &options.progress,
+        scanned: scanned.as_ref(),
     };
     job.run(&artifact, reference, &target, recorded, options)
 }
@@ -87,26 +89,36 @@ fn already_restored(
     target: &Path,
     verify: bool,
     damaged: &HashSet<CasKey>,
-) -> Result<Option<Report>, Error> {
+) -> Result<Restored, Error> {
     let Some(state) =
         recorded.filter(|s| !s.dirty && s.manifest == artifact.digest && s.target.is_dir())
     else {
-        return Ok(None);
+        return Ok(Restored::Drifted(None));
     };
     if from_damaged(state.paths.iter(), damaged).next().is_some()
         || !stale_links(store, state.paths.iter())?.is_empty()
     {
-        return Ok(None);
+        return Ok(Restored::Drifted(None));
     }
-    if !drift(state, verify)?.is_clean() {
-        return Ok(None);
+    let scan = scan_tree(target)?;
+    if !drift_against(state, &scan, verify).is_clean() {
+        return Ok(Restored::Drifted(Some(scan)));
     }
-    Ok(Some(Report {
+    Ok(Restored::Done(Report {
         target: target.to_path_buf(),
         manifest: artifact.digest.oci(),
         unchanged: state.paths.len() as u64,
         ..Report::default()
     }))
+}
+
+/// Whether a space is already what the restore wants.
+enum Restored {
+    /// Yes: nothing to do.
+    Done(Report),
+    /// No; the scan of the space that showed it, if one was made (the update plans
+    /// from it instead of scanning again).
+    Drifted(Option<HashMap<String, Actual>>),
 }
 
 /// The index of every layer of `artifact`, extracting each layer that has no index
@@ -172,6 +184,8 @@ pub(super) struct Job<'a> {
     pub(super) damaged: &'a HashSet<CasKey>,
     /// Where progress (files written) goes.
     pub(super) progress: &'a crate::progress::Reporter,
+    /// The scan of the space made before planning, if one was.
+    pub(super) scanned: Option<&'a HashMap<String, Actual>>,
 }
 
 impl Job<'_> {
@@ -272,7 +286,7 @@ impl Job<'_> {
         mut state: SpaceState,
         verify: bool,
     ) -> Result<Report, Error> {
-        let mut changes = self.plan.changes(target, &state, verify)?;
+        let mut changes = self.plan.changes(target, &state, verify, self.scanned)?;
         // Files that came from a CAS file known damaged are damaged too: rewrite them.
         let mut suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
             .cloned()
@@ -301,8 +315,14 @@ impl Job<'_> {
             return Ok(report);
         }
 
-        state.dirty = true;
-        self.store.write_space_state(&state)?;
+        if state.paths.is_empty() {
+            // A directory taken over with --force: recorded (dirty) before it changes,
+            // so the next restore knows it for a space.
+            state.dirty = true;
+            self.store.write_space_state(&state)?;
+        } else {
+            self.store.mark_space_dirty(target)?;
+        }
         // Children sort after their parents: remove in reverse order.
         for path in changes.remove.iter().rev() {
             let full = target.join(path);

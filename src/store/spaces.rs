@@ -113,6 +113,27 @@ impl Store {
         self.state_dir().join(format!("{}.json", space_id(target)))
     }
 
+    /// The marker that a restore is modifying the space at `target` (see
+    /// [`Store::mark_space_dirty`]).
+    fn dirty_path(&self, target: &Path) -> PathBuf {
+        self.state_dir().join(format!("{}.dirty", space_id(target)))
+    }
+
+    /// Records, durably and before anything in it changes, that the space at `target`
+    /// is being modified: its state reads as dirty until a clean state is written. An
+    /// empty marker beside the record, so an update does not rewrite the whole record
+    /// twice.
+    pub fn mark_space_dirty(&self, target: &Path) -> Result<()> {
+        let path = self.dirty_path(target);
+        crate::fsutil::write_atomic(&path, b"").map_err(Error::io("write", path))
+    }
+
+    /// `state` with the dirty marker of its space applied.
+    fn with_marker(&self, mut state: SpaceState) -> SpaceState {
+        state.dirty |= self.dirty_path(&state.target).exists();
+        state
+    }
+
     /// The directory of the managed space `name` (`restore --space NAME`), which must
     /// be a valid tag. Nothing is created.
     pub fn managed_space_dir(&self, name: &str) -> std::result::Result<PathBuf, InvalidTag> {
@@ -146,26 +167,25 @@ impl Store {
     /// The recorded state of the space at `target`, if it is one.
     pub fn space_state(&self, target: &Path) -> Result<Option<SpaceState>> {
         let path = self.state_path(target);
-        super::read_json(path)
+        let state: Option<SpaceState> = super::read_json(path)?;
+        Ok(state.map(|s| self.with_marker(s)))
     }
 
-    /// Records the state of a space (after syncing what it references).
+    /// Records the state of a space (after syncing what it references); a clean one
+    /// also clears the space's dirty marker.
     pub fn write_space_state(&self, state: &SpaceState) -> Result<()> {
         let path = self.state_path(&state.target);
-        super::write_json(&path, state)
+        super::write_json(&path, state)?;
+        if !state.dirty {
+            remove_if_there(&self.dirty_path(&state.target))?;
+        }
+        Ok(())
     }
 
     /// Forgets the space at `target`.
     pub fn remove_space_state(&self, target: &Path) -> Result<()> {
-        let path = self.state_path(target);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
-                action: "remove",
-                path,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        remove_if_there(&self.state_path(target))?;
+        remove_if_there(&self.dirty_path(target))
     }
 
     /// Every recorded space, sorted by path.
@@ -179,13 +199,24 @@ impl Store {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "json") {
                 let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
-                out.push(
-                    serde_json::from_slice(&bytes)
-                        .map_err(|source| Error::BadJson { path, source })?,
-                );
+                let state = serde_json::from_slice(&bytes)
+                    .map_err(|source| Error::BadJson { path, source })?;
+                out.push(self.with_marker(state));
             }
         }
         out.sort_by(|a: &SpaceState, b| a.target.cmp(&b.target));
         Ok(out)
+    }
+}
+
+/// Removes the file at `path`; absent is fine.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
+            action: "remove",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
