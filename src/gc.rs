@@ -11,6 +11,7 @@
 //! import, build, snapshot and restore, and none starts until it is done.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -56,8 +57,13 @@ pub struct Removed {
     pub bytes: u64,
 }
 
-/// Runs gc on `store`.
-pub fn gc(store: &Store, options: &Options) -> Result<Report, store::Error> {
+/// Runs gc on `store`; `waiting` is called when it must first wait for other envoci
+/// processes writing to the store.
+pub fn gc(
+    store: &Store,
+    options: &Options,
+    waiting: impl FnOnce(),
+) -> Result<Report, store::Error> {
     let mut report = Report {
         dry_run: options.dry_run,
         ..Report::default()
@@ -66,17 +72,19 @@ pub fn gc(store: &Store, options: &Options) -> Result<Report, store::Error> {
         Some(lock) => lock,
         None => {
             report.waited = true;
+            waiting();
             store.lock_writers()?
         }
     };
     if let Some(age) = options.unused_for {
         remove_unused_tags(store, age, options.dry_run, &mut report)?;
     }
-    forget_gone_spaces(store, options.dry_run, &mut report)?;
+    let gone = forget_gone_spaces(store, options.dry_run)?;
+    report.forgotten_spaces = gone.iter().map(|p| p.display().to_string()).collect();
     // A dry run removed nothing: what it would remove is not a root either.
     let ignored = crate::check::Ignored {
         tags: report.tags.clone(),
-        spaces: report.forgotten_spaces.iter().map(Into::into).collect(),
+        spaces: gone,
     };
     let (blobs, files) = crate::check::unreferenced(store, &ignored)?;
     let removed_blobs: HashSet<_> = blobs.iter().map(|(d, _)| *d).collect();
@@ -155,24 +163,20 @@ fn remove_unused_tags(
     Ok(())
 }
 
-/// Drops the records of spaces whose directory no longer exists: they keep nothing.
-fn forget_gone_spaces(
-    store: &Store,
-    dry_run: bool,
-    report: &mut Report,
-) -> Result<(), store::Error> {
+/// Drops the records of spaces whose directory no longer exists (they keep nothing);
+/// their directories.
+fn forget_gone_spaces(store: &Store, dry_run: bool) -> Result<Vec<PathBuf>, store::Error> {
+    let mut gone = Vec::new();
     for state in store.space_states()? {
         if std::fs::symlink_metadata(&state.target).is_ok() {
             continue;
         }
-        report
-            .forgotten_spaces
-            .push(state.target.display().to_string());
         if !dry_run {
             store.remove_space_state(&state.target)?;
         }
+        gone.push(state.target);
     }
-    Ok(())
+    Ok(gone)
 }
 
 fn sweep(

@@ -68,10 +68,8 @@ pub fn gc(store: &Store, args: GcArgs, printer: &Printer) -> anyhow::Result<Exit
         unused_for: args.unused_for,
         keep_cache: args.keep_cache,
     };
-    if store.try_lock_writers()?.is_none() {
-        eprintln!("waiting for other envoci processes writing to the store…");
-    }
-    let report = gc::gc(store, &options)?;
+    let waiting = || eprintln!("waiting for other envoci processes writing to the store…");
+    let report = gc::gc(store, &options, waiting)?;
     printer.print(&report, || {
         let verb = if report.dry_run {
             "would free"

@@ -135,10 +135,7 @@ impl Store {
     /// Removes blob `digest` (nothing references it; the caller made sure).
     pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
-            _ => Ok(()),
-        }
+        super::remove_file_if_there(&path)
     }
 
     /// Commits a complete, verified file (a finished download) as blob `digest`.

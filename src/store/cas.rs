@@ -131,10 +131,7 @@ impl Store {
     /// made sure).
     pub fn cas_remove(&self, key: &CasKey) -> Result<()> {
         let path = self.cas_path(key);
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
-            _ => Ok(()),
-        }
+        super::remove_file_if_there(&path)
     }
 
     /// Where the keys of CAS files known damaged are kept.
@@ -195,10 +192,7 @@ impl Store {
             return Ok(());
         }
         if known.is_empty() {
-            return match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
-                _ => Ok(()),
-            };
+            return super::remove_file_if_there(path);
         }
         let mut names: Vec<String> = known.iter().map(CasKey::name).collect();
         names.sort();

@@ -298,9 +298,6 @@ impl Store {
     /// Removes the index of layer `digest`, if there is one (its blob is gone).
     pub fn remove_layer_index(&self, digest: &Digest) -> Result<()> {
         let path = self.layers_dir().join(format!("{}.json", digest.hex()));
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
-            _ => Ok(()),
-        }
+        super::remove_file_if_there(&path)
     }
 }

@@ -161,6 +161,14 @@ fn read_json<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<Option<T>>
     }
 }
 
+/// Removes the file at `path`; one that is not there is no error.
+fn remove_file_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Writes `value` as JSON at `path`, atomically (temp file + rename).
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec(value).map_err(|e| Error::io("serialise", path)(e.into()))?;

@@ -43,17 +43,22 @@ pub struct Tag {
 impl Tag {
     /// How long ago the tag was last made, pulled or restored, if recorded.
     pub fn unused_for(&self) -> Option<std::time::Duration> {
-        let at = self
-            .descriptor
-            .annotations()
-            .as_ref()?
-            .get(ANNOTATION_LAST_USED)?
-            .parse::<u64>()
-            .ok()?;
+        self.age_of(ANNOTATION_LAST_USED)
+    }
+
+    /// How long ago the time the annotation `key` records (Unix seconds) was, if it is
+    /// there.
+    fn age_of(&self, key: &str) -> Option<std::time::Duration> {
+        let at = unix_seconds(&self.descriptor, key)?;
         Some(std::time::Duration::from_secs(
             unix_now().saturating_sub(at),
         ))
     }
+}
+
+/// The Unix time the annotation `key` of `descriptor` holds, if it holds one.
+fn unix_seconds(descriptor: &Descriptor, key: &str) -> Option<u64> {
+    descriptor.annotations().as_ref()?.get(key)?.parse().ok()
 }
 
 /// A tag that OCI registries would refuse.
@@ -222,15 +227,13 @@ impl Store {
         let mut changed = false;
         let now = unix_now();
         for descriptor in manifests.iter_mut().filter(|d| *d.digest() == oci) {
-            let mut annotations = descriptor.annotations().clone().unwrap_or_default();
-            let used = annotations
-                .get(ANNOTATION_LAST_USED)
-                .and_then(|t| t.parse::<u64>().ok());
+            let used = unix_seconds(descriptor, ANNOTATION_LAST_USED);
             // Within the minute is recent enough: a restore loop does not rewrite the
             // index every time.
             if used.is_some_and(|used| now.saturating_sub(used) < 60) {
                 continue;
             }
+            let mut annotations = descriptor.annotations().clone().unwrap_or_default();
             annotations.insert(ANNOTATION_LAST_USED.to_string(), now.to_string());
             descriptor.set_annotations(Some(annotations));
             changed = true;
@@ -245,16 +248,8 @@ impl Store {
     /// How long ago the registry last said what the pulled reference `name` names,
     /// if the store holds it (and has the time).
     pub fn resolved_age(&self, name: &str) -> Result<Option<std::time::Duration>> {
-        let Some(tag) = self.tags()?.into_iter().find(|t| t.name == name) else {
-            return Ok(None);
-        };
-        let at = tag
-            .descriptor
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_RESOLVED_AT))
-            .and_then(|t| t.parse::<u64>().ok());
-        Ok(at.map(|at| std::time::Duration::from_secs(unix_now().saturating_sub(at))))
+        let tag = self.tags()?.into_iter().find(|t| t.name == name);
+        Ok(tag.and_then(|t| t.age_of(ANNOTATION_RESOLVED_AT)))
     }
 
     /// Resolves a tag, or a manifest digest (`sha256:...`), to the manifest descriptor.

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -177,15 +176,15 @@ impl Store {
         let path = self.state_path(&state.target);
         super::write_json(&path, state)?;
         if !state.dirty {
-            remove_if_there(&self.dirty_path(&state.target))?;
+            super::remove_file_if_there(&self.dirty_path(&state.target))?;
         }
         Ok(())
     }
 
     /// Forgets the space at `target`.
     pub fn remove_space_state(&self, target: &Path) -> Result<()> {
-        remove_if_there(&self.state_path(target))?;
-        remove_if_there(&self.dirty_path(target))
+        super::remove_file_if_there(&self.state_path(target))?;
+        super::remove_file_if_there(&self.dirty_path(target))
     }
 
     /// Every recorded space, sorted by path.
@@ -206,17 +205,5 @@ impl Store {
         }
         out.sort_by(|a: &SpaceState, b| a.target.cmp(&b.target));
         Ok(out)
-    }
-}
-
-/// Removes the file at `path`; absent is fine.
-fn remove_if_there(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
-            action: "remove",
-            path: path.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
     }
 }

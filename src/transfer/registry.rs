@@ -317,24 +317,11 @@ impl Registry {
     /// else is not one. Retried like every request.
     async fn probe(&self) -> Result<Probe, Error> {
         let url = format!("{}://{}/v2/", self.scheme, self.host);
-        let mut attempt = 0;
-        let response = loop {
-            let started = std::time::Instant::now();
-            let failure = match self.http.get(&url).send().await {
-                Ok(response) => {
-                    log_request("GET", &url, Some(response.status().as_u16()), started);
-                    break response;
-                }
-                Err(e) => (classify_request(&e, &self.context), e),
-            };
-            log_request("GET", &url, None, started);
-            if attempt < self.retries && failure.0.is_transient() {
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
-                continue;
-            }
-            return Err(self.error("connecting", failure.0, Some(Box::new(failure.1))));
-        };
+        let response = self
+            .attempts("connecting", self.retries, |_token| {
+                self.send("GET", &url, self.http.get(&url))
+            })
+            .await?;
         let status = response.status().as_u16();
         if status == 200 {
             return Ok(Probe::Open);
@@ -356,6 +343,28 @@ impl Registry {
             loopback: self.context.loopback,
         };
         Err(self.error("connecting", failure, None))
+    }
+
+    /// Sends one request envoci makes itself (not oci-client), logged; a transport
+    /// failure comes back classified.
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, (Failure, Option<BoxError>)> {
+        let started = std::time::Instant::now();
+        match request.send().await {
+            Ok(response) => {
+                log_request(method, url, Some(response.status().as_u16()), started);
+                Ok(response)
+            }
+            Err(e) => {
+                log_request(method, url, None, started);
+                let failure = classify_request(&e, &self.context);
+                Err((failure, Some(Box::new(e) as BoxError)))
+            }
+        }
     }
 
     /// The token to send now, when the registry wants tokens; oci-client is handed it
@@ -443,14 +452,8 @@ impl Registry {
         if let Some(authorization) = self.authorization(token.as_ref()) {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
-        let started = std::time::Instant::now();
-        let response = request.send().await.map_err(|e| {
-            log_request("GET", url, None, started);
-            let failure = classify_request(&e, &self.context);
-            (failure, Some(Box::new(e) as BoxError))
-        })?;
+        let response = self.send("GET", url, request).await?;
         let status = response.status().as_u16();
-        log_request("GET", url, Some(status), started);
         if status != 200 {
             let body = read_capped(response, 4096).await;
             let failure = match serde_json::from_str(&body) {
@@ -505,26 +508,31 @@ impl Registry {
 
     /// Runs `op` (an oci-client call) as [`Registry::attempts`] does, with up to
     /// `retries` tries after transient failures; a failure is named as `what`.
-    pub async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
+    pub async fn retry<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
-        self.attempts(what, self.retries, |_token| {
-            let call = op();
-            async move { call.await.map_err(|e| self.failure_of(e)) }
-        })
-        .await
+        self.oci(what, self.retries, op).await
     }
 
     /// Runs `op` (an oci-client call) once, but for a token the registry refuses,
     /// which is renewed and the call made again.
-    pub async fn once<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, Error>
+    pub async fn once<T, F, Fut>(&self, what: &str, op: F) -> Result<T, Error>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
-        self.attempts(what, 0, |_token| {
+        self.oci(what, 0, op).await
+    }
+
+    /// An oci-client call through [`Registry::attempts`], its error classified.
+    async fn oci<T, F, Fut>(&self, what: &str, retries: u32, mut op: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        self.attempts(what, retries, |_token| {
             let call = op();
             async move { call.await.map_err(|e| self.failure_of(e)) }
         })
