@@ -262,7 +262,7 @@ fn gc_waits_for_a_pull_and_a_restore_running_at_the_same_time() {
     t.with_env("two", ENV_TWO);
     let target = t.dir().join("space");
     let pull = t
-        .cmd(&["pull", &remote.replace(&registry.addr, &slow.addr)])
+        .cmd(&["pull", &slow.via(&remote)])
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -282,7 +282,7 @@ fn gc_waits_for_a_pull_and_a_restore_running_at_the_same_time() {
     assert_eq!(gc["waited"], true, "{gc}");
     let check = t.json(&["check", "--verify"]);
     assert_eq!(check["problems"], serde_json::json!([]), "{check}");
-    let pulled = remote.replace(&registry.addr, &slow.addr);
+    let pulled = slow.via(&remote);
     let again = t.dir().join("pulled");
     t.ok(&[
         "restore",

@@ -193,7 +193,7 @@ fn a_registry_that_stalls_times_out_and_the_next_pull_resumes() {
         common::proxy::Fault::StallAfter(stall),
         &digest,
     );
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     let started = std::time::Instant::now();
     let err = user.fail_as(
@@ -237,7 +237,7 @@ fn a_registry_that_trickles_fails_as_too_slow_and_the_next_pull_resumes() {
         common::proxy::Fault::TrickleAfter((size / 4) as usize),
         &digest,
     );
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     // One byte every 50 ms is never silent for a second, but far below 4 MiB/s: the
     // budget is 1 s plus the blob's time at that speed (about 1.5 s).
@@ -306,7 +306,7 @@ fn a_download_cut_half_way_is_resumed_not_restarted() {
     let cut = (size / 2) as usize;
     let proxy =
         common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::CutAfter(cut), &digest);
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     let err = user.fail_as(
         exit::NETWORK,
@@ -343,7 +343,7 @@ fn a_cut_connection_is_retried_and_continued_within_the_same_pull() {
         common::proxy::Fault::CutAfter((size / 2) as usize),
         &digest,
     );
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     let pulled = user.json(&["pull", &via_proxy]);
     assert!(proxy.fired());
@@ -365,7 +365,7 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
         common::proxy::Fault::FlipAt((size / 3) as usize),
         &digest,
     );
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     let err = user.fail_as(exit::INTEGRITY, &["pull", &via_proxy]);
     assert!(proxy.fired());
@@ -394,7 +394,7 @@ fn a_registry_sending_more_bytes_than_the_blob_has_is_refused_and_nothing_is_kep
     let (_builder, remote, digest, _size) = pushed_big_env(&registry);
     let proxy =
         common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::Pad(4096), &digest);
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let user = Envoci::new();
     let err = user.fail_as(exit::INTEGRITY, &["pull", &via_proxy]);
     assert!(proxy.fired());
@@ -946,7 +946,7 @@ fn a_token_the_registry_refuses_is_renewed_once_and_the_pull_goes_on() {
     let tokens = registry.token.as_ref().unwrap();
     let (remote, _config, layer) = pushed_to_token_registry(&registry, &Envoci::new());
     let proxy = common::proxy::Proxy::start(&registry.addr, common::proxy::Fault::Refuse, &layer);
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     let before = tokens.issued();
     let user = Envoci::new();
     let pull = as_robot(&user, &["pull", &via_proxy, "--retries", "0"], "s3cret");
@@ -969,7 +969,7 @@ fn a_token_is_renewed_when_the_token_service_says_its_life_is_over() {
     // token's announced one second, the layers need a new token.
     let delay = common::proxy::Fault::Delay(std::time::Duration::from_millis(1500));
     let proxy = common::proxy::Proxy::start(&registry.addr, delay, &config);
-    let via_proxy = remote.replace(&registry.addr, &proxy.addr);
+    let via_proxy = proxy.via(&remote);
     tokens.set_lifetime(1);
     let before = tokens.issued();
     let user = Envoci::new();

@@ -35,6 +35,7 @@ pub enum Fault {
 pub struct Proxy {
     /// `127.0.0.1:PORT` to connect to instead of the registry.
     pub addr: String,
+    upstream: String,
     used: Arc<AtomicBool>,
     authorizations: Arc<Mutex<Vec<String>>>,
 }
@@ -46,6 +47,7 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let used = Arc::new(AtomicBool::new(false));
         let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let upstream_addr = upstream.to_string();
         let (upstream, digest, flag, seen) = (
             upstream.to_string(),
             blob_digest.to_string(),
@@ -63,6 +65,7 @@ impl Proxy {
         });
         Proxy {
             addr,
+            upstream: upstream_addr,
             used,
             authorizations,
         }
@@ -80,6 +83,11 @@ impl Proxy {
     /// The `Authorization` headers of the requests so far.
     pub fn authorizations(&self) -> Vec<String> {
         self.authorizations.lock().unwrap().clone()
+    }
+
+    /// `reference` (`UPSTREAM/repo:tag`) through this proxy.
+    pub fn via(&self, reference: &str) -> String {
+        reference.replace(&self.upstream, &self.addr)
     }
 
     /// Whether the fault was applied.
