@@ -41,7 +41,7 @@ pub struct Report {
     /// Spaces whose directory is gone (their records removed).
     pub forgotten_spaces: Vec<String>,
     /// Per kind of thing (`blob`, `file`, `layer-index`, `known-layer`, `partial`,
-    /// `scratch`, `build`, `cache`): how many and their bytes.
+    /// `staged`, `scratch`, `build`, `cache`): how many and their bytes.
     pub removed: BTreeMap<&'static str, Removed>,
     /// Bytes freed in all (apparent sizes; a CAS file another directory still
     /// hard-links frees nothing).
@@ -114,6 +114,13 @@ pub fn gc(
         store,
         "partial",
         &store.partials(),
+        options.dry_run,
+        &mut report,
+    )?;
+    sweep(
+        store,
+        "staged",
+        &store.cas_leftovers(),
         options.dry_run,
         &mut report,
     )?;

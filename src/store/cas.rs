@@ -21,6 +21,9 @@ use super::{Error, Result, Scratch, Store};
 use crate::digest::{Digest, HashingWriter};
 use crate::layer::LAYER_MTIME;
 
+/// How the name of a file staged beside its CAS place begins (never a CAS name).
+const STAGING_PREFIX: &str = ".staged-";
+
 /// Permission bits of a plain CAS file.
 pub const FILE_MODE_PLAIN: u32 = 0o444;
 /// Permission bits of an executable CAS file.
@@ -265,6 +268,78 @@ impl Store {
             replace: present,
         };
         Ok((key, size, Some(staged)))
+    }
+
+    /// Stages `bytes` (held in memory) to become CAS file (digest, `exec`): hashed
+    /// first, then written under a temporary name in the directory the CAS file will
+    /// be in, so that committing it is a rename within one directory (no
+    /// filesystem-wide rename lock, no shared scratch directory for threads to contend
+    /// on). Like [`Store::cas_stage`] otherwise.
+    pub(super) fn cas_stage_bytes(
+        &self,
+        bytes: &[u8],
+        exec: bool,
+        repair: bool,
+    ) -> Result<(CasKey, Option<Staged>)> {
+        let key = CasKey {
+            digest: Digest::of(bytes),
+            exec,
+        };
+        let present = repair && self.cas_has(&key);
+        if present && self.cas_verify(&key) == CasState::Ok {
+            return Ok((key, None));
+        }
+        let dest = self.cas_path(&key);
+        let dir = crate::fsutil::parent_of(&dest);
+        let create = || {
+            tempfile::Builder::new()
+                .prefix(STAGING_PREFIX)
+                .tempfile_in(dir)
+        };
+        let mut tmp = match create() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(Error::io("create a file in", dir))?;
+        tmp.write_all(bytes)
+            .map_err(Error::io("write", tmp.path()))?;
+        prepare(&tmp, &key)?;
+        let staged = Staged {
+            path: tmp.into_temp_path(),
+            key,
+            replace: present,
+        };
+        Ok((key, Some(staged)))
+    }
+
+    /// Files a killed process left staged in the CAS directories (only `gc`, which
+    /// runs alone, may remove them).
+    pub fn cas_leftovers(&self) -> Vec<super::Sweepable> {
+        let mut out = Vec::new();
+        let Ok(shards) = fs::read_dir(self.files_dir()) else {
+            return out;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let staged = file
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(STAGING_PREFIX);
+                if let (true, Ok(m)) = (staged, file.metadata()) {
+                    out.push(super::Sweepable {
+                        path: file.path(),
+                        bytes: m.len(),
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Replaces CAS file `key`, known damaged, with `reader`'s content, which must hash

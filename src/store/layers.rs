@@ -8,13 +8,12 @@
 //! scratch and moved into the file CAS only after every check passed. A layer that
 //! fails leaves nothing behind.
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, BufReader};
 
 use serde::{Deserialize, Serialize};
 
-use super::cas::Staged;
+use super::unpack::Visitor;
 use super::{CasKey, Error, Result, Scratch, Store};
 use crate::catalog::CatalogLayer;
 use crate::digest::Digest;
@@ -224,32 +223,8 @@ impl Store {
     ) -> Result<LayerIndex> {
         let digest = layer.digest;
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut keys = HashSet::new();
-        let visit = |_: &str, content: &mut dyn io::Read, exec: bool| {
-            let (key, _, file) = self
-                .cas_stage(scratch, content, exec, repair)
-                .map_err(io::Error::other)?;
-            // The same content twice in one layer is staged once.
-            if let Some(file) = file.filter(|f| keys.insert(f.key())) {
-                staged.push(file);
-            }
-            Ok(key.digest)
-        };
         let reader = BufReader::with_capacity(256 * 1024, file);
-        let read = if blob_checked {
-            layer::read_layer_content(reader, compression, layer.size, visit)
-                .map(|(entries, content)| (entries, None, content))
-        } else {
-            layer::read_layer(reader, compression, layer.size, visit).map(|(entries, got)| {
-                let content = layer::ContentDigest {
-                    diff_id: got.diff_id,
-                    size: got.uncompressed_size,
-                };
-                (entries, Some(got.digest), content)
-            })
-        };
-        let (entries, blob_digest, got) = read.map_err(|source| match source {
+        let read_error = |source| match source {
             ReadError::TooLarge { limit } => Error::Corrupt {
                 what: "layer",
                 digest,
@@ -257,7 +232,23 @@ impl Store {
                 actual: "more (extraction stopped there)".into(),
             },
             source => Error::BadLayer { digest, source },
-        })?;
+        };
+        let read = |visit: &mut Visitor<'_>| {
+            if blob_checked {
+                layer::read_layer_content(reader, compression, layer.size, visit)
+                    .map(|(entries, content)| (entries, (None, content)))
+                    .map_err(read_error)
+            } else {
+                let (entries, got) = layer::read_layer(reader, compression, layer.size, visit)
+                    .map_err(read_error)?;
+                let content = layer::ContentDigest {
+                    diff_id: got.diff_id,
+                    size: got.uncompressed_size,
+                };
+                Ok((entries, (Some(got.digest), content)))
+            }
+        };
+        let (entries, (blob_digest, got), staged) = self.stage_layer(scratch, repair, read)?;
         let corrupt = |expected: String, actual: String| Error::Corrupt {
             what: "layer",
             digest,

@@ -34,6 +34,7 @@ mod refs;
 mod scratch;
 mod spaces;
 mod sweep;
+mod unpack;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,333 @@
+//! Staging a layer's files on several threads. The thread reading the layer
+//! (decompressing, hashing the tar for its diff id, parsing headers) hands each small
+//! file's bytes to a few writer threads, which hash it and stage it in scratch; a large
+//! file is staged by the reader itself, streamed, so memory stays bounded. One large
+//! layer then no longer runs on one core.
+//!
+//! The tar reader visits files in the order of its entries ([`crate::layer`]), so the
+//! n-th file visited is the n-th file entry: results are put back in that order.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+
+use super::cas::Staged;
+use super::{CasKey, Error, Result, Scratch, Store};
+use crate::digest::Digest;
+use crate::layer::{Entry, EntryKind};
+
+/// Files up to this size are read into memory and staged by a writer thread; larger
+/// ones are streamed by the reader.
+const IN_MEMORY_MAX: u64 = 1 << 20;
+
+/// Files waiting for a writer, per writer (bounds memory to about
+/// `writers * QUEUE_PER_WRITER * IN_MEMORY_MAX`).
+const QUEUE_PER_WRITER: usize = 4;
+
+/// The digest a file entry carries until its writer has hashed it.
+const PENDING: Digest = Digest([0; 32]);
+
+/// A file handed to a writer: its ordinal among the layer's files, content, exec bit.
+struct Job {
+    ordinal: usize,
+    bytes: Vec<u8>,
+    exec: bool,
+}
+
+/// What staging one file gave: its ordinal, key, and the staged file (none when the
+/// CAS holds it already).
+type Done = (usize, CasKey, Option<Staged>);
+
+/// The visitor a layer reader calls for each regular file: path, content, exec bit;
+/// returns the digest, or a placeholder filled in once a writer has hashed the file.
+pub(super) type Visitor<'v> = dyn FnMut(&str, &mut dyn Read, bool) -> io::Result<Digest> + 'v;
+
+impl Store {
+    /// Runs `read` — a layer reader calling its visitor once per regular file, in entry
+    /// order — with a visitor that stages each file in `scratch` (with `repair`, a
+    /// present but damaged CAS copy is replaced). Fills in the digests of the file
+    /// entries `read` returns and gives back its other result and the staged files,
+    /// each distinct content once.
+    pub(super) fn stage_layer<T>(
+        &self,
+        scratch: &Scratch,
+        repair: bool,
+        read: impl FnOnce(&mut Visitor<'_>) -> Result<(Vec<Entry>, T)>,
+    ) -> Result<(Vec<Entry>, T, Vec<Staged>)> {
+        let writers = writer_count();
+        let (jobs, queue) = mpsc::sync_channel::<Job>(writers * QUEUE_PER_WRITER);
+        let queue = Arc::new(Mutex::new(queue));
+        let done: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let read = std::thread::scope(|s| {
+            for _ in 0..writers {
+                let queue = Arc::clone(&queue);
+                s.spawn(|| self.write_jobs(repair, queue, &done, &failed));
+            }
+            let mut feeder = Feeder {
+                store: self,
+                scratch,
+                repair,
+                jobs: Some(jobs),
+                next: 0,
+                done: &done,
+                failed: &failed,
+            };
+            let read = read(&mut |_, content, exec| feeder.visit(content, exec));
+            feeder.jobs = None; // the writers finish the queue and stop
+            read
+        });
+        // A writer's failure (a full disk, say) is the cause of the reader's.
+        if let Some(error) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(error);
+        }
+        let (mut entries, other) = read?;
+        let mut done = done.into_inner().unwrap_or_else(|p| p.into_inner());
+        let files = fill_digests(&mut entries, &mut done)?;
+        Ok((entries, other, files))
+    }
+
+    /// A writer thread: stages queued files until the queue closes.
+    fn write_jobs(
+        &self,
+        repair: bool,
+        queue: Arc<Mutex<Receiver<Job>>>,
+        done: &Mutex<Vec<Done>>,
+        failed: &Mutex<Option<Error>>,
+    ) {
+        loop {
+            let job = match queue.lock() {
+                Ok(queue) => queue.recv(),
+                Err(_) => return,
+            };
+            let Ok(job) = job else {
+                return; // the reader is done
+            };
+            match self.cas_stage_bytes(&job.bytes, job.exec, repair) {
+                Ok((key, staged)) => lock(done).push((job.ordinal, key, staged)),
+                Err(e) => {
+                    lock(failed).get_or_insert(e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The reader's side: numbers files, queues the small ones, streams the large ones.
+struct Feeder<'a> {
+    store: &'a Store,
+    scratch: &'a Scratch,
+    repair: bool,
+    jobs: Option<SyncSender<Job>>,
+    next: usize,
+    done: &'a Mutex<Vec<Done>>,
+    failed: &'a Mutex<Option<Error>>,
+}
+
+impl Feeder<'_> {
+    fn visit(&mut self, content: &mut dyn Read, exec: bool) -> io::Result<Digest> {
+        if lock(self.failed).is_some() {
+            return Err(io::Error::other("a file of this layer could not be staged"));
+        }
+        let ordinal = self.next;
+        self.next += 1;
+        let mut bytes = Vec::new();
+        content.take(IN_MEMORY_MAX + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 <= IN_MEMORY_MAX {
+            let job = Job {
+                ordinal,
+                bytes,
+                exec,
+            };
+            let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
+            return match sent {
+                Some(Ok(())) => Ok(PENDING),
+                _ => Err(io::Error::other("the layer's writers stopped")),
+            };
+        }
+        let mut rest = (&bytes[..]).chain(content);
+        let (key, _, staged) = self
+            .store
+            .cas_stage(self.scratch, &mut rest, exec, self.repair)
+            .map_err(io::Error::other)?;
+        lock(self.done).push((ordinal, key, staged));
+        Ok(key.digest)
+    }
+}
+
+/// Puts each staged file's digest into its file entry (the n-th file entry is the n-th
+/// file staged) and keeps one staged copy of each content.
+fn fill_digests(entries: &mut [Entry], done: &mut [Done]) -> Result<Vec<Staged>> {
+    done.sort_by_key(|(ordinal, _, _)| *ordinal);
+    let mut results = done.iter_mut();
+    let out_of_order = |path: &str| {
+        let e = io::Error::other("the files staged do not match the layer's entries");
+        Error::io("stage", path)(e)
+    };
+    for entry in entries.iter_mut() {
+        let EntryKind::File { digest, exec, .. } = &mut entry.kind else {
+            continue;
+        };
+        match results.next() {
+            Some((_, key, _)) if key.exec == *exec => *digest = key.digest,
+            _ => return Err(out_of_order(&entry.path)),
+        }
+    }
+    if results.next().is_some() {
+        return Err(out_of_order(""));
+    }
+    let mut seen = HashSet::new();
+    Ok(done
+        .iter_mut()
+        .filter_map(|(_, _, staged)| staged.take())
+        // The same content twice in one layer is staged once.
+        .filter(|staged| seen.insert(staged.key()))
+        .collect())
+}
+
+/// How many writer threads stage a layer's files: the cores, at most four.
+fn writer_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::catalog::{CatalogLayer, LayerKind};
+    use crate::layer::{self, Compression};
+
+    /// A layer of many small files (some the same content), one file large enough to be
+    /// streamed by the reader, executables, a directory; and its catalog entry.
+    fn layer() -> (Vec<u8>, CatalogLayer, Vec<(String, Vec<u8>)>) {
+        let mut files: Vec<(String, Vec<u8>)> = (0..300)
+            .map(|i| {
+                (
+                    format!("lib/f{i:03}"),
+                    format!("content {}", i % 50).into_bytes(),
+                )
+            })
+            .collect();
+        files.push((
+            "lib/big".into(),
+            vec![7u8; (IN_MEMORY_MAX as usize) * 3 + 5],
+        ));
+        let mut entries = vec![Entry {
+            path: "lib".into(),
+            kind: EntryKind::Dir,
+        }];
+        for (i, (path, content)) in files.iter().enumerate() {
+            entries.push(Entry {
+                path: path.clone(),
+                kind: EntryKind::File {
+                    digest: Digest::of(content),
+                    size: content.len() as u64,
+                    exec: i % 7 == 0,
+                },
+            });
+        }
+        let (digests, blob) = layer::write_layer(&entries, Compression::Zstd, Vec::new(), |e| {
+            let content = files.iter().find(|(p, _)| *p == e.path).unwrap().1.clone();
+            Ok(Box::new(io::Cursor::new(content)))
+        })
+        .unwrap();
+        let catalog = CatalogLayer {
+            digest: digests.digest,
+            diff_id: digests.diff_id,
+            size: digests.uncompressed_size,
+            files: entries.len() as u64,
+            kind: LayerKind::Env,
+            name: "env".into(),
+            version: None,
+            build: None,
+            subdir: None,
+            channel: None,
+            sha256: None,
+            relocations: Vec::new(),
+            packages: Vec::new(),
+        };
+        (blob, catalog, files)
+    }
+
+    /// Every file below the CAS directory, whatever its name.
+    fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
+            for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
+                out.push(file.path());
+            }
+        }
+        out
+    }
+
+    fn extract(
+        store: &Store,
+        blob: &[u8],
+        layer: &CatalogLayer,
+    ) -> Result<super::super::LayerIndex> {
+        let scratch = store.scratch().unwrap();
+        let path = scratch.dir().join("blob");
+        fs::write(&path, blob).unwrap();
+        let file = fs::File::open(&path).unwrap();
+        let media = Compression::Zstd.media_type();
+        store.extract_layer_from(&scratch, file, layer, media, false)
+    }
+
+    #[test]
+    fn files_staged_on_several_threads_keep_their_entries_digests_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let (blob, layer, files) = layer();
+        let index = extract(&store, &blob, &layer).unwrap();
+        let got: Vec<(&str, Digest, bool)> = index
+            .entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::File { digest, exec, .. } => Some((e.path.as_str(), *digest, *exec)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), files.len());
+        for (i, (path, content)) in files.iter().enumerate() {
+            let (_, digest, exec) = got.iter().find(|(p, _, _)| p == path).unwrap();
+            assert_eq!(*digest, Digest::of(content), "{path}");
+            assert_eq!(*exec, i % 7 == 0, "{path}");
+            let key = CasKey {
+                digest: *digest,
+                exec: *exec,
+            };
+            assert_eq!(&store.cas_read(&key).unwrap(), content, "{path}");
+        }
+        let distinct: HashSet<(Digest, bool)> = got.iter().map(|(_, d, x)| (*d, *x)).collect();
+        assert_eq!(
+            files_below(&store.files_dir()).len(),
+            distinct.len(),
+            "each content once, nothing staged left over"
+        );
+    }
+
+    #[test]
+    fn a_layer_that_fails_its_check_leaves_no_file_in_the_cas_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let (blob, mut layer, _) = layer();
+        layer.diff_id = Digest::of(b"something else");
+        let err = extract(&store, &blob, &layer).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert_eq!(
+            files_below(&store.files_dir()),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(store.cas_leftovers().is_empty());
+    }
+}
