@@ -207,10 +207,13 @@ mod tests {
     use crate::catalog::{CatalogLayer, LayerKind};
     use crate::layer::{self, Compression};
 
+    /// Paths and contents.
+    type Files = Vec<(String, Vec<u8>)>;
+
     /// A layer of many small files (some the same content), one file large enough to be
     /// streamed by the reader, executables, a directory; and its catalog entry.
-    fn layer() -> (Vec<u8>, CatalogLayer, Vec<(String, Vec<u8>)>) {
-        let mut files: Vec<(String, Vec<u8>)> = (0..300)
+    fn layer() -> (Vec<u8>, CatalogLayer, Files) {
+        let mut files: Files = (0..300)
             .map(|i| {
                 (
                     format!("lib/f{i:03}"),
