@@ -91,6 +91,19 @@ fn assert_consistent(t: &Envoci, what: &str) {
 /// Repeats a killed `args` until it was killed mid-way `kills` times (at most 80
 /// tries), checking the store after each kill.
 fn kill_repeatedly(t: &Envoci, args: &[&str], kills: usize, max_ms: u64) {
+    kill_repeatedly_then(t, args, kills, max_ms, |_| {}, || {});
+}
+
+/// [`kill_repeatedly`], also running `after_kill` after each kill and `reset` when a
+/// run finished before its kill (with the store's removal).
+fn kill_repeatedly_then(
+    t: &Envoci,
+    args: &[&str],
+    kills: usize,
+    max_ms: u64,
+    after_kill: impl Fn(&str),
+    reset: impl Fn(),
+) {
     let mut done = 0;
     for attempt in 0..80 {
         if done >= kills {
@@ -99,10 +112,13 @@ fn kill_repeatedly(t: &Envoci, args: &[&str], kills: usize, max_ms: u64) {
         if !run_and_kill(t, args, max_ms) {
             // It finished first: start over from an empty store.
             let _ = fs::remove_dir_all(t.home());
+            reset();
             continue;
         }
         done += 1;
-        assert_consistent(t, &format!("kill {done} (try {attempt})"));
+        let what = format!("kill {done} (try {attempt})");
+        assert_consistent(t, &what);
+        after_kill(&what);
     }
     assert!(
         done >= kills,
@@ -143,4 +159,56 @@ fn pulls_killed_at_random_points_leave_the_store_consistent() {
     // The last pull continues what the killed ones left, and completes.
     user.ok(&["pull", &remote]);
     restore_and_verify(&user, &remote, &user.dir().join("env"));
+}
+
+/// Files a killed process left staged beside their place in the CAS.
+fn staged_leftovers(t: &Envoci) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for shard in fs::read_dir(t.home().join("files-v1"))
+        .into_iter()
+        .flatten()
+    {
+        for file in fs::read_dir(shard.unwrap().path()).into_iter().flatten() {
+            let file = file.unwrap();
+            if file.file_name().to_string_lossy().starts_with(".staged-") {
+                found.push(file.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn restores_from_a_registry_killed_while_unpacking_leave_no_space_and_a_consistent_store() {
+    let registry = TestRegistry::start();
+    let builder = builder_with_big_env();
+    let remote = registry.reference("envs/big:v1");
+    builder.ok(&["push", "big", &remote]);
+    let user = Envoci::new();
+    let target = user.dir().join("env");
+    let target_str = target.to_str().unwrap();
+    let no_half_space = |what: &str| {
+        // A new space appears whole (renamed into place) or not at all.
+        if target.exists() {
+            assert_eq!(
+                fs::metadata(target.join("lib/part3/blob.bin"))
+                    .unwrap()
+                    .len(),
+                4 << 20,
+                "{what}: a space that exists is complete"
+            );
+            user.ok(&["check", "--verify"]);
+        }
+    };
+    let reset = || {
+        let _ = fs::remove_dir_all(&target);
+    };
+    let args = ["restore", &remote, "--target", target_str, "--jobs", "2"];
+    kill_repeatedly_then(&user, &args, 10, 400, no_half_space, reset);
+    // The next restore finishes the job; gc sweeps what the killed ones left staged.
+    user.ok(&["restore", &remote, "--target", target_str]);
+    restore_and_verify(&user, &remote, &target);
+    user.ok(&["gc"]);
+    assert_eq!(staged_leftovers(&user), Vec::<std::path::PathBuf>::new());
+    user.ok(&["check", "--verify"]);
 }

@@ -389,6 +389,46 @@ fn a_flipped_byte_fails_the_digest_check_and_commits_nothing() {
 }
 
 #[test]
+fn a_corrupt_layer_met_while_unpacking_during_a_restore_commits_nothing_and_creates_no_space() {
+    let registry = TestRegistry::start();
+    let (_builder, remote, digest, size) = pushed_big_env(&registry);
+    let proxy = common::proxy::Proxy::start(
+        &registry.addr,
+        common::proxy::Fault::FlipAt((size / 2) as usize),
+        &digest,
+    );
+    let user = Envoci::new();
+    let target = user.dir().join("env");
+    let target_str = target.to_str().unwrap();
+    let err = user.fail_as(
+        exit::INTEGRITY,
+        &["restore", &proxy.via(&remote), "--target", target_str],
+    );
+    assert!(proxy.fired());
+    assert!(err.contains(&digest), "{err}");
+    assert!(!target.exists(), "no space from a corrupt layer");
+    assert!(user.has_no_environments(), "nothing tagged");
+    // The unpacking that ran alongside the download staged what the corrupt bytes
+    // gave: none of it may reach the CAS, not even under a staging name.
+    let mut cas_files = Vec::new();
+    for shard in fs::read_dir(user.home().join("files-v1"))
+        .into_iter()
+        .flatten()
+    {
+        for file in fs::read_dir(shard.unwrap().path()).unwrap() {
+            cas_files.push(file.unwrap().path());
+        }
+    }
+    assert_eq!(cas_files, Vec::<std::path::PathBuf>::new());
+    user.ok(&["restore", &remote, "--target", target_str]);
+    assert_eq!(
+        fs::metadata(target.join("lib/big.bin")).unwrap().len(),
+        6 * 1024 * 1024
+    );
+    user.ok(&["check", "--verify"]);
+}
+
+#[test]
 fn a_registry_sending_more_bytes_than_the_blob_has_is_refused_and_nothing_is_kept() {
     let registry = TestRegistry::start();
     let (_builder, remote, digest, _size) = pushed_big_env(&registry);

@@ -96,12 +96,26 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
             };
             let fetch =
                 transfer::fetch_unless_fresh(store, &source, &transfer, platform, freshness);
-            let (fetched, _) = super::runtime()?.block_on(fetch)?;
+            let (fetched, naming) = super::runtime()?.block_on(fetch)?;
             reference = fetched.digest.clone();
-            pulled = Some(fetched);
+            pulled = Some((fetched, naming));
         }
     }
-    let report = space::restore(store, &reference, &target, &options)?;
+    // A pull's tag is written (after a sync of the store) while the space is restored.
+    let (naming, pulled) = match pulled {
+        Some((report, naming)) => (Some(naming), Some(report)),
+        None => (None, None),
+    };
+    let (report, named) = std::thread::scope(|s| {
+        let tagger = s.spawn(|| naming.map(|n| n.apply(store)).transpose());
+        let report = space::restore(store, &reference, &target, &options);
+        let named = tagger
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (report, named)
+    });
+    named?;
+    let report = report?;
     let output = Output {
         report: &report,
         pulled: pulled.as_ref(),

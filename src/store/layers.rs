@@ -196,12 +196,12 @@ impl Store {
     }
 
     /// Like [`Store::extract_layer`], reading the layer from `file` — a blob not
-    /// committed yet, so that the one pass that unpacks it is also the one that checks
-    /// it before it is committed.
+    /// committed yet (a file being imported, a download as it arrives), so that the one
+    /// pass that unpacks it is also the one that checks it, blob digest included.
     pub fn extract_layer_from(
         &self,
         scratch: &Scratch,
-        file: fs::File,
+        file: impl io::Read,
         layer: &CatalogLayer,
         media_type: &str,
         repair: bool,
@@ -215,7 +215,7 @@ impl Store {
     fn extract(
         &self,
         scratch: &Scratch,
-        file: fs::File,
+        file: impl io::Read,
         layer: &CatalogLayer,
         media_type: &str,
         repair: bool,

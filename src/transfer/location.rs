@@ -129,25 +129,49 @@ pub enum Freshness {
 
 /// [`fetch`], unless the store's copy of a registry reference is good enough under
 /// `freshness`: then no request is made and the report says nothing moved.
+///
+/// A registry pull's tag is left to the caller ([`Naming::apply`]): the sync before it
+/// can go on while the environment is restored.
 pub async fn fetch_unless_fresh(
     store: &Store,
     source: &Location,
     options: &RegistryOptions,
     platform: Option<&str>,
     freshness: Freshness,
-) -> Result<(Report, String), Error> {
+) -> Result<(Report, Naming), Error> {
     let Location::Registry(remote) = source else {
-        return fetch(store, source, options, platform).await;
+        let (report, name) = fetch(store, source, options, platform).await?;
+        return Ok((report, Naming::Named(name)));
     };
     if let Some(report) = stored_copy(store, remote, freshness)? {
-        return Ok((report, remote.to_string()));
+        return Ok((report, Naming::Named(remote.to_string())));
     }
     if freshness == Freshness::Offline {
         return Err(Error::NotInStore {
             reference: remote.to_string(),
         });
     }
-    fetch(store, source, options, platform).await
+    let (report, tag) = pull::pull_untagged(store, remote, options, platform).await?;
+    Ok((report, Naming::Pending(Box::new(tag))))
+}
+
+/// The name of what was fetched: given already, or still to be written.
+#[derive(Debug)]
+pub enum Naming {
+    /// Named in the store.
+    Named(String),
+    /// Named once [`Naming::apply`] ran.
+    Pending(Box<pull::PendingTag>),
+}
+
+impl Naming {
+    /// Writes the name if it is pending. Returns it.
+    pub fn apply(self, store: &Store) -> Result<String, crate::store::Error> {
+        match self {
+            Naming::Named(name) => Ok(name),
+            Naming::Pending(tag) => tag.apply(store),
+        }
+    }
 }
 
 /// The store's copy of `remote`, when `freshness` allows using it: a digest the store

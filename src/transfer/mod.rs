@@ -21,6 +21,7 @@ pub mod pull;
 pub mod push;
 pub mod registry;
 pub mod sources;
+mod stream;
 pub mod token;
 
 use std::str::FromStr;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::blobs::BlobStore as _;
 use super::error::{classify_io, Failure};
 use super::sources::Sources;
+use super::stream::{Feed, Unpacking};
 use super::{Error, Registry, RegistryOptions, RemoteRef, Report};
 use crate::artifact;
 use crate::catalog::CatalogLayer;
@@ -30,9 +31,22 @@ pub async fn pull(
     options: &RegistryOptions,
     platform: Option<&str>,
 ) -> Result<(Report, String), Error> {
+    let (report, tag) = pull_untagged(store, remote, options, platform).await?;
+    Ok((report, tag.apply(store)?))
+}
+
+/// [`pull`] but for the tag: everything is in the store, and the returned
+/// [`PendingTag`] names it once applied (the store is synced first, which can go on
+/// while the caller restores the environment).
+pub async fn pull_untagged(
+    store: &Store,
+    remote: &RemoteRef,
+    options: &RegistryOptions,
+    platform: Option<&str>,
+) -> Result<(Report, PendingTag), Error> {
     let sources = Sources::new(remote, options)?;
     let (digest, bytes, manifest) = resolve_anywhere(&sources, remote, platform).await?;
-    let scratch = store.scratch()?;
+    let scratch = Arc::new(store.scratch()?);
     let mut report = Report {
         reference: remote.to_string(),
         digest: digest.oci(),
@@ -41,8 +55,11 @@ pub async fn pull(
     let missing = missing_blobs(store, &manifest, &mut report)?;
     // The catalog first: it says what each layer must unpack to.
     let config = store::from_oci_digest(manifest.config().digest());
-    let (catalog, layers): (Vec<_>, Vec<_>) =
+    let (catalog, mut layers): (Vec<_>, Vec<_>) =
         missing.into_iter().partition(|b| Some(b.0) == config);
+    // Largest first: the layer that takes longest to fetch and unpack starts at once,
+    // and the small ones fill the time around it instead of delaying it.
+    layers.sort_by_key(|(_, size, _)| std::cmp::Reverse(*size));
     let total = crate::sum_sizes(catalog.iter().chain(&layers).map(|(_, size, _)| size));
     options
         .progress
@@ -70,13 +87,32 @@ pub async fn pull(
     report.endpoints = sources.report();
     // The manifest last: once it is in the store, everything it names is there.
     store.put_blob(&scratch, &bytes)?;
-    let local = remote.to_string();
     let mut descriptor = artifact::manifest_descriptor(&digest, bytes.len() as u64);
     let now = store::unix_now().to_string();
     let resolved_at = [(store::ANNOTATION_RESOLVED_AT.to_string(), now)];
     descriptor.set_annotations(Some(resolved_at.into_iter().collect()));
-    store.set_ref(&local, &descriptor)?;
-    Ok((report, local))
+    let tag = PendingTag {
+        name: remote.to_string(),
+        descriptor,
+    };
+    Ok((report, tag))
+}
+
+/// The name a pulled artifact gets in the store, not written yet.
+#[must_use = "the pulled artifact has no name in the store until the tag is applied"]
+#[derive(Debug)]
+pub struct PendingTag {
+    name: String,
+    descriptor: oci_spec::image::Descriptor,
+}
+
+impl PendingTag {
+    /// Syncs the store (a power cut must not leave a tag naming content that never
+    /// reached the disk) and writes the tag. Returns the name.
+    pub fn apply(self, store: &Store) -> Result<String, store::Error> {
+        store.set_ref(&self.name, &self.descriptor)?;
+        Ok(self.name)
+    }
 }
 
 /// The manifest and catalog `remote` names, without its layers (`diff`): the catalog
@@ -224,7 +260,7 @@ async fn fetch_manifest(registry: &Registry, remote: &RemoteRef) -> Result<bytes
 /// [`fetch_blob`] from the first endpoint that serves the blob.
 async fn fetch_blob_anywhere(
     store: &Store,
-    scratch: &store::Scratch,
+    scratch: &Arc<store::Scratch>,
     sources: &Sources,
     digest: Digest,
     size: u64,
@@ -247,7 +283,7 @@ async fn fetch_blob_anywhere(
 /// bytes downloaded now and whether the download was resumed.
 async fn fetch_blob(
     store: &Store,
-    scratch: &store::Scratch,
+    scratch: &Arc<store::Scratch>,
     registry: &Registry,
     remote: &RemoteRef,
     digest: Digest,
@@ -256,16 +292,25 @@ async fn fetch_blob(
 ) -> Result<(u64, bool), Error> {
     // Taking the partial waits for another process holding it and hashes what is
     // there: blocking work, off the async workers.
+    let started = std::time::Instant::now();
     let taker = store.clone();
     let mut partial = blocking(move || taker.partial(&digest)).await?;
     if store.has_blob(&digest) {
         return Ok((0, false)); // another process fetched it meanwhile
     }
+    // A layer downloaded from its start is unpacked as it arrives.
+    let (mut unpacking, mut feed) = match &layer {
+        Some((layer, media)) if partial.is_empty() => {
+            let (unpacking, feed) = Unpacking::start(store, scratch, layer, media);
+            (Some(unpacking), Some(feed))
+        }
+        _ => (None, None),
+    };
     let mut attempt = 0;
     let mut total = 0;
     let mut resumed_any = false;
     loop {
-        let (back, outcome) = download_once(registry, remote, partial, size).await;
+        let (back, outcome) = download_once(registry, remote, partial, size, feed.take()).await;
         partial = back;
         match outcome {
             Ok(attempted) => {
@@ -298,9 +343,20 @@ async fn fetch_blob(
             store::Error::Corrupt { .. } => mismatch(registry, digest, actual),
             other => other.into(),
         })?;
+    tracing::debug!(blob = %digest, ms = started.elapsed().as_millis(), "blob downloaded");
     if let Some((layer, media)) = layer {
-        // Extract while other downloads go on.
-        tokio::task::block_in_place(|| store.extract_layer(scratch, layer, &media, false))?;
+        let started = std::time::Instant::now();
+        let streamed = match unpacking.take() {
+            Some(unpacking) => unpacking.finish().await,
+            None => None,
+        };
+        if streamed.is_none() {
+            // Extract while other downloads go on.
+            tokio::task::block_in_place(|| store.extract_layer(scratch, layer, &media, false))?;
+        }
+        let ms = started.elapsed().as_millis();
+        let streamed = streamed.is_some();
+        tracing::debug!(layer = %digest, files = layer.files, ms, streamed, "layer unpacked");
     }
     Ok((total, resumed_any))
 }
@@ -363,6 +419,7 @@ async fn download_once(
     remote: &RemoteRef,
     partial: store::Partial,
     size: u64,
+    feed: Option<Feed>,
 ) -> (store::Partial, Result<Attempt, Interrupted>) {
     let offset = partial.len();
     if offset >= size {
@@ -378,7 +435,7 @@ async fn download_once(
             return (partial, Err(interrupted));
         }
     };
-    let (chunks, writer) = spawn_writer(partial, !resumed);
+    let (chunks, writer) = spawn_writer(partial, !resumed, feed.filter(|_| offset == 0), size);
     let start = if resumed { offset } else { 0 };
     let mut received = 0u64;
     let mut stop = None;
@@ -543,11 +600,14 @@ enum Stop {
 }
 
 /// Starts the blocking task that writes a download's chunks into `partial` (emptied
-/// first when `restart`); it hands the partial back when the channel closes.
+/// first when `restart`) and hands them on to `feed`, which it completes once the
+/// partial holds all `size` bytes; it hands the partial back when the channel closes.
 #[allow(clippy::type_complexity)]
 fn spawn_writer(
     mut partial: store::Partial,
     restart: bool,
+    mut feed: Option<Feed>,
+    size: u64,
 ) -> (
     tokio::sync::mpsc::Sender<bytes::Bytes>,
     tokio::task::JoinHandle<(store::Partial, Result<(), store::Error>)>,
@@ -562,6 +622,12 @@ fn spawn_writer(
             if result.is_err() {
                 break;
             }
+            if let Some(feed) = feed.as_mut() {
+                feed.send(&chunk);
+            }
+        }
+        if let Some(feed) = feed.filter(|_| result.is_ok() && partial.len() == size) {
+            feed.complete();
         }
         (partial, result)
     });
