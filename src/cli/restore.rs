@@ -82,6 +82,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     // tag may have moved, so the manifest is always read), then restored by digest.
     let mut reference = args.reference.clone();
     let mut pulled = None;
+    let started = std::time::Instant::now();
     if looks_like_spec(&reference) {
         reference = from_spec(store, &args)?;
     } else {
@@ -106,6 +107,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         Some((report, naming)) => (Some(naming), Some(report)),
         None => (None, None),
     };
+    let fetched = started.elapsed().as_secs_f64();
     let (report, named) = std::thread::scope(|s| {
         let tagger = s.spawn(|| naming.map(|n| n.apply(store)).transpose());
         let report = space::restore(store, &reference, &target, &options);
@@ -119,6 +121,10 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     let output = Output {
         report: &report,
         pulled: pulled.as_ref(),
+        timings: Timings {
+            fetch: fetched,
+            restore: started.elapsed().as_secs_f64() - fetched,
+        },
     };
     printer.print(&output, || {
         let methods: Vec<String> = report
@@ -154,6 +160,16 @@ struct Output<'a> {
     /// The pull or import that came first (registry references and layouts).
     #[serde(skip_serializing_if = "Option::is_none")]
     pulled: Option<&'a transfer::Report>,
+    /// Where the time went.
+    timings: Timings,
+}
+
+/// Seconds spent getting the environment into the store (pull, import, build; none
+/// when it was there) and restoring it (with the tag's sync running alongside).
+#[derive(serde::Serialize)]
+struct Timings {
+    fetch: f64,
+    restore: f64,
 }
 
 /// The manifest digest for a spec: from the store, `--from`, or built (see
