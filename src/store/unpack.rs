@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::cas::Staged;
 use super::{CasKey, Error, Result, Scratch, Store};
@@ -19,20 +19,59 @@ use crate::layer::{Entry, EntryKind};
 
 /// Files up to this size are read into memory and staged by a writer thread; larger
 /// ones are streamed by the reader.
-const IN_MEMORY_MAX: u64 = 1 << 20;
+const IN_MEMORY_MAX: u64 = 256 << 10;
 
-/// Files waiting for a writer, per writer (bounds memory to about
-/// `writers * QUEUE_PER_WRITER * IN_MEMORY_MAX`).
+/// Files waiting for a writer, per writer.
 const QUEUE_PER_WRITER: usize = 4;
+
+/// Bytes of file content held in memory at once, by every layer this process unpacks
+/// (several unpack at a time while they download): the bound on unpacking's memory.
+const IN_MEMORY_BUDGET: usize = 16 << 20;
+
+/// What is left of [`IN_MEMORY_BUDGET`].
+static BUDGET: Budget = Budget {
+    left: Mutex::new(IN_MEMORY_BUDGET),
+    freed: Condvar::new(),
+};
+
+/// A count of bytes that readers take before queueing a file and writers give back
+/// once it is staged.
+struct Budget {
+    left: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Budget {
+    /// Waits until `bytes` are free, and takes them.
+    fn take(&self, bytes: usize) {
+        let mut left = lock(&self.left);
+        while *left < bytes {
+            left = self.freed.wait(left).unwrap_or_else(|p| p.into_inner());
+        }
+        *left -= bytes;
+    }
+
+    fn give(&self, bytes: usize) {
+        *lock(&self.left) += bytes;
+        self.freed.notify_all();
+    }
+}
 
 /// The digest a file entry carries until its writer has hashed it.
 const PENDING: Digest = Digest([0; 32]);
 
 /// A file handed to a writer: its ordinal among the layer's files, content, exec bit.
+/// It holds its share of [`BUDGET`] until dropped.
 struct Job {
     ordinal: usize,
     bytes: Vec<u8>,
     exec: bool,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        BUDGET.give(self.bytes.len());
+    }
 }
 
 /// What staging one file gave: its ordinal, key, and the staged file (none when the
@@ -88,7 +127,9 @@ impl Store {
         Ok((entries, other, files))
     }
 
-    /// A writer thread: stages queued files until the queue closes.
+    /// A writer thread: stages queued files until the queue closes. After a failure
+    /// (its own or another writer's) it only empties the queue, so that the reader,
+    /// waiting for memory those files hold, gets on to its end.
     fn write_jobs(
         &self,
         repair: bool,
@@ -104,11 +145,13 @@ impl Store {
             let Ok(job) = job else {
                 return; // the reader is done
             };
+            if lock(failed).is_some() {
+                continue;
+            }
             match self.cas_stage_bytes(&job.bytes, job.exec, repair) {
                 Ok((key, staged)) => lock(done).push((job.ordinal, key, staged)),
                 Err(e) => {
                     lock(failed).get_or_insert(e);
-                    return;
                 }
             }
         }
@@ -136,6 +179,7 @@ impl Feeder<'_> {
         let mut bytes = Vec::new();
         content.take(IN_MEMORY_MAX + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 <= IN_MEMORY_MAX {
+            BUDGET.take(bytes.len());
             let job = Job {
                 ordinal,
                 bytes,

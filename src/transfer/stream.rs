@@ -19,7 +19,7 @@ use crate::catalog::CatalogLayer;
 use crate::store::{self, LayerIndex, Scratch, Store};
 
 /// Batches waiting for the unpacking thread (each up to the download's write batch).
-const QUEUE: usize = 16;
+const QUEUE: usize = 8;
 
 /// A layer being unpacked from its download.
 pub(super) struct Unpacking {
