@@ -46,6 +46,8 @@ pub async fn pull_untagged(
 ) -> Result<(Report, PendingTag), Error> {
     let sources = Sources::new(remote, options)?;
     let (digest, bytes, manifest) = resolve_anywhere(&sources, remote, platform).await?;
+    // Held until the tag is written: gc must not take what is pulled before it is named.
+    let writing = store.writing()?;
     let scratch = Arc::new(store.scratch()?);
     let mut report = Report {
         reference: remote.to_string(),
@@ -94,6 +96,7 @@ pub async fn pull_untagged(
     let tag = PendingTag {
         name: remote.to_string(),
         descriptor,
+        _writing: writing,
     };
     Ok((report, tag))
 }
@@ -104,6 +107,8 @@ pub async fn pull_untagged(
 pub struct PendingTag {
     name: String,
     descriptor: oci_spec::image::Descriptor,
+    /// The store's writers lock, shared: `gc` waits until the tag is written.
+    _writing: crate::fsutil::FileLock,
 }
 
 impl PendingTag {
