@@ -326,11 +326,15 @@ impl Job<'_> {
     }
 
     /// Quick-checks CAS files in parallel: the intact ones with inode and mode, and the
-    /// missing or damaged ones.
+    /// missing or damaged ones. Files this process committed (a pull just now) are
+    /// taken as they were written, without a `stat`.
     fn stat_cas(&self, keys: &[(CasKey, u64)]) -> (CasInodes, Vec<CasKey>) {
         let results: Vec<_> = keys
             .par_iter()
-            .map(|(k, size)| (*k, self.store.cas_quick_stat(k, *size)))
+            .map(|(k, size)| match self.store.cas_committed_here(k) {
+                Some(meta) => (*k, Ok(meta)),
+                None => (*k, self.store.cas_quick_stat(k, *size)),
+            })
             .collect();
         let mut ok = HashMap::new();
         let mut bad = Vec::new();
@@ -359,28 +363,40 @@ impl Job<'_> {
     }
 }
 
-/// Creates the directories of `wanted` (parents sort first); one already there is fine.
+/// Creates the directories of `wanted`, one depth at a time (a directory's parent is
+/// created before it), each depth in parallel; one already there is fine.
 fn write_dirs(
     root: &Path,
     wanted: &[(&String, &Want)],
 ) -> Result<BTreeMap<String, PathRecord>, Error> {
-    let mut records = BTreeMap::new();
+    let mut by_depth: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
     for (path, want) in wanted {
         if let Want::Dir = want {
+            by_depth
+                .entry(path.matches('/').count())
+                .or_default()
+                .push(path);
+        }
+    }
+    for dirs in by_depth.values() {
+        dirs.par_iter().try_for_each(|path| {
             let full = root.join(path);
             match fs::create_dir(&full) {
                 Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && full.is_dir()) => {
-                    return Err(Error::Write {
+                    Err(Error::Write {
                         path: full,
                         source: e,
-                    });
+                    })
                 }
-                _ => {}
+                _ => Ok(()),
             }
-            records.insert((*path).clone(), PathRecord::Dir);
-        }
+        })?;
     }
-    Ok(records)
+    Ok(by_depth
+        .into_values()
+        .flatten()
+        .map(|path| (path.clone(), PathRecord::Dir))
+        .collect())
 }
 
 /// Creates the symbolic links of `wanted` (after everything else, so none is followed).

@@ -61,7 +61,7 @@ impl CasKey {
         })
     }
 
-    fn mode(&self) -> u32 {
+    pub(super) fn mode(&self) -> u32 {
         if self.exec {
             FILE_MODE_EXEC
         } else {
@@ -263,6 +263,7 @@ impl Store {
         prepare(&tmp, &key)?;
         // The descriptor is closed now: a layer of many files holds none open.
         let staged = Staged {
+            ino: inode_of(&tmp)?,
             path: tmp.into_temp_path(),
             key,
             replace: present,
@@ -308,6 +309,7 @@ impl Store {
             .map_err(Error::io("write", tmp.path()))?;
         prepare(&tmp, &key)?;
         let staged = Staged {
+            ino: inode_of(&tmp)?,
             path: tmp.into_temp_path(),
             key,
             replace: present,
@@ -367,6 +369,13 @@ impl Store {
         self.commit_temp(tmp, &self.cas_path(key), key.mode())
     }
 
+    /// The inode and mode of CAS file `key` if this process committed it: a file it
+    /// just wrote needs no check before it is linked, nor a `stat` for its inode.
+    pub fn cas_committed_here(&self, key: &CasKey) -> Option<(u64, u32)> {
+        let ino = *self.committed.lock().get(key)?;
+        Some((ino, key.mode()))
+    }
+
     /// Metadata-only check of a CAS file: present, read-only, the layer mtime, `size`.
     pub fn cas_quick_check(&self, key: &CasKey, size: u64) -> CasState {
         match self.cas_quick_stat(key, size) {
@@ -405,6 +414,8 @@ impl Store {
 pub(super) struct Staged {
     path: tempfile::TempPath,
     key: CasKey,
+    /// Its inode (what the CAS file will have).
+    ino: u64,
     /// The CAS holds a damaged copy: the commit renames over it.
     replace: bool,
 }
@@ -427,8 +438,13 @@ impl Staged {
                 path.persist_noclobber(&dest)
             }
         };
+        let (key, ino) = (self.key, self.ino);
+        let placed = || {
+            store.committed.insert(key, ino);
+            Ok(())
+        };
         let path = match persist(self.path) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return placed(),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.path,
             Err(e) => return Err(Error::io("commit", &dest)(e.error)),
@@ -436,11 +452,31 @@ impl Staged {
         let dir = crate::fsutil::parent_of(&dest);
         fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
         match persist(path) {
-            Ok(()) => Ok(()),
+            Ok(()) => placed(),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(Error::io("commit", &dest)(e.error)),
         }
     }
+}
+
+/// The CAS files one process committed, and their inodes.
+#[derive(Debug, Default)]
+pub(super) struct Committed(std::sync::Mutex<std::collections::HashMap<CasKey, u64>>);
+
+impl Committed {
+    fn insert(&self, key: CasKey, ino: u64) {
+        self.lock().insert(key, ino);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<CasKey, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The inode of an open staged file (its descriptor: no path lookup).
+fn inode_of(tmp: &tempfile::NamedTempFile) -> Result<u64> {
+    let meta = tmp.as_file().metadata();
+    Ok(meta.map_err(Error::io("stat", tmp.path()))?.ino())
 }
 
 /// The CAS keys listed (by name) in the JSON file at `path`; none when it is absent.

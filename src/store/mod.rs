@@ -183,6 +183,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     root: PathBuf,
+    /// CAS files this process committed, with their inodes (shared by every clone).
+    committed: std::sync::Arc<cas::Committed>,
 }
 
 impl Store {
@@ -207,7 +209,10 @@ impl Store {
         }) {
             crate::fsutil::share_with_group();
         }
-        let store = Store { root };
+        let store = Store {
+            root,
+            committed: Default::default(),
+        };
         for dir in [
             store.blobs_dir(),
             store.files_dir(),

@@ -354,7 +354,19 @@ mod tests {
                 exec: *exec,
             };
             assert_eq!(&store.cas_read(&key).unwrap(), content, "{path}");
+            // Committed by this store handle: its inode is known without a stat, and
+            // is the CAS file's.
+            let (ino, _) = store.cas_quick_stat(&key, content.len() as u64).unwrap();
+            assert_eq!(store.cas_committed_here(&key), Some((ino, key.mode())));
         }
+        let elsewhere = Store::open(store.root.clone()).unwrap();
+        let (_, digest, exec) = got[0];
+        let key = CasKey { digest, exec };
+        assert_eq!(
+            elsewhere.cas_committed_here(&key),
+            None,
+            "another process checks"
+        );
         let distinct: HashSet<(Digest, bool)> = got.iter().map(|(_, d, x)| (*d, *x)).collect();
         assert_eq!(
             files_below(&store.files_dir()).len(),
