@@ -271,8 +271,10 @@ fn stage_and_commit(
         .iter()
         .map(|(_, _, m)| store::from_oci_digest(m.config().digest()))
         .collect();
-    let (catalogs, layers): (Vec<_>, Vec<_>) =
+    let (catalogs, mut layers): (Vec<_>, Vec<_>) =
         missing.iter().partition(|b| configs.contains(&Some(b.0)));
+    // Largest first: the longest unpacking starts at once, small ones fill around it.
+    layers.sort_by_key(|(_, size, _)| std::cmp::Reverse(*size));
     let mut staged: Vec<(Digest, u64, tempfile::TempPath)> = catalogs
         .par_iter()
         .map(|(digest, size, _)| {
