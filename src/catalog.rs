@@ -181,6 +181,35 @@ impl CatalogLayer {
     }
 }
 
+#[cfg(test)]
+impl CatalogLayer {
+    /// An environment layer called `name` with these digests, `files` paths and no
+    /// package fields nor relocations (for tests).
+    pub(crate) fn env_for_tests(
+        name: &str,
+        digest: Digest,
+        diff_id: Digest,
+        size: u64,
+        files: u64,
+    ) -> CatalogLayer {
+        CatalogLayer {
+            digest,
+            diff_id,
+            size,
+            files,
+            kind: LayerKind::Env,
+            name: name.into(),
+            version: None,
+            build: None,
+            subdir: None,
+            channel: None,
+            sha256: None,
+            relocations: Vec::new(),
+            packages: Vec::new(),
+        }
+    }
+}
+
 /// A file whose content must be rewritten for the space's path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

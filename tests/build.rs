@@ -606,17 +606,7 @@ fn bytecode_of_modules_holding_the_prefix_is_valid_after_restore() {
         format!("{prefix_s} {prefix_s} {prefix_s}/lib {prefix_s}/bin 42")
     );
     // CPython used each pyc (it says so only when the source hash matched), and wrote none.
-    let site = fs::read_dir(prefix.join("lib"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("python3")
-        })
-        .unwrap()
-        .join("site-packages/pyconf");
+    let site = common::site_packages(&prefix).join("pyconf");
     for module in ["__init__", "commented"] {
         let source = site.join(format!("{module}.py"));
         let used = log.lines().any(|l| {

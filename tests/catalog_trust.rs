@@ -348,18 +348,6 @@ fn catalogs_with_impossible_sizes_or_layer_counts_are_refused_at_import() {
     }
 }
 
-fn schema() -> jsonschema::Validator {
-    let schema: Json = serde_json::from_str(
-        &fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/catalog.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    jsonschema::validator_for(&schema).expect("the schema compiles")
-}
-
 /// The catalog and manifest blobs of `tag`, as they are in the store.
 fn raw_artifact(t: &Envoci, tag: &str) -> (Vec<u8>, Vec<u8>) {
     let inspected = t.json(&["inspect", tag]);
@@ -375,7 +363,7 @@ fn raw_artifact(t: &Envoci, tag: &str) -> (Vec<u8>, Vec<u8>) {
 #[test]
 fn every_catalog_the_fixtures_make_validates_against_the_schema() {
     let t = Envoci::new();
-    let validator = schema();
+    let validator = common::catalog_schema();
     for (tag, pkgs, extra) in [
         ("one", ENV_ONE, &[][..]),
         ("two", ENV_TWO, &[][..]),
@@ -440,7 +428,7 @@ fn the_validator_refuses_what_the_schema_refuses() {
     let (catalog, manifest) = raw_artifact(&t, "one");
     let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&manifest).unwrap();
     let catalog: Json = serde_json::from_slice(&catalog).unwrap();
-    let validator = schema();
+    let validator = common::catalog_schema();
     let ours = |value: &Json| {
         envoci::artifact::parse_catalog(&serde_json::to_vec(value).unwrap(), &manifest)
             .map(|_| ())

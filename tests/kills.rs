@@ -163,19 +163,11 @@ fn pulls_killed_at_random_points_leave_the_store_consistent() {
 
 /// Files a killed process left staged beside their place in the CAS.
 fn staged_leftovers(t: &Envoci) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for shard in fs::read_dir(t.home().join("files-v1"))
-        .into_iter()
-        .flatten()
-    {
-        for file in fs::read_dir(shard.unwrap().path()).into_iter().flatten() {
-            let file = file.unwrap();
-            if file.file_name().to_string_lossy().starts_with(".staged-") {
-                found.push(file.path());
-            }
-        }
-    }
-    found
+    let staged = |p: &std::path::PathBuf| {
+        let name = p.file_name().unwrap().to_string_lossy();
+        name.starts_with(".staged-")
+    };
+    t.cas_dir_files().into_iter().filter(staged).collect()
 }
 
 #[test]

@@ -37,26 +37,12 @@ fn restore(t: &Envoci, tag: &str, target: &Path) {
 
 /// The relocations the catalog of `tag` records for the layer of package `name`.
 fn relocations(t: &Envoci, tag: &str, name: &str) -> Json {
-    let catalog = t.catalog(tag);
-    let layer = catalog["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}: {catalog}"));
-    layer["relocations"].clone()
+    t.layer(tag, name)["relocations"].clone()
 }
 
 /// The layer digest of package `name` in `tag`'s catalog.
 fn layer_digest(t: &Envoci, tag: &str, name: &str) -> Json {
-    let catalog = t.catalog(tag);
-    catalog["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}: {catalog}"))["digest"]
-        .clone()
+    t.layer(tag, name)["digest"].clone()
 }
 
 fn tag(report: &Json) -> String {

@@ -410,16 +410,7 @@ fn a_corrupt_layer_met_while_unpacking_during_a_restore_commits_nothing_and_crea
     assert!(user.has_no_environments(), "nothing tagged");
     // The unpacking that ran alongside the download staged what the corrupt bytes
     // gave: none of it may reach the CAS, not even under a staging name.
-    let mut cas_files = Vec::new();
-    for shard in fs::read_dir(user.home().join("files-v1"))
-        .into_iter()
-        .flatten()
-    {
-        for file in fs::read_dir(shard.unwrap().path()).unwrap() {
-            cas_files.push(file.unwrap().path());
-        }
-    }
-    assert_eq!(cas_files, Vec::<std::path::PathBuf>::new());
+    assert_eq!(user.cas_dir_files(), Vec::<std::path::PathBuf>::new());
     user.ok(&["restore", &remote, "--target", target_str]);
     assert_eq!(
         fs::metadata(target.join("lib/big.bin")).unwrap().len(),

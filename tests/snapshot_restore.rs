@@ -182,15 +182,7 @@ fn shared_package_has_one_layer_digest_and_snapshots_are_reproducible() {
     t.ok(&["snapshot", b.to_str().unwrap(), "--tag", "b"]);
 
     let layer = |tag: &str, name: &str| -> String {
-        let catalog = t.catalog(tag);
-        let l = catalog["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {tag}"))
-            .clone();
-        l["digest"].as_str().unwrap().to_string()
+        t.layer(tag, name)["digest"].as_str().unwrap().to_string()
     };
     for shared in ["shared-dep", "links"] {
         assert_eq!(
@@ -207,15 +199,7 @@ fn catalogs_validate_against_the_schema_and_manifests_are_envoci_artifacts() {
     let t = Envoci::new();
     let prefix = env_a(t.dir());
     t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
-    let schema: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/catalog.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let validator = common::catalog_schema();
     let catalog = t.catalog("a");
     let errors: Vec<String> = validator
         .iter_errors(&catalog)
@@ -578,17 +562,7 @@ fn above_the_layer_limit_small_packages_share_group_layers() {
         .collect();
     assert_eq!(members.len(), ENV_A.len() - 2, "{members:?}");
     assert_eq!(layers.last().unwrap()["kind"], "env");
-    let schema: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/catalog.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    assert!(jsonschema::validator_for(&schema)
-        .unwrap()
-        .is_valid(&catalog));
+    assert!(common::catalog_schema().is_valid(&catalog));
 
     // Grouping changes the layers, not the environment: clobbered paths included.
     let target = t.dir().join("restored");
@@ -640,16 +614,7 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
     let two = python_env_compiled_in_place(t.dir(), "a-longer-path/to/env-two");
     t.ok(&["snapshot", one.to_str().unwrap(), "--tag", "one"]);
     t.ok(&["snapshot", two.to_str().unwrap(), "--tag", "two"]);
-    let layer = |tag: &str, name: &str| {
-        let catalog = t.catalog(tag);
-        catalog["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let layer = |tag: &str, name: &str| t.layer(tag, name);
     // The snapshots' paths are gone from the bytecode: one layer for both, the
     // interpreter's (whose stdlib compileall compiled again in place) too.
     for name in ["pyconf", "python"] {
@@ -668,15 +633,7 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
         .count();
     assert_eq!(pyc_modes, 2, "{}", pyconf("one"));
     // The schema knows the mode.
-    let schema: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/schemas/catalog.v1.schema.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
+    let validator = common::catalog_schema();
     assert!(validator.is_valid(&t.catalog("one")));
 
     let target = t.dir().join("restored/here");
@@ -698,17 +655,7 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    let site = fs::read_dir(prefix.join("lib"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("python3")
-        })
-        .unwrap()
-        .join("site-packages/pyconf");
+    let site = common::site_packages(&prefix).join("pyconf");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         format!(

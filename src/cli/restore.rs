@@ -81,7 +81,7 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
     // A registry reference or a layout is fetched first (only what the store lacks; a
     // tag may have moved, so the manifest is always read), then restored by digest.
     let mut reference = args.reference.clone();
-    let mut pulled = None;
+    let (mut pulled, mut naming) = (None, None);
     let started = std::time::Instant::now();
     if looks_like_spec(&reference) {
         reference = from_spec(store, &args)?;
@@ -97,16 +97,12 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
             };
             let fetch =
                 transfer::fetch_unless_fresh(store, &source, &transfer, platform, freshness);
-            let (fetched, naming) = super::runtime()?.block_on(fetch)?;
+            let (fetched, name) = super::runtime()?.block_on(fetch)?;
             reference = fetched.digest.clone();
-            pulled = Some((fetched, naming));
+            (pulled, naming) = (Some(fetched), Some(name));
         }
     }
     // A pull's tag is written (after a sync of the store) while the space is restored.
-    let (naming, pulled) = match pulled {
-        Some((report, naming)) => (Some(naming), Some(report)),
-        None => (None, None),
-    };
     let fetched = started.elapsed().as_secs_f64();
     let (report, named) = std::thread::scope(|s| {
         let tagger = s.spawn(|| naming.map(|n| n.apply(store)).transpose());

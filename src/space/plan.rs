@@ -273,7 +273,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use crate::catalog::{CatalogLayer, Environment, LayerKind, Relocation};
+    use crate::catalog::{CatalogLayer, Environment, Relocation};
     use crate::digest::Digest;
     use crate::layer::Entry;
     use crate::space::link::set_layer_mtime;
@@ -307,20 +307,11 @@ mod tests {
         let mut indexes = Vec::new();
         for (i, (entries, relocations)) in layers.into_iter().enumerate() {
             let digest = Digest::of(format!("layer {i}").as_bytes());
+            let name = format!("layer-{i}");
+            let files = entries.len() as u64;
             catalog_layers.push(CatalogLayer {
-                digest,
-                diff_id: digest,
-                size: 0,
-                files: entries.len() as u64,
-                kind: LayerKind::Env,
-                name: format!("layer-{i}"),
-                version: None,
-                build: None,
-                subdir: None,
-                channel: None,
-                sha256: None,
                 relocations,
-                packages: Vec::new(),
+                ..CatalogLayer::env_for_tests(&name, digest, digest, 0, files)
             });
             indexes.push(LayerIndex {
                 digest,

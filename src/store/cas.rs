@@ -112,22 +112,26 @@ impl Store {
     /// Every file in the CAS with its size (for finding unreferenced ones).
     pub fn cas_list(&self) -> Vec<(CasKey, u64)> {
         let mut out = Vec::new();
-        let Ok(shards) = fs::read_dir(self.files_dir()) else {
-            return out;
-        };
-        for shard in shards.flatten() {
-            let Ok(files) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let key = CasKey::from_name(&file.file_name().to_string_lossy());
-                if let (Some(key), Ok(m)) = (key, file.metadata()) {
-                    out.push((key, m.len()));
-                }
+        self.each_cas_dir_entry(|file| {
+            let key = CasKey::from_name(&file.file_name().to_string_lossy());
+            if let (Some(key), Ok(m)) = (key, file.metadata()) {
+                out.push((key, m.len()));
             }
-        }
+        });
         out.sort();
         out
+    }
+
+    /// Calls `visit` with every entry of every shard of the CAS directory.
+    pub(super) fn each_cas_dir_entry(&self, mut visit: impl FnMut(fs::DirEntry)) {
+        let Ok(shards) = fs::read_dir(self.files_dir()) else {
+            return;
+        };
+        for shard in shards.flatten() {
+            if let Ok(files) = fs::read_dir(shard.path()) {
+                files.flatten().for_each(&mut visit);
+            }
+        }
     }
 
     /// Removes CAS file `key` (no layer index and no space references it; the caller
@@ -250,25 +254,26 @@ impl Store {
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
         let key = CasKey { digest, exec };
-        // Only a repair asks whether the file is there (and sound): otherwise the
-        // commit's no-clobber rename finds out, without a stat per file.
-        let present = repair && self.cas_has(&key);
-        if present && self.cas_verify(&key) == CasState::Ok {
+        let Some(replace) = self.needs_staging(&key, repair) else {
             return Ok((key, size, None));
-        }
+        };
         let tmp = buffered
             .into_inner()
             .map_err(|e| e.into_error())
             .map_err(Error::io("write", scratch.dir()))?;
-        prepare(&tmp, &key)?;
-        // The descriptor is closed now: a layer of many files holds none open.
-        let staged = Staged {
-            ino: inode_of(&tmp)?,
-            path: tmp.into_temp_path(),
-            key,
-            replace: present,
-        };
-        Ok((key, size, Some(staged)))
+        Ok((key, size, Some(Staged::new(tmp, key, replace)?)))
+    }
+
+    /// Whether `key` must be staged: `None` when a repair finds the CAS holding it
+    /// intact (rehashed); else whether the commit replaces a damaged copy. Only a
+    /// repair asks whether the file is there: otherwise the commit's no-clobber rename
+    /// finds out, without a stat per file.
+    fn needs_staging(&self, key: &CasKey, repair: bool) -> Option<bool> {
+        let present = repair && self.cas_has(key);
+        if present && self.cas_verify(key) == CasState::Ok {
+            return None;
+        }
+        Some(present)
     }
 
     /// Stages `bytes` (held in memory) to become CAS file (digest, `exec`): hashed
@@ -286,10 +291,9 @@ impl Store {
             digest: Digest::of(bytes),
             exec,
         };
-        let present = repair && self.cas_has(&key);
-        if present && self.cas_verify(&key) == CasState::Ok {
+        let Some(replace) = self.needs_staging(&key, repair) else {
             return Ok((key, None));
-        }
+        };
         let dest = self.cas_path(&key);
         let dir = crate::fsutil::parent_of(&dest);
         let create = || {
@@ -307,40 +311,25 @@ impl Store {
         .map_err(Error::io("create a file in", dir))?;
         tmp.write_all(bytes)
             .map_err(Error::io("write", tmp.path()))?;
-        prepare(&tmp, &key)?;
-        let staged = Staged {
-            ino: inode_of(&tmp)?,
-            path: tmp.into_temp_path(),
-            key,
-            replace: present,
-        };
-        Ok((key, Some(staged)))
+        Ok((key, Some(Staged::new(tmp, key, replace)?)))
     }
 
     /// Files a killed process left staged in the CAS directories (only `gc`, which
     /// runs alone, may remove them).
     pub fn cas_leftovers(&self) -> Vec<super::Sweepable> {
         let mut out = Vec::new();
-        let Ok(shards) = fs::read_dir(self.files_dir()) else {
-            return out;
-        };
-        for shard in shards.flatten() {
-            let Ok(files) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let staged = file
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with(STAGING_PREFIX);
-                if let (true, Ok(m)) = (staged, file.metadata()) {
-                    out.push(super::Sweepable {
-                        path: file.path(),
-                        bytes: m.len(),
-                    });
-                }
+        self.each_cas_dir_entry(|file| {
+            let staged = file
+                .file_name()
+                .to_string_lossy()
+                .starts_with(STAGING_PREFIX);
+            if let (true, Ok(m)) = (staged, file.metadata()) {
+                out.push(super::Sweepable {
+                    path: file.path(),
+                    bytes: m.len(),
+                });
             }
-        }
+        });
         out
     }
 
@@ -421,6 +410,18 @@ pub(super) struct Staged {
 }
 
 impl Staged {
+    /// Readies the written file `tmp` to become CAS file `key` (read-only, the layer
+    /// mtime) and closes it: a layer of many files holds no descriptor open.
+    fn new(tmp: tempfile::NamedTempFile, key: CasKey, replace: bool) -> Result<Staged> {
+        prepare(&tmp, &key)?;
+        Ok(Staged {
+            ino: inode_of(&tmp)?,
+            path: tmp.into_temp_path(),
+            key,
+            replace,
+        })
+    }
+
     /// The key it will have.
     pub(super) fn key(&self) -> CasKey {
         self.key

@@ -248,7 +248,7 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::catalog::{CatalogLayer, LayerKind};
+    use crate::catalog::CatalogLayer;
     use crate::layer::{self, Compression};
 
     /// Paths and contents.
@@ -288,32 +288,20 @@ mod tests {
             Ok(Box::new(io::Cursor::new(content)))
         })
         .unwrap();
-        let catalog = CatalogLayer {
-            digest: digests.digest,
-            diff_id: digests.diff_id,
-            size: digests.uncompressed_size,
-            files: entries.len() as u64,
-            kind: LayerKind::Env,
-            name: "env".into(),
-            version: None,
-            build: None,
-            subdir: None,
-            channel: None,
-            sha256: None,
-            relocations: Vec::new(),
-            packages: Vec::new(),
-        };
+        let catalog = CatalogLayer::env_for_tests(
+            "env",
+            digests.digest,
+            digests.diff_id,
+            digests.uncompressed_size,
+            entries.len() as u64,
+        );
         (blob, catalog, files)
     }
 
     /// Every file below the CAS directory, whatever its name.
-    fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    fn files_below(store: &Store) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
-        for shard in fs::read_dir(dir).into_iter().flatten().flatten() {
-            for file in fs::read_dir(shard.path()).into_iter().flatten().flatten() {
-                out.push(file.path());
-            }
-        }
+        store.each_cas_dir_entry(|file| out.push(file.path()));
         out
     }
 
@@ -369,7 +357,7 @@ mod tests {
         );
         let distinct: HashSet<(Digest, bool)> = got.iter().map(|(_, d, x)| (*d, *x)).collect();
         assert_eq!(
-            files_below(&store.files_dir()).len(),
+            files_below(&store).len(),
             distinct.len(),
             "each content once, nothing staged left over"
         );
@@ -383,10 +371,7 @@ mod tests {
         layer.diff_id = Digest::of(b"something else");
         let err = extract(&store, &blob, &layer).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        assert_eq!(
-            files_below(&store.files_dir()),
-            Vec::<std::path::PathBuf>::new()
-        );
+        assert_eq!(files_below(&store), Vec::<std::path::PathBuf>::new());
         assert!(store.cas_leftovers().is_empty());
     }
 }

@@ -74,6 +74,21 @@ impl Envoci {
         self.cmd(args).output().expect("run envoci")
     }
 
+    /// Every file in the store's CAS directories (`files-v1/<shard>/`), whatever its
+    /// name: committed files and staged ones alike.
+    pub fn cas_dir_files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for shard in std::fs::read_dir(self.home.join("files-v1"))
+            .into_iter()
+            .flatten()
+        {
+            for file in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+                found.push(file.unwrap().path());
+            }
+        }
+        found
+    }
+
     /// Whether the store holds no environment (`envoci ls` lists nothing).
     pub fn has_no_environments(&self) -> bool {
         self.json(&["ls"]).as_array().is_some_and(|a| a.is_empty())
@@ -167,6 +182,18 @@ impl Envoci {
     /// The catalog of `reference`, as `inspect --json` prints it.
     pub fn catalog(&self, reference: &str) -> Json {
         self.json(&["inspect", reference])["catalog"].clone()
+    }
+
+    /// The catalog entry of the layer called `name` in `reference`'s catalog.
+    pub fn layer(&self, reference: &str, name: &str) -> Json {
+        let catalog = self.catalog(reference);
+        catalog["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no layer {name} in {reference}: {catalog}"))
+            .clone()
     }
 }
 
