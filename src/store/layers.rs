@@ -60,6 +60,14 @@ impl LayerIndex {
     }
 }
 
+/// A layer unpacked and checked, its files staged: nothing of it is in the store until
+/// [`Store::commit_layer`]; dropped, its files are deleted.
+#[derive(Debug)]
+pub struct StagedLayer {
+    index: LayerIndex,
+    files: Vec<super::cas::Staged>,
+}
+
 /// What the layer cache remembers of a layer built from some content.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -209,9 +217,30 @@ impl Store {
         self.extract(scratch, file, layer, media_type, repair, false)
     }
 
-    /// Unpacks a layer into staged CAS files, checks it against the catalog's entry
-    /// (its blob digest too unless `blob_checked`), then commits the files and writes
-    /// the layer index.
+    /// Unpacks a layer from `reader` — a download as it arrives — into staged files and
+    /// checks its diff id and uncompressed size against `layer`, but not its blob
+    /// digest: that is the caller's to check (the download hashes the same bytes)
+    /// before it commits the result with [`Store::commit_layer`].
+    pub fn stage_layer_from(
+        &self,
+        scratch: &Scratch,
+        reader: impl io::Read,
+        layer: &CatalogLayer,
+        media_type: &str,
+    ) -> Result<StagedLayer> {
+        self.unpack(scratch, reader, layer, media_type, false, true)
+    }
+
+    /// Moves a checked layer's staged files into the CAS and writes its index.
+    pub fn commit_layer(&self, layer: StagedLayer) -> Result<LayerIndex> {
+        for file in layer.files {
+            file.commit(self)?;
+        }
+        self.write_layer_index(&layer.index)?;
+        Ok(layer.index)
+    }
+
+    /// [`Store::unpack`], then [`Store::commit_layer`].
     fn extract(
         &self,
         scratch: &Scratch,
@@ -221,6 +250,21 @@ impl Store {
         repair: bool,
         blob_checked: bool,
     ) -> Result<LayerIndex> {
+        let staged = self.unpack(scratch, file, layer, media_type, repair, blob_checked)?;
+        self.commit_layer(staged)
+    }
+
+    /// Unpacks a layer into staged CAS files and checks it against the catalog's entry
+    /// (its blob digest too unless `blob_checked`).
+    fn unpack(
+        &self,
+        scratch: &Scratch,
+        file: impl io::Read,
+        layer: &CatalogLayer,
+        media_type: &str,
+        repair: bool,
+        blob_checked: bool,
+    ) -> Result<StagedLayer> {
         let digest = layer.digest;
         let compression = Compression::from_media_type(media_type).unwrap_or_default();
         let reader = BufReader::with_capacity(256 * 1024, file);
@@ -270,18 +314,16 @@ impl Store {
                 format!("{} bytes", got.size),
             ));
         }
-        // Trusted now: into the CAS with it.
-        for file in staged {
-            file.commit(self)?;
-        }
         let index = LayerIndex {
             digest,
             diff_id: Some(got.diff_id),
             size: Some(got.size),
             entries,
         };
-        self.write_layer_index(&index)?;
-        Ok(index)
+        Ok(StagedLayer {
+            index,
+            files: staged,
+        })
     }
 }
 

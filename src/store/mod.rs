@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobWriter;
 pub use cas::{CasKey, CasState, FILE_MODE_EXEC, FILE_MODE_PLAIN};
-pub use layers::LayerIndex;
+pub use layers::{LayerIndex, StagedLayer};
 pub use partial::Partial;
 pub use refs::{
     from_oci_digest, oci_digest, unix_now, validate_tag, InvalidTag, Tag, ANNOTATION_LAST_USED,

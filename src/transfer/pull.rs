@@ -304,7 +304,7 @@ async fn fetch_blob(
         return Ok((0, false)); // another process fetched it meanwhile
     }
     // A layer downloaded from its start is unpacked as it arrives.
-    let (mut unpacking, mut feed) = match &layer {
+    let (unpacking, mut feed) = match &layer {
         Some((layer, media)) if partial.is_empty() => {
             let (unpacking, feed) = Unpacking::start(store, scratch, layer, media);
             (Some(unpacking), Some(feed))
@@ -351,16 +351,18 @@ async fn fetch_blob(
     tracing::debug!(blob = %digest, ms = started.elapsed().as_millis(), "blob downloaded");
     if let Some((layer, media)) = layer {
         let started = std::time::Instant::now();
-        let streamed = match unpacking.take() {
+        let staged = match unpacking {
             Some(unpacking) => unpacking.finish().await,
             None => None,
         };
-        if streamed.is_none() {
-            // Extract while other downloads go on.
-            tokio::task::block_in_place(|| store.extract_layer(scratch, layer, &media, false))?;
-        }
+        let streamed = staged.is_some();
+        // The blob's digest is checked (committed above): its staged files can follow.
+        // Unpacked (or committed) while other downloads go on.
+        tokio::task::block_in_place(|| match staged {
+            Some(staged) => store.commit_layer(staged),
+            None => store.extract_layer(scratch, layer, &media, false),
+        })?;
         let ms = started.elapsed().as_millis();
-        let streamed = streamed.is_some();
         tracing::debug!(layer = %digest, files = layer.files, ms, streamed, "layer unpacked");
     }
     Ok((total, resumed_any))

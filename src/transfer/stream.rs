@@ -1,8 +1,9 @@
 //! Unpacking a layer while it downloads. On the first attempt at a layer, each batch
 //! of bytes written to the partial is also handed to a thread that unpacks the layer
-//! ([`Store::extract_layer_from`]: files staged, blob digest, diff id and size checked,
-//! only then committed), so a large layer's unpacking overlaps its download instead of
-//! following it.
+//! ([`Store::stage_layer_from`]: files staged, diff id and size checked), so a large
+//! layer's unpacking overlaps its download instead of following it. The download
+//! checks the blob digest (it hashes the same bytes); only then is the staged layer
+//! committed.
 //!
 //! The stream is a shortcut, never the only path: when the download is interrupted
 //! (and resumed later), or the unpacking fails for any reason, what it staged is
@@ -16,14 +17,14 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 
 use crate::catalog::CatalogLayer;
-use crate::store::{self, LayerIndex, Scratch, Store};
+use crate::store::{self, Scratch, StagedLayer, Store};
 
 /// Batches waiting for the unpacking thread (each up to the download's write batch).
 const QUEUE: usize = 8;
 
 /// A layer being unpacked from its download.
 pub(super) struct Unpacking {
-    handle: tokio::task::JoinHandle<Result<LayerIndex, store::Error>>,
+    handle: tokio::task::JoinHandle<Result<StagedLayer, store::Error>>,
 }
 
 /// The download's end of the stream. Dropped without [`Feed::complete`], it tells the
@@ -52,7 +53,7 @@ impl Unpacking {
         let (store, scratch) = (store.clone(), Arc::clone(scratch));
         let (layer, media) = (layer.clone(), media.to_string());
         let handle = tokio::task::spawn_blocking(move || {
-            store.extract_layer_from(&scratch, reader, &layer, &media, false)
+            store.stage_layer_from(&scratch, reader, &layer, &media)
         });
         let feed = Feed {
             sender: Some(sender),
@@ -61,20 +62,16 @@ impl Unpacking {
         (Unpacking { handle }, feed)
     }
 
-    /// The layer's index if the unpacking finished and its checks passed; `None`
+    /// The staged layer if the unpacking finished and its checks passed; `None`
     /// otherwise (the reason is logged): the caller unpacks the committed blob.
-    pub(super) async fn finish(self) -> Option<LayerIndex> {
-        match self.handle.await {
-            Ok(Ok(index)) => Some(index),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "unpacking while downloading failed: unpacking the blob");
-                None
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "unpacking while downloading stopped: unpacking the blob");
-                None
-            }
-        }
+    pub(super) async fn finish(self) -> Option<StagedLayer> {
+        let failure = match self.handle.await {
+            Ok(Ok(staged)) => return Some(staged),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(error = %failure, "unpacking while downloading failed: unpacking the blob");
+        None
     }
 }
 
