@@ -303,6 +303,103 @@ fn restore_repairs_exactly_what_changed_and_a_pristine_space_writes_nothing() {
     assert_eq!(quiet["written"].as_u64(), Some(0), "{quiet}");
 }
 
+/// The layer indexes in the store (`layers-v1/<hex>.json`).
+fn layer_indexes(t: &Envoci) -> Vec<PathBuf> {
+    fs::read_dir(t.home().join("layers-v1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect()
+}
+
+#[test]
+fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_lacks_a_file() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("space");
+    let target_s = target.to_str().unwrap();
+    t.ok(&["restore", "a", "--target", target_s]);
+    let text = target.join("etc/reloc-text.conf");
+    let data = target.join("share/shared-dep/data-1.txt");
+
+    // A relocated file, a plain one and a whole directory gone; the layer indexes too:
+    // the record says what they were, so no index is read (none is made again).
+    fs::remove_file(&text).unwrap();
+    fs::remove_file(&data).unwrap();
+    fs::remove_dir_all(target.join("bin")).unwrap();
+    let indexes = layer_indexes(&t);
+    assert!(!indexes.is_empty());
+    for index in &indexes {
+        fs::remove_file(index).unwrap();
+    }
+    let repair = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(repair["repaired"].as_u64(), Some(0), "{repair}");
+    assert!(layer_indexes(&t).is_empty(), "{:?}", layer_indexes(&t));
+    assert!(fs::read_to_string(&text)
+        .unwrap()
+        .contains(&format!("prefix={target_s}")));
+    assert_eq!(run(&target.join("bin/hello.sh")), target_s);
+    assert_same_tree(&t, "a", &prefix, &target);
+
+    // A deleted file whose CAS copy is gone as well: its layer is extracted again.
+    let ino = fs::metadata(&data).unwrap().ino();
+    let cas = t
+        .cas_dir_files()
+        .into_iter()
+        .find(|f| fs::metadata(f).unwrap().ino() == ino)
+        .expect("the space file is a hard link to its CAS file");
+    fs::remove_file(&cas).unwrap();
+    fs::remove_file(&data).unwrap();
+    let repair = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(repair["repaired"].as_u64(), Some(1), "{repair}");
+    assert_eq!(repair["written"].as_u64(), Some(1), "{repair}");
+    assert!(cas.is_file() && !layer_indexes(&t).is_empty());
+    assert_same_tree(&t, "a", &prefix, &target);
+    t.ok(&["check", "--verify"]);
+}
+
+#[test]
+fn a_record_without_the_cas_size_of_a_relocated_file_still_repairs_it() {
+    let t = Envoci::new();
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join("space");
+    let target_s = target.to_str().unwrap();
+    t.ok(&["restore", "a", "--target", target_s]);
+    // The record as versions before `cas_size` wrote it.
+    let states = t.home().join("state-v1");
+    let state = fs::read_dir(&states)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    let mut stripped = 0;
+    for (_, path) in record["paths"].as_object_mut().unwrap() {
+        stripped += path.as_object_mut().unwrap().remove("cas_size").is_some() as usize;
+    }
+    assert!(
+        stripped >= 3,
+        "relocated files record their CAS size: {stripped}"
+    );
+    fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
+
+    let text = target.join("etc/reloc-text.conf");
+    fs::remove_file(&text).unwrap();
+    let repair = t.json(&["restore", "a", "--target", target_s]);
+    assert_eq!(repair["written"].as_u64(), Some(1), "{repair}");
+    assert!(fs::read_to_string(&text)
+        .unwrap()
+        .contains(&format!("prefix={target_s}")));
+    let rewritten = fs::read_to_string(&state).unwrap();
+    assert!(
+        rewritten.contains("\"cas_size\""),
+        "the new record has it again"
+    );
+    t.ok(&["check", "--verify"]);
+}
+
 #[test]
 fn restore_into_managed_space_and_listing() {
     let t = Envoci::new();
@@ -639,39 +736,51 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
     let target = t.dir().join("restored/here");
     t.ok(&["restore", "two", "--target", target.to_str().unwrap()]);
     let prefix = fs::canonicalize(&target).unwrap();
-    let out = t
-        .cmd(&[
-            "run",
-            "--target",
-            target.to_str().unwrap(),
-            "--",
-            "python",
-            "-v",
-            "-c",
-            "import pyconf, pyconf.commented; print(pyconf.where(), pyconf.where.__code__.co_filename)",
-        ])
-        .env_remove("PYTHONDONTWRITEBYTECODE")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
     let site = common::site_packages(&prefix).join("pyconf");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!(
-            "{} {}",
-            prefix.display(),
-            site.join("__init__.py").display()
-        )
-    );
-    for module in ["__init__", "commented"] {
-        let matched = format!(" matches {}", site.join(format!("{module}.py")).display());
-        assert!(
-            log.lines().any(|l| l.ends_with(&matched)),
-            "{module}:\n{log}"
+    // Python imports the module from the space, and its bytecode matches the source.
+    let imports_from_bytecode = || {
+        let out = t
+            .cmd(&[
+                "run",
+                "--target",
+                target.to_str().unwrap(),
+                "--",
+                "python",
+                "-v",
+                "-c",
+                "import pyconf, pyconf.commented; print(pyconf.where(), pyconf.where.__code__.co_filename)",
+            ])
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!(
+                "{} {}",
+                prefix.display(),
+                site.join("__init__.py").display()
+            )
         );
-    }
-    assert!(!log.contains("# wrote "), "{log}");
+        for module in ["__init__", "commented"] {
+            let matched = format!(" matches {}", site.join(format!("{module}.py")).display());
+            assert!(
+                log.lines().any(|l| l.ends_with(&matched)),
+                "{module}:\n{log}"
+            );
+        }
+        assert!(!log.contains("# wrote "), "{log}");
+    };
+    imports_from_bytecode();
+    // Bytecode repaired from the space's record is relocated like a fresh restore's.
+    fs::remove_dir_all(site.join("__pycache__")).unwrap();
+    let repair = t.json(&["restore", "two", "--target", target.to_str().unwrap()]);
+    assert_eq!(
+        repair["written"], 3,
+        "the directory and two bytecode files: {repair}"
+    );
+    imports_from_bytecode();
     let again = t.json(&[
         "restore",
         "two",

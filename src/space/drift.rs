@@ -41,7 +41,11 @@ pub enum Actual {
 impl Actual {
     /// Reads what is at `path` without following links.
     pub fn read(path: &Path) -> io::Result<Actual> {
-        let m = fs::symlink_metadata(path)?;
+        Actual::from_metadata(&fs::symlink_metadata(path)?, path)
+    }
+
+    /// What `metadata` (not following links) says is at `path`; a link is read.
+    fn from_metadata(m: &fs::Metadata, path: &Path) -> io::Result<Actual> {
         let ft = m.file_type();
         Ok(if ft.is_file() {
             Actual::File {
@@ -83,40 +87,59 @@ impl Actual {
     }
 }
 
-/// Everything below `root` (not following links), by relative path. Directories are
-/// listed in one pass; files are examined in parallel.
+/// Everything below `root` (not following links), by relative path. Each directory is
+/// listed once and its entries examined through its descriptor (no path lookup per
+/// file), directories and entries in parallel.
 pub fn scan_tree(root: &Path) -> Result<HashMap<String, Actual>, Error> {
     let mut found = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
-        let entry = entry.map_err(|e| Error::Write {
-            path: e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf()),
-            source: e
-                .into_io_error()
-                .unwrap_or_else(|| io::Error::other("filesystem loop")),
-        })?;
-        found.push((entry.file_type().is_dir(), entry.into_path()));
-    }
-    found
+    scan_dir(root, "", &mut found)?;
+    Ok(found.into_iter().collect())
+}
+
+/// Adds what is below directory `rel` of `root` to `found`.
+fn scan_dir(root: &Path, rel: &str, found: &mut Vec<(String, Actual)>) -> Result<(), Error> {
+    let dir = root.join(rel);
+    let unreadable = |source| Error::Write {
+        path: dir.clone(),
+        source,
+    };
+    let entries = fs::read_dir(&dir)
+        .and_then(|entries| entries.collect::<io::Result<Vec<fs::DirEntry>>>())
+        .map_err(unreadable)?;
+    let examined: Vec<(String, Actual)> = entries
         .into_par_iter()
-        .map(|(is_dir, path)| {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            let actual = if is_dir {
-                Ok(Actual::Dir)
-            } else {
-                Actual::read(&path)
+        .map(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = match rel {
+                "" => name.into_owned(),
+                _ => format!("{rel}/{name}"),
             };
-            actual
-                .map(|a| (rel, a))
-                .map_err(|source| Error::Write { path, source })
+            let actual = entry
+                .metadata()
+                .and_then(|m| Actual::from_metadata(&m, &entry.path()))
+                .map_err(|source| Error::Write {
+                    path: entry.path(),
+                    source,
+                })?;
+            Ok((path, actual))
         })
-        .collect()
+        .collect::<Result<_, Error>>()?;
+    let subdirs: Vec<&String> = examined
+        .iter()
+        .filter(|(_, a)| *a == Actual::Dir)
+        .map(|(path, _)| path)
+        .collect();
+    let below = subdirs
+        .par_iter()
+        .map(|path| {
+            let mut found = Vec::new();
+            scan_dir(root, path, &mut found).map(|()| found)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    found.extend(below.into_iter().flatten());
+    found.extend(examined);
+    Ok(())
 }
 
 /// How a space differs from its recorded state.

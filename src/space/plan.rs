@@ -1,12 +1,14 @@
 //! The plan: the exact tree a catalog asks for, computed from its layer indexes and
 //! validated before anything is written (unsafe paths, writes through links, binary
 //! relocations that cannot fit the target path); and, for an existing space, what must
-//! change to make it that tree ([`Plan::changes`]).
+//! change to make it that tree ([`Plan::changes`]). A space restored from the same
+//! catalog that only drifted is planned from its record instead ([`Plan::for_drift`]):
+//! the record of a space is the plan it was written from.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use super::drift::{file_intact, scan_tree, Actual};
+use super::drift::{file_intact, scan_tree, Actual, Drift};
 use super::Error;
 use crate::catalog::Catalog;
 use crate::layer::{safe_path, EntryKind, LinkTarget};
@@ -32,6 +34,33 @@ pub enum Want {
     },
     /// A directory.
     Dir,
+}
+
+impl Want {
+    /// What a path must be again, read from the record of when it was written; `None`
+    /// for a relocated file recorded without the size of its CAS content (by a
+    /// version before records kept it).
+    fn from_record(record: &PathRecord) -> Option<Want> {
+        Some(match record {
+            PathRecord::Dir => Want::Dir,
+            PathRecord::Symlink { target } => Want::Symlink {
+                target: target.clone(),
+            },
+            PathRecord::File {
+                relocation,
+                size,
+                cas_size,
+                ..
+            } => Want::File {
+                key: record.cas_key()?,
+                size: match relocation {
+                    None => *size,
+                    Some(_) => (*cas_size)?,
+                },
+                relocation: relocation.clone(),
+            },
+        })
+    }
 }
 
 /// A catalog whose layers cannot be restored safely, or not at this path.
@@ -156,6 +185,53 @@ impl Plan {
             paths.insert(dir, Want::Dir);
         }
         Ok(Plan { paths })
+    }
+
+    /// The plan of the drifted paths of a space restored from the catalog being
+    /// restored, read from its clean record (`state`): each drifted path, and the
+    /// source of each drifted bytecode file, which relocating it reads. `None` when a
+    /// record lacks something a plan needs ([`Want::from_record`]).
+    pub fn for_drift(state: &SpaceState, drift: &Drift) -> Option<Plan> {
+        let mut paths = BTreeMap::new();
+        let mut want = |path: &String| -> Option<()> {
+            let record = state.paths.get(path)?;
+            paths.insert(path.clone(), Want::from_record(record)?);
+            Some(())
+        };
+        for path in drift.modified.iter().chain(&drift.missing) {
+            want(path)?;
+            let source = crate::ingest::attribute::pyc_source(path);
+            if let Some(source) = source.filter(|s| state.paths.contains_key(s)) {
+                want(&source)?;
+            }
+        }
+        Some(Plan { paths })
+    }
+
+    /// What to change in a space whose drift this plan was made for
+    /// ([`Plan::for_drift`]): the drifted paths are rewritten (those still there
+    /// removed first), extras removed, and every other record of `recorded` kept.
+    pub fn drift_changes(
+        &self,
+        mut recorded: BTreeMap<String, PathRecord>,
+        drift: &Drift,
+    ) -> Changes<'_> {
+        let drifted: HashSet<&String> = drift.modified.iter().chain(&drift.missing).collect();
+        for path in &drifted {
+            recorded.remove(*path);
+        }
+        let write = self
+            .paths
+            .iter()
+            .filter(|(path, _)| drifted.contains(path))
+            .collect();
+        let mut remove: Vec<String> = drift.modified.iter().chain(&drift.extra).cloned().collect();
+        remove.sort();
+        Changes {
+            keep: recorded,
+            write,
+            remove,
+        }
     }
 
     /// Refuses a target path longer than some binary file's placeholder.
@@ -488,6 +564,7 @@ mod tests {
                     relocation: None,
                     written: None,
                     size,
+                    cas_size: None,
                     mode,
                     ino,
                     method: Method::Copy,

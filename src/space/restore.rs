@@ -3,15 +3,17 @@
 //! A new space is assembled in a temporary directory beside the target, recorded and
 //! renamed into place. An existing space is compared with its record and what is on
 //! disk; only what differs is removed and rewritten, with the record marked dirty
-//! meanwhile.
+//! meanwhile. A space that only drifted from the catalog being restored is planned
+//! from its record, and the layer indexes are read only if a CAS file needs repair.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use super::drift::{drift_against, scan_tree, Actual};
+use super::drift::{drift_against, scan_tree, Actual, Drift};
 use super::target::{absolute_target, is_empty_dir, utf8};
-use super::{temp, Error, Linker, Options, Plan, Report, SpaceState, Want};
+use super::{temp, Changes, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
 use crate::catalog::CatalogLayer;
 use crate::fsutil::{parent_of, remove_any, sync_dir};
@@ -53,8 +55,20 @@ pub fn restore(
     };
 
     let scratch = store.scratch()?;
-    let indexes = layer_indexes(store, &scratch, &artifact)?;
-    let plan = Plan::new(&artifact.catalog, &indexes)?;
+    let indexes = OnceLock::new();
+    let drift = scanned.as_ref().map(|s| &s.drift);
+    let repair = drift
+        .zip(recorded.as_ref())
+        .and_then(|(drift, state)| Plan::for_drift(state, drift));
+    let (plan, drift) = match repair {
+        Some(plan) => (plan, drift),
+        None => {
+            let all = layer_indexes(store, &scratch, &artifact)?;
+            let plan = Plan::new(&artifact.catalog, &all)?;
+            indexes.get_or_init(|| all);
+            (plan, None)
+        }
+    };
     plan.check_target(target_str)?;
     let media_types: Vec<String> = artifact
         .manifest
@@ -65,8 +79,8 @@ pub fn restore(
     let job = Job {
         store,
         scratch: &scratch,
-        indexes: &indexes,
-        layers: &artifact.catalog.layers,
+        artifact: &artifact,
+        indexes,
         media_types: &media_types,
         plan: &plan,
         target_str,
@@ -74,9 +88,10 @@ pub fn restore(
         verify: options.verify,
         damaged: &damaged,
         progress: &options.progress,
-        scanned: scanned.as_ref(),
+        scanned: scanned.as_ref().map(|s| &s.scan),
+        drift,
     };
-    job.run(&artifact, reference, &target, recorded, options)
+    job.run(reference, &target, recorded, options)
 }
 
 /// The common case: the space holds this catalog already and nothing drifted. Its
@@ -101,8 +116,9 @@ fn already_restored(
         return Ok(Restored::Drifted(None));
     }
     let scan = scan_tree(target)?;
-    if !drift_against(state, &scan, verify).is_clean() {
-        return Ok(Restored::Drifted(Some(scan)));
+    let drift = drift_against(state, &scan, verify);
+    if !drift.is_clean() {
+        return Ok(Restored::Drifted(Some(Scanned { scan, drift })));
     }
     Ok(Restored::Done(Report {
         target: target.to_path_buf(),
@@ -118,7 +134,14 @@ enum Restored {
     Done(Report),
     /// No; the scan of the space that showed it, if one was made (the update plans
     /// from it instead of scanning again).
-    Drifted(Option<HashMap<String, Actual>>),
+    Drifted(Option<Scanned>),
+}
+
+/// A scan of a space restored from the catalog being restored, and how it drifted
+/// from its record.
+struct Scanned {
+    scan: HashMap<String, Actual>,
+    drift: Drift,
 }
 
 /// The index of every layer of `artifact`, extracting each layer that has no index
@@ -171,8 +194,9 @@ fn refuse_precious(store: &Store, target: &Path) -> Result<(), Error> {
 pub(super) struct Job<'a> {
     pub(super) store: &'a Store,
     pub(super) scratch: &'a Scratch,
-    pub(super) indexes: &'a [LayerIndex],
-    pub(super) layers: &'a [CatalogLayer],
+    pub(super) artifact: &'a Artifact,
+    /// The artifact's layer indexes, read when first needed ([`Job::indexes`]).
+    pub(super) indexes: OnceLock<Vec<LayerIndex>>,
     pub(super) media_types: &'a [String],
     pub(super) plan: &'a Plan,
     pub(super) target_str: &'a str,
@@ -186,36 +210,51 @@ pub(super) struct Job<'a> {
     pub(super) progress: &'a crate::progress::Reporter,
     /// The scan of the space made before planning, if one was.
     pub(super) scanned: Option<&'a HashMap<String, Actual>>,
+    /// Set when the plan covers only these drifted paths ([`Plan::for_drift`]).
+    pub(super) drift: Option<&'a Drift>,
 }
 
-impl Job<'_> {
+impl<'a> Job<'a> {
+    /// The layer indexes of the artifact, read (and extracted if need be) on first use.
+    pub(super) fn indexes(&self) -> Result<&[LayerIndex], Error> {
+        if let Some(indexes) = self.indexes.get() {
+            return Ok(indexes);
+        }
+        let indexes = layer_indexes(self.store, self.scratch, self.artifact)?;
+        Ok(self.indexes.get_or_init(|| indexes))
+    }
+
+    /// The catalog's layers.
+    pub(super) fn layers(&self) -> &'a [CatalogLayer] {
+        &self.artifact.catalog.layers
+    }
+
     /// Creates or updates the space, depending on what is at `target`.
     fn run(
         &self,
-        artifact: &Artifact,
         reference: &str,
         target: &Path,
         recorded: Option<SpaceState>,
         options: &Options,
     ) -> Result<Report, Error> {
         match (fs::symlink_metadata(target), recorded) {
-            (Err(_), _) => self.create(artifact, reference, target),
+            (Err(_), _) => self.create(reference, target),
             (Ok(m), _) if !m.is_dir() => Err(Error::BadTarget {
                 path: target.to_path_buf(),
                 reason: "it is not a directory".into(),
             }),
-            (Ok(_), Some(state)) => self.update(artifact, reference, target, state, options.verify),
-            (Ok(_), None) if is_empty_dir(target) => self.create(artifact, reference, target),
+            (Ok(_), Some(state)) => self.update(reference, target, state, options.verify),
+            (Ok(_), None) if is_empty_dir(target) => self.create(reference, target),
             (Ok(_), None) if options.force => {
                 refuse_precious(self.store, target)?;
                 let state = SpaceState {
                     target: target.to_path_buf(),
-                    manifest: artifact.digest,
+                    manifest: self.artifact.digest,
                     reference: reference.into(),
                     dirty: true,
                     paths: BTreeMap::new(),
                 };
-                self.update(artifact, reference, target, state, options.verify)
+                self.update(reference, target, state, options.verify)
             }
             (Ok(_), None) => Err(Error::NotASpace {
                 path: target.to_path_buf(),
@@ -224,7 +263,7 @@ impl Job<'_> {
     }
 
     /// A new space: assembled beside the target, recorded, renamed into place.
-    fn create(&self, artifact: &Artifact, reference: &str, target: &Path) -> Result<Report, Error> {
+    fn create(&self, reference: &str, target: &Path) -> Result<Report, Error> {
         let tmp = temp::temp_beside(target);
         // Should this process die, whoever cleans its scratch removes `tmp` too.
         self.scratch.own_dir(&tmp)?;
@@ -237,7 +276,7 @@ impl Job<'_> {
             path: tmp.clone(),
             source,
         })?;
-        let result = self.assemble(&tmp, artifact, reference, target);
+        let result = self.assemble(&tmp, reference, target);
         if result.is_err() {
             let _ = remove_any(&tmp);
         }
@@ -246,13 +285,7 @@ impl Job<'_> {
 
     /// Writes the whole plan into `tmp`, records it as `target`'s state and renames
     /// `tmp` to `target`.
-    fn assemble(
-        &self,
-        tmp: &Path,
-        artifact: &Artifact,
-        reference: &str,
-        target: &Path,
-    ) -> Result<Report, Error> {
+    fn assemble(&self, tmp: &Path, reference: &str, target: &Path) -> Result<Report, Error> {
         let mut report = Report {
             created: true,
             ..Report::default()
@@ -261,7 +294,7 @@ impl Job<'_> {
         let paths = self.write_paths(tmp, &wanted, &mut report)?;
         let state = SpaceState {
             target: target.to_path_buf(),
-            manifest: artifact.digest,
+            manifest: self.artifact.digest,
             reference: reference.into(),
             dirty: false,
             paths,
@@ -273,49 +306,40 @@ impl Job<'_> {
         })?;
         sync_dir(parent_of(target)).ok();
         report.target = target.to_path_buf();
-        report.manifest = artifact.digest.oci();
+        report.manifest = self.artifact.digest.oci();
         Ok(report)
     }
 
     /// An existing space: touch only what differs.
     fn update(
         &self,
-        artifact: &Artifact,
         reference: &str,
         target: &Path,
         mut state: SpaceState,
         verify: bool,
     ) -> Result<Report, Error> {
-        let mut changes = self.plan.changes(target, &state, verify, self.scanned)?;
-        // Files that came from a CAS file known damaged are damaged too: rewrite them.
-        let mut suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
-            .cloned()
-            .collect();
-        // Hard links to a CAS file that was repaired since: they hold the damaged inode.
-        suspect.extend(stale_links(self.store, changes.keep.iter())?);
-        for path in suspect {
-            changes.keep.remove(&path);
-            if let Some(wanted) = self.plan.paths.get_key_value(&path) {
-                changes.write.push(wanted);
-            }
-            changes.remove.push(path);
-        }
-        changes.remove.sort();
+        let recorded = !state.paths.is_empty();
+        let changes = match self.drift {
+            Some(drift) => self
+                .plan
+                .drift_changes(std::mem::take(&mut state.paths), drift),
+            None => self.changes(target, &state, verify)?,
+        };
         let mut report = Report {
             target: target.to_path_buf(),
-            manifest: artifact.digest.oci(),
+            manifest: self.artifact.digest.oci(),
             unchanged: changes.keep.len() as u64,
             ..Report::default()
         };
         if changes.write.is_empty()
             && changes.remove.is_empty()
             && !state.dirty
-            && state.manifest == artifact.digest
+            && state.manifest == self.artifact.digest
         {
             return Ok(report);
         }
 
-        if state.paths.is_empty() {
+        if !recorded {
             // A directory taken over with --force: recorded (dirty) before it changes,
             // so the next restore knows it for a space.
             state.dirty = true;
@@ -334,11 +358,37 @@ impl Job<'_> {
         let mut paths = changes.keep;
         paths.extend(self.write_paths(target, &changes.write, &mut report)?);
         state.paths = paths;
-        state.manifest = artifact.digest;
+        state.manifest = self.artifact.digest;
         state.reference = reference.into();
         state.dirty = false;
         self.store.write_space_state(&state)?;
         Ok(report)
+    }
+
+    /// What to change in `target` to make it the (whole) plan: what differs from it,
+    /// and every file that came from a CAS file known damaged.
+    fn changes(
+        &self,
+        target: &Path,
+        state: &SpaceState,
+        verify: bool,
+    ) -> Result<Changes<'a>, Error> {
+        let mut changes = self.plan.changes(target, state, verify, self.scanned)?;
+        // Files that came from a CAS file known damaged are damaged too: rewrite them.
+        let mut suspect: Vec<String> = from_damaged(changes.keep.iter(), self.damaged)
+            .cloned()
+            .collect();
+        // Hard links to a CAS file that was repaired since: they hold the damaged inode.
+        suspect.extend(stale_links(self.store, changes.keep.iter())?);
+        for path in suspect {
+            changes.keep.remove(&path);
+            if let Some(wanted) = self.plan.paths.get_key_value(&path) {
+                changes.write.push(wanted);
+            }
+            changes.remove.push(path);
+        }
+        changes.remove.sort();
+        Ok(changes)
     }
 }
 

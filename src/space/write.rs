@@ -86,7 +86,7 @@ impl Job<'_> {
     ) -> Result<PathRecord, Error> {
         let Want::File {
             key,
-            size,
+            size: cas_size,
             relocation,
         } = want
         else {
@@ -99,7 +99,7 @@ impl Job<'_> {
         };
         let (method, written) = match relocation {
             None => (self.link_file(key, &full)?, None),
-            Some((FileMode::Pyc, placeholder)) if *size <= pyc::MAX_SIZE => {
+            Some((FileMode::Pyc, placeholder)) if *cas_size <= pyc::MAX_SIZE => {
                 let digest = self.relocate_pyc(key, &full, path, placeholder)?;
                 (Method::Relocated, Some(digest))
             }
@@ -110,7 +110,7 @@ impl Job<'_> {
         };
         let (size, mode, ino) = match (method, inodes.get(key)) {
             // A hard link is the CAS file: its inode and mode are known already.
-            (Method::Hardlink, Some(&(ino, mode))) => (*size, mode, ino),
+            (Method::Hardlink, Some(&(ino, mode))) => (*cas_size, mode, ino),
             _ => match Actual::read(&full).map_err(err)? {
                 Actual::File {
                     size, mode, ino, ..
@@ -124,6 +124,7 @@ impl Job<'_> {
             relocation: relocation.clone(),
             written,
             size,
+            cas_size: relocation.as_ref().map(|_| *cas_size),
             mode,
             ino,
             method,
@@ -352,7 +353,11 @@ impl Job<'_> {
     /// Re-extracts, repairing, every layer holding one of `bad`. Returns how many.
     fn repair_layers(&self, bad: &HashSet<CasKey>) -> Result<u64, Error> {
         let mut repaired = 0;
-        let layers = self.indexes.iter().zip(self.layers).zip(self.media_types);
+        let layers = self
+            .indexes()?
+            .iter()
+            .zip(self.layers())
+            .zip(self.media_types);
         for ((index, layer), media) in layers {
             if index.files().any(|(k, _)| bad.contains(&k)) {
                 self.store.extract_layer(self.scratch, layer, media, true)?;

@@ -48,6 +48,10 @@ pub enum PathRecord {
         written: Option<Digest>,
         /// Size as written.
         size: u64,
+        /// Size of the CAS content, recorded when it differs from what was written
+        /// (relocated files), so a repair can plan from the record alone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cas_size: Option<u64>,
         /// Permission bits as written.
         mode: u32,
         /// Inode as written.
