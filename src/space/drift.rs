@@ -165,39 +165,58 @@ pub fn drift(state: &SpaceState, verify: bool) -> Result<Drift, Error> {
     Ok(drift_against(state, &scan_tree(&state.target)?, verify))
 }
 
-/// [`drift`] against a scan of the space already made ([`scan_tree`]).
+/// [`drift`] against a scan of the space already made ([`scan_tree`]). Records are
+/// compared in parallel (with `verify`, files are rehashed).
 pub fn drift_against(state: &SpaceState, actual: &HashMap<String, Actual>, verify: bool) -> Drift {
+    let verdicts: Vec<(&String, Option<bool>)> = state
+        .paths
+        .par_iter()
+        .map(|(path, record)| {
+            let intact = actual
+                .get(path)
+                .map(|a| intact(&state.target, path, a, record, verify));
+            (path, intact)
+        })
+        .collect();
     let mut drift = Drift::default();
-    for (path, record) in &state.paths {
-        match actual.get(path) {
+    for (path, intact) in verdicts {
+        match intact {
             None => drift.missing.push(path.clone()),
-            Some(a) => {
-                let ok = match record {
-                    PathRecord::File { .. } => {
-                        file_intact(&state.target.join(path), a, record, verify)
-                    }
-                    _ => a.matches(record),
-                };
-                if !ok {
-                    drift.modified.push(path.clone());
-                }
-            }
+            Some(false) => drift.modified.push(path.clone()),
+            Some(true) => {}
         }
     }
-    drift.extra = actual
-        .keys()
-        .filter(|p| !state.paths.contains_key(*p))
-        .cloned()
-        .collect();
-    drift.extra.sort();
+    // Every recorded path not missing was found, so the rest of what was found is
+    // extra: only look for it when there is some.
+    let recorded_found = state.paths.len() - drift.missing.len();
+    if actual.len() > recorded_found {
+        drift.extra = actual
+            .keys()
+            .filter(|p| !state.paths.contains_key(*p))
+            .cloned()
+            .collect();
+        drift.extra.sort();
+    }
     drift
 }
 
-/// Whether a file on disk is still what restore wrote.
-pub(super) fn file_intact(full: &Path, actual: &Actual, record: &PathRecord, verify: bool) -> bool {
-    if !verify {
-        return actual.matches(record);
+/// Whether `actual`, found at `path` below `root`, is still what `record` says was
+/// written there.
+pub(super) fn intact(
+    root: &Path,
+    path: &str,
+    actual: &Actual,
+    record: &PathRecord,
+    verify: bool,
+) -> bool {
+    match record {
+        PathRecord::File { .. } if verify => file_content_intact(&root.join(path), actual, record),
+        _ => actual.matches(record),
     }
+}
+
+/// Whether a file on disk still has the mode and content restore wrote.
+fn file_content_intact(full: &Path, actual: &Actual, record: &PathRecord) -> bool {
     let PathRecord::File { mode, .. } = record else {
         return false;
     };

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use super::drift::{file_intact, scan_tree, Actual, Drift};
+use super::drift::{intact, scan_tree, Actual, Drift};
 use super::Error;
 use crate::catalog::Catalog;
 use crate::layer::{safe_path, EntryKind, LinkTarget};
@@ -279,12 +279,11 @@ impl Plan {
         let mut keep = BTreeMap::new();
         let mut write: Vec<(&String, &Want)> = Vec::new();
         for (path, want) in &self.paths {
-            let full = root.join(path);
             match unchanged(
                 want,
                 recorded.paths.get(path),
                 actual.get(path),
-                &full,
+                (root, path),
                 verify,
             ) {
                 Some(record) => {
@@ -322,7 +321,7 @@ fn unchanged(
     want: &Want,
     recorded: Option<&PathRecord>,
     actual: Option<&Actual>,
-    full: &Path,
+    (root, path): (&Path, &str),
     verify: bool,
 ) -> Option<PathRecord> {
     match (want, recorded, actual) {
@@ -336,7 +335,7 @@ fn unchanged(
             },
             Some(r @ PathRecord::File { relocation: rr, .. }),
             Some(a),
-        ) if r.cas_key() == Some(*key) && rr == relocation && file_intact(full, a, r, verify) => {
+        ) if r.cas_key() == Some(*key) && rr == relocation && intact(root, path, a, r, verify) => {
             Some(r.clone())
         }
         _ => None,
