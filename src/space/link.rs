@@ -3,6 +3,9 @@
 //! `auto` tries a reflink (copy-on-write clone), falls back to a hard link when the
 //! filesystem cannot clone, and to a copy when it cannot link (another filesystem). The
 //! fallback is decided once per restore and the method used is returned for each file.
+//! A CAS file with as many links as the filesystem allows (ext4: 65,000 — the empty
+//! file, shared by hundreds of paths in every space, gets there after a few hundred
+//! restores) is copied by `auto` for that file alone; the others are still linked.
 
 use std::fs;
 use std::io;
@@ -75,10 +78,13 @@ impl Linker {
                 REFLINK => reflink_copy::reflink(cas, dest)
                     .and_then(|()| finish_private(dest, exec))
                     .map(|()| Method::Reflink),
-                HARDLINK => fs::hard_link(cas, dest).map(|()| Method::Hardlink),
-                _ => fs::copy(cas, dest)
-                    .and_then(|_| finish_private(dest, exec))
-                    .map(|_| Method::Copy),
+                HARDLINK => match fs::hard_link(cas, dest) {
+                    Err(e) if self.mode == LinkMode::Auto && at_link_limit(&e) => {
+                        copy(cas, dest, exec)
+                    }
+                    linked => linked.map(|()| Method::Hardlink),
+                },
+                _ => copy(cas, dest, exec),
             };
             match result {
                 Ok(m) => return Ok(m),
@@ -95,6 +101,19 @@ impl Linker {
             }
         }
     }
+}
+
+/// Copies `cas` to `dest` as a private file.
+fn copy(cas: &Path, dest: &Path, exec: bool) -> io::Result<Method> {
+    fs::copy(cas, dest)?;
+    finish_private(dest, exec)?;
+    Ok(Method::Copy)
+}
+
+/// Whether a hard link failed because its source has the most links the filesystem
+/// allows: a limit of that one file, not of the filesystem.
+fn at_link_limit(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EMLINK)
 }
 
 /// A private copy gets normal permissions and the layer mtime.
@@ -135,7 +154,6 @@ pub fn is_unsupported(e: &io::Error) -> bool {
                 | libc::ENOTTY
                 | libc::ENOSYS
                 | libc::EPERM
-                | libc::EMLINK
         )
     )
 }
@@ -262,6 +280,39 @@ mod tests {
             fs::metadata(&near).unwrap().ino(),
             fs::metadata(&cas).unwrap().ino()
         );
+    }
+
+    #[test]
+    fn auto_copies_a_cas_file_at_the_link_limit_and_links_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = cas_file(dir.path(), b"");
+        let links = dir.path().join("links");
+        fs::create_dir(&links).unwrap();
+        // Link it as often as the filesystem allows (ext4, this test's: 65,000).
+        for n in 0.. {
+            match fs::hard_link(&full, links.join(n.to_string())) {
+                Ok(()) => assert!(n < 200_000, "the temp dir's filesystem has no link limit"),
+                Err(e) if at_link_limit(&e) => break,
+                Err(e) => panic!("link {n}: {e}"),
+            }
+        }
+        let other = dir.path().join("other");
+        fs::write(&other, b"other").unwrap();
+        let linker = Linker::new(LinkMode::Auto);
+        let dest = dir.path().join("copied");
+        assert_eq!(linker.place(&full, &dest, true).unwrap(), Method::Copy);
+        assert_eq!(mode(&dest), 0o755);
+        let next = dir.path().join("next");
+        let method = linker.place(&other, &next, false).unwrap();
+        assert!(
+            matches!(method, Method::Hardlink | Method::Reflink),
+            "{method:?}"
+        );
+        // Asked for hard links only: the limit is an error, not a copy.
+        let err = Linker::new(LinkMode::Hardlink)
+            .place(&full, &dir.path().join("refused"), false)
+            .unwrap_err();
+        assert!(at_link_limit(&err) && !is_unsupported(&err), "{err}");
     }
 
     #[test]
