@@ -166,7 +166,7 @@ fn two_users_restore_update_check_and_collect_in_one_shared_store() {
     }
 
     // What either made stays the group's: directories group-writable and setgid.
-    for sub in ["blobs/sha256", "files-v1", "state-v1", "locks"] {
+    for sub in ["blobs/sha256", "files-v1", "state-v2", "locks"] {
         let meta = fs::metadata(store.join(sub)).unwrap();
         assert_eq!(meta.mode() & 0o2070, 0o2070, "{sub} is the group's");
     }

@@ -360,21 +360,19 @@ fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_
 }
 
 #[test]
-fn a_record_without_the_cas_size_of_a_relocated_file_still_repairs_it() {
+fn a_space_recorded_by_an_earlier_version_is_repaired_and_its_record_migrated() {
     let t = Envoci::new();
     let prefix = env_a(t.dir());
     t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
     let target = t.dir().join("space");
     let target_s = target.to_str().unwrap();
     t.ok(&["restore", "a", "--target", target_s]);
-    // The record as versions before `cas_size` wrote it.
-    let states = t.home().join("state-v1");
-    let state = fs::read_dir(&states)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
-        .unwrap();
-    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+    // The record as versions before state-v2 wrote it: JSON in state-v1, relocated
+    // files without the size of their CAS content.
+    let store = envoci::store::Store::open(t.home()).unwrap();
+    let canonical = fs::canonicalize(&target).unwrap();
+    let state = store.space_state(&canonical).unwrap().expect("recorded");
+    let mut record = serde_json::to_value(&state).unwrap();
     let mut stripped = 0;
     for (_, path) in record["paths"].as_object_mut().unwrap() {
         stripped += path.as_object_mut().unwrap().remove("cas_size").is_some() as usize;
@@ -383,7 +381,20 @@ fn a_record_without_the_cas_size_of_a_relocated_file_still_repairs_it() {
         stripped >= 3,
         "relocated files record their CAS size: {stripped}"
     );
-    fs::write(&state, serde_json::to_vec(&record).unwrap()).unwrap();
+    let id = envoci::store::space_id(&canonical);
+    let (v1, v2) = (
+        t.home().join(format!("state-v1/{id}.json")),
+        t.home().join(format!("state-v2/{id}.state")),
+    );
+    fs::create_dir_all(v1.parent().unwrap()).unwrap();
+    fs::write(&v1, serde_json::to_vec(&record).unwrap()).unwrap();
+    fs::remove_file(&v2).unwrap();
+    let spaces = t.json(&["ls", "--spaces"]);
+    assert_eq!(
+        (spaces[0]["path"].as_str(), spaces[0]["dirty"].as_bool()),
+        (canonical.to_str(), Some(false)),
+        "listed from the old record: {spaces}"
+    );
 
     let text = target.join("etc/reloc-text.conf");
     fs::remove_file(&text).unwrap();
@@ -392,12 +403,20 @@ fn a_record_without_the_cas_size_of_a_relocated_file_still_repairs_it() {
     assert!(fs::read_to_string(&text)
         .unwrap()
         .contains(&format!("prefix={target_s}")));
-    let rewritten = fs::read_to_string(&state).unwrap();
     assert!(
-        rewritten.contains("\"cas_size\""),
-        "the new record has it again"
+        v2.is_file() && !v1.exists(),
+        "the record is in the new format now"
     );
     t.ok(&["check", "--verify"]);
+
+    // A record altered on disk is refused as such, never read as another record.
+    let mut bytes = fs::read(&v2).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    fs::write(&v2, bytes).unwrap();
+    let err = t.fail_as(6, &["restore", "a", "--target", target_s]);
+    assert!(err.contains("is not a valid space record"), "{err}");
+    assert!(fs::read_to_string(&text).unwrap().contains(target_s));
 }
 
 #[test]

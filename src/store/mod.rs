@@ -11,7 +11,8 @@
 //! ├── damaged-v1.json             CAS files `check` found damaged; the next restore repairs them
 //! ├── repaired-v1.json            CAS files repaired since: hard links to the old inode are relinked
 //! ├── spaces-v1/<name>/           managed spaces (`restore --space NAME`)
-//! ├── state-v1/<id>.json          per space: its manifest, dirty flag, each path written
+//! ├── state-v2/<id>.state         per space: its manifest, dirty flag, each path written
+//! ├── state-v2/<id>.dirty         a restore is modifying the space (state-v1/: the JSON of before)
 //! ├── locks/<name>.lock           advisory locks: index, writers (shared by every writer,
 //! │                               exclusive for gc), space-…, build-…, prefix-…, ingest-…, partial-…
 //! ├── ingest/<pid>-<random>/      per-process scratch; removed once its owner is gone
@@ -32,6 +33,7 @@ mod layers;
 mod partial;
 mod refs;
 mod scratch;
+mod space_record;
 mod spaces;
 mod sweep;
 mod unpack;
@@ -48,6 +50,7 @@ pub use refs::{
     ANNOTATION_PLATFORM, ANNOTATION_REF_NAME, ANNOTATION_RESOLVED_AT,
 };
 pub use scratch::{rand_u64, Scratch, StaleScratch};
+pub use space_record::RecordError;
 pub use spaces::{space_id, Method, PathRecord, SpaceState};
 pub use sweep::Sweepable;
 
@@ -103,6 +106,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A space's record that does not decode.
+    #[error("{} is not a valid space record: {source}", path.display())]
+    BadRecord {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: RecordError,
+    },
     /// A layer blob that cannot be extracted.
     #[error("layer {digest} cannot be extracted")]
     BadLayer {
@@ -138,9 +150,10 @@ impl Error {
     pub fn kind(&self) -> crate::ErrorKind {
         match self {
             Error::NotFound(_) => crate::ErrorKind::NotFound,
-            Error::Corrupt { .. } | Error::BadJson { .. } | Error::BadLayer { .. } => {
-                crate::ErrorKind::Integrity
-            }
+            Error::Corrupt { .. }
+            | Error::BadJson { .. }
+            | Error::BadRecord { .. }
+            | Error::BadLayer { .. } => crate::ErrorKind::Integrity,
             Error::Io { .. } => crate::ErrorKind::Other,
             Error::Ambiguous { .. } => crate::ErrorKind::Usage,
         }
@@ -260,7 +273,7 @@ impl Store {
 
     /// The directory holding space state files.
     fn state_dir(&self) -> PathBuf {
-        self.root.join(format!("state-{STORE_VERSION}"))
+        self.root.join("state-v2")
     }
 
     /// The directory holding lock files.

@@ -1,8 +1,10 @@
 //! Space records: which catalog each space holds and, per path, what restore wrote there
-//! and the metadata it left. One JSON file per space, `state-v1/<id>.json` (`id` from
-//! the space's absolute path), always replaced atomically; `dirty` is set while a
-//! restore is modifying the space, so an interrupted one is noticed and finished by the
-//! next. The space's lock and the managed spaces' directory live here too.
+//! and the metadata it left. One file per space, `state-v2/<id>.state` (`id` from the
+//! space's absolute path; the format is [`super::space_record`]), always replaced
+//! atomically; a space is dirty while a restore is modifying it, so an interrupted one
+//! is noticed and finished by the next. Records of earlier versions (`state-v1/<id>.json`)
+//! are read as they are and replaced by the new format when next written. The space's
+//! lock and the managed spaces' directory live here too.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{validate_tag, CasKey, Error, InvalidTag, Result, Store};
+use super::{space_record, validate_tag, CasKey, Error, InvalidTag, Result, Store};
 use crate::digest::Digest;
 use crate::fsutil::FileLock;
 use crate::relocate::FileMode;
@@ -111,15 +113,34 @@ pub fn space_id(target: &Path) -> String {
     Digest::of(target.as_os_str().as_encoded_bytes()).hex()[..32].to_string()
 }
 
+/// The directory of the records of envoci 0.1 up to the binary format.
+const LEGACY_STATE_DIR: &str = "state-v1";
+
 impl Store {
     fn state_path(&self, target: &Path) -> PathBuf {
-        self.state_dir().join(format!("{}.json", space_id(target)))
+        self.state_dir().join(format!("{}.state", space_id(target)))
+    }
+
+    /// Where an earlier version recorded the space at `target` (JSON).
+    fn legacy_state_path(&self, target: &Path) -> PathBuf {
+        let id = space_id(target);
+        self.root()
+            .join(LEGACY_STATE_DIR)
+            .join(format!("{id}.json"))
     }
 
     /// The marker that a restore is modifying the space at `target` (see
     /// [`Store::mark_space_dirty`]).
     fn dirty_path(&self, target: &Path) -> PathBuf {
         self.state_dir().join(format!("{}.dirty", space_id(target)))
+    }
+
+    /// The marker an earlier version left for the space at `target`.
+    fn legacy_dirty_path(&self, target: &Path) -> PathBuf {
+        let id = space_id(target);
+        self.root()
+            .join(LEGACY_STATE_DIR)
+            .join(format!("{id}.dirty"))
     }
 
     /// Records, durably and before anything in it changes, that the space at `target`
@@ -133,7 +154,8 @@ impl Store {
 
     /// `state` with the dirty marker of its space applied.
     fn with_marker(&self, mut state: SpaceState) -> SpaceState {
-        state.dirty |= self.dirty_path(&state.target).exists();
+        state.dirty |= self.dirty_path(&state.target).exists()
+            || self.legacy_dirty_path(&state.target).exists();
         state
     }
 
@@ -169,8 +191,10 @@ impl Store {
 
     /// The recorded state of the space at `target`, if it is one.
     pub fn space_state(&self, target: &Path) -> Result<Option<SpaceState>> {
-        let path = self.state_path(target);
-        let state: Option<SpaceState> = super::read_json(path)?;
+        let state = match read_record(self.state_path(target))? {
+            Some(state) => Some(state),
+            None => super::read_json(self.legacy_state_path(target))?,
+        };
         Ok(state.map(|s| self.with_marker(s)))
     }
 
@@ -178,7 +202,12 @@ impl Store {
     /// also clears the space's dirty marker.
     pub fn write_space_state(&self, state: &SpaceState) -> Result<()> {
         let path = self.state_path(&state.target);
-        super::write_json(&path, state)?;
+        let bytes = space_record::encode(state);
+        crate::fsutil::write_atomic(&path, &bytes).map_err(Error::io("write", &path))?;
+        // The record of an earlier version, replaced; its marker only after the new
+        // record carries the dirty flag.
+        super::remove_file_if_there(&self.legacy_state_path(&state.target))?;
+        super::remove_file_if_there(&self.legacy_dirty_path(&state.target))?;
         if !state.dirty {
             super::remove_file_if_there(&self.dirty_path(&state.target))?;
         }
@@ -188,26 +217,49 @@ impl Store {
     /// Forgets the space at `target`.
     pub fn remove_space_state(&self, target: &Path) -> Result<()> {
         super::remove_file_if_there(&self.state_path(target))?;
-        super::remove_file_if_there(&self.dirty_path(target))
+        super::remove_file_if_there(&self.legacy_state_path(target))?;
+        super::remove_file_if_there(&self.dirty_path(target))?;
+        super::remove_file_if_there(&self.legacy_dirty_path(target))
     }
 
     /// Every recorded space, sorted by path.
     pub fn space_states(&self) -> Result<Vec<SpaceState>> {
-        let dir = self.state_dir();
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir)
-            .map_err(Error::io("read", &dir))?
-            .flatten()
-        {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let bytes = fs::read(&path).map_err(Error::io("read", &path))?;
-                let state = serde_json::from_slice(&bytes)
-                    .map_err(|source| Error::BadJson { path, source })?;
-                out.push(self.with_marker(state));
+        let mut found = BTreeMap::new();
+        for path in files_ending(&self.state_dir(), "state")? {
+            if let Some(state) = read_record(path)? {
+                found.insert(state.target.clone(), state);
             }
         }
-        out.sort_by(|a: &SpaceState, b| a.target.cmp(&b.target));
-        Ok(out)
+        for path in files_ending(&self.root().join(LEGACY_STATE_DIR), "json")? {
+            if let Some(state) = super::read_json::<SpaceState>(path)? {
+                found.entry(state.target.clone()).or_insert(state);
+            }
+        }
+        Ok(found.into_values().map(|s| self.with_marker(s)).collect())
     }
+}
+
+/// The record at `path`, if there is one.
+fn read_record(path: PathBuf) -> Result<Option<SpaceState>> {
+    match fs::read(&path) {
+        Ok(bytes) => space_record::decode(&bytes)
+            .map(Some)
+            .map_err(|source| Error::BadRecord { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path)(e)),
+    }
+}
+
+/// The files of `dir` named `*.EXTENSION` (none if `dir` is not there).
+fn files_ending(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read", dir)(e)),
+    };
+    Ok(entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == extension))
+        .collect())
 }
