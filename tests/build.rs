@@ -560,28 +560,6 @@ dependencies:
   - pyconf
 ";
 
-/// Runs `code` in the restored environment at `target` with bytecode writing on and
-/// `python -v`; returns stdout and the import log.
-fn import_verbosely(t: &Envoci, target: &Path, code: &str) -> (String, String) {
-    let out = t
-        .cmd(&[
-            "run",
-            "--target",
-            target.to_str().unwrap(),
-            "--",
-            "python",
-            "-v",
-            "-c",
-            code,
-        ])
-        .env_remove("PYTHONDONTWRITEBYTECODE")
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{log}");
-    (String::from_utf8_lossy(&out.stdout).trim().to_string(), log)
-}
-
 #[test]
 fn bytecode_of_modules_holding_the_prefix_is_valid_after_restore() {
     let t = Envoci::new();
@@ -596,8 +574,7 @@ fn bytecode_of_modules_holding_the_prefix_is_valid_after_restore() {
 
     let marker = t.dir().join("marker");
     fs::write(&marker, b"").unwrap();
-    let (out, log) = import_verbosely(
-        &t,
+    let (out, log) = t.import_verbosely(
         &target,
         "import pyconf, pyconf.commented; print(pyconf.PREFIX, pyconf.where(), pyconf.PATHS['lib'], pyconf.PATHS['bin'].decode(), pyconf.commented.VALUE)",
     );

@@ -33,6 +33,16 @@ fn env_a(dir: &Path) -> PathBuf {
     prefix
 }
 
+/// `env_a` snapshotted as `a` and restored at `name` below the test's directory: the
+/// prefix and the space.
+fn restored_a(t: &Envoci, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = env_a(t.dir());
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
+    let target = t.dir().join(name);
+    t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
+    (prefix, target)
+}
+
 #[test]
 fn restored_environment_runs_at_a_longer_and_a_shorter_path() {
     let t = Envoci::new();
@@ -315,11 +325,8 @@ fn layer_indexes(t: &Envoci) -> Vec<PathBuf> {
 #[test]
 fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_lacks_a_file() {
     let t = Envoci::new();
-    let prefix = env_a(t.dir());
-    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
-    let target = t.dir().join("space");
+    let (prefix, target) = restored_a(&t, "space");
     let target_s = target.to_str().unwrap();
-    t.ok(&["restore", "a", "--target", target_s]);
     let text = target.join("etc/reloc-text.conf");
     let data = target.join("share/shared-dep/data-1.txt");
 
@@ -362,11 +369,8 @@ fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_
 #[test]
 fn a_space_recorded_by_an_earlier_version_is_repaired_and_its_record_migrated() {
     let t = Envoci::new();
-    let prefix = env_a(t.dir());
-    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
-    let target = t.dir().join("space");
+    let (_, target) = restored_a(&t, "space");
     let target_s = target.to_str().unwrap();
-    t.ok(&["restore", "a", "--target", target_s]);
     // The record as versions before state-v2 wrote it: JSON in state-v1, relocated
     // files without the size of their CAS content.
     let store = envoci::store::Store::open(t.home()).unwrap();
@@ -565,10 +569,7 @@ fn a_repeated_snapshot_reuses_layers_but_never_a_missing_blob() {
 #[test]
 fn deleting_a_space_directory_drops_it_from_check() {
     let t = Envoci::new();
-    let prefix = env_a(t.dir());
-    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "a"]);
-    let target = t.dir().join("gone");
-    t.ok(&["restore", "a", "--target", target.to_str().unwrap()]);
+    let (_, target) = restored_a(&t, "gone");
     fs::remove_dir_all(&target).unwrap();
     let report = t.json(&["check"]);
     assert_eq!(report["forgotten"][0], target.to_str().unwrap(), "{report}");
@@ -758,24 +759,12 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
     let site = common::site_packages(&prefix).join("pyconf");
     // Python imports the module from the space, and its bytecode matches the source.
     let imports_from_bytecode = || {
-        let out = t
-            .cmd(&[
-                "run",
-                "--target",
-                target.to_str().unwrap(),
-                "--",
-                "python",
-                "-v",
-                "-c",
-                "import pyconf, pyconf.commented; print(pyconf.where(), pyconf.where.__code__.co_filename)",
-            ])
-            .env_remove("PYTHONDONTWRITEBYTECODE")
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{log}");
+        let (out, log) = t.import_verbosely(
+            &target,
+            "import pyconf, pyconf.commented; print(pyconf.where(), pyconf.where.__code__.co_filename)",
+        );
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
+            out,
             format!(
                 "{} {}",
                 prefix.display(),

@@ -214,9 +214,9 @@ impl Out {
                 self.varint(*size);
                 self.varint(u64::from(*mode));
                 self.varint(*ino);
-                self.0.push(method_code(*method));
+                self.0.push(code_of(&METHODS, method));
                 if let Some((mode, placeholder)) = relocation {
-                    self.0.push(file_mode_code(*mode));
+                    self.0.push(code_of(&FILE_MODES, mode));
                     self.varint(placeholders[placeholder.as_str()]);
                 }
                 if let Some(written) = written {
@@ -300,11 +300,11 @@ impl<'a> In<'a> {
                 let mode =
                     u32::try_from(self.varint()?).map_err(|_| RecordError::Invalid("mode"))?;
                 let ino = self.varint()?;
-                let method = method_of(self.u8()?)?;
+                let method = value_of(&METHODS, self.u8()?, "method")?;
                 let relocation = match flags & RELOCATED {
                     0 => None,
                     _ => {
-                        let mode = file_mode_of(self.u8()?)?;
+                        let mode = value_of(&FILE_MODES, self.u8()?, "relocation mode")?;
                         let index = self.varint()?;
                         let placeholder = usize::try_from(index)
                             .ok()
@@ -347,26 +347,17 @@ const METHODS: [Method; 4] = [
 
 const FILE_MODES: [FileMode; 3] = [FileMode::Text, FileMode::Binary, FileMode::Pyc];
 
-fn method_code(method: Method) -> u8 {
-    METHODS.iter().position(|m| *m == method).unwrap_or(0) as u8
+/// The code of `value`: its place in `table` (which lists every value of its type).
+fn code_of<T: PartialEq>(table: &[T], value: &T) -> u8 {
+    table.iter().position(|v| v == value).unwrap_or(0) as u8
 }
 
-fn method_of(code: u8) -> Result<Method, RecordError> {
-    METHODS
+/// The value of `code` in `table`.
+fn value_of<T: Copy>(table: &[T], code: u8, what: &'static str) -> Result<T, RecordError> {
+    table
         .get(usize::from(code))
         .copied()
-        .ok_or(RecordError::Invalid("method"))
-}
-
-fn file_mode_code(mode: FileMode) -> u8 {
-    FILE_MODES.iter().position(|m| *m == mode).unwrap_or(0) as u8
-}
-
-fn file_mode_of(code: u8) -> Result<FileMode, RecordError> {
-    FILE_MODES
-        .get(usize::from(code))
-        .copied()
-        .ok_or(RecordError::Invalid("relocation mode"))
+        .ok_or(RecordError::Invalid(what))
 }
 
 #[cfg(test)]

@@ -184,6 +184,28 @@ impl Envoci {
         self.json(&["inspect", reference])["catalog"].clone()
     }
 
+    /// Runs `code` in the restored environment at `target` with bytecode writing on and
+    /// `python -v`; returns stdout (trimmed) and the import log.
+    pub fn import_verbosely(&self, target: &Path, code: &str) -> (String, String) {
+        let out = self
+            .cmd(&[
+                "run",
+                "--target",
+                target.to_str().unwrap(),
+                "--",
+                "python",
+                "-v",
+                "-c",
+                code,
+            ])
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        (String::from_utf8_lossy(&out.stdout).trim().to_string(), log)
+    }
+
     /// The catalog entry of the layer called `name` in `reference`'s catalog.
     pub fn layer(&self, reference: &str, name: &str) -> Json {
         let catalog = self.catalog(reference);
