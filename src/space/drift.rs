@@ -115,13 +115,10 @@ fn scan_dir(root: &Path, rel: &str, found: &mut Vec<(String, Actual)>) -> Result
                 "" => name.into_owned(),
                 _ => format!("{rel}/{name}"),
             };
-            let actual = entry
-                .metadata()
-                .and_then(|m| Actual::from_metadata(&m, &entry.path()))
-                .map_err(|source| Error::Write {
-                    path: entry.path(),
-                    source,
-                })?;
+            let actual = examine(&entry).map_err(|source| Error::Write {
+                path: entry.path(),
+                source,
+            })?;
             Ok((path, actual))
         })
         .collect::<Result<_, Error>>()?;
@@ -140,6 +137,15 @@ fn scan_dir(root: &Path, rel: &str, found: &mut Vec<(String, Actual)>) -> Result
     found.extend(below.into_iter().flatten());
     found.extend(examined);
     Ok(())
+}
+
+/// What directory entry `entry` is: a directory by its type alone (the listing says),
+/// anything else by its metadata, read through the directory's descriptor.
+fn examine(entry: &fs::DirEntry) -> io::Result<Actual> {
+    match entry.file_type()? {
+        t if t.is_dir() => Ok(Actual::Dir),
+        _ => Actual::from_metadata(&entry.metadata()?, &entry.path()),
+    }
 }
 
 /// How a space differs from its recorded state.
