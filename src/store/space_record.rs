@@ -109,24 +109,27 @@ pub fn decode(bytes: &[u8]) -> Result<SpaceState, RecordError> {
         .map(|_| input.string())
         .collect::<Result<Vec<_>, _>>()?;
     let count = input.count()?;
-    let mut paths = BTreeMap::new();
-    let mut previous = String::new();
+    // Paths come sorted: collected in order, the map is built in one pass.
+    let mut entries: Vec<(String, PathRecord)> = Vec::new();
     for _ in 0..count {
+        let previous = entries.last().map_or("", |(p, _)| p.as_str());
         let shared = usize::try_from(input.varint()?).map_err(|_| RecordError::Truncated)?;
         let prefix = previous
             .as_bytes()
             .get(..shared)
             .ok_or(RecordError::Invalid("path prefix"))?;
-        let mut path = prefix.to_vec();
-        path.extend_from_slice(input.bytes()?);
+        let suffix = input.bytes()?;
+        let mut path = Vec::with_capacity(shared + suffix.len());
+        path.extend_from_slice(prefix);
+        path.extend_from_slice(suffix);
         let path = String::from_utf8(path).map_err(|_| RecordError::Invalid("path"))?;
-        if path <= previous {
+        if path.as_str() <= previous {
             return Err(RecordError::Invalid("path order"));
         }
         let record = input.record(&placeholders)?;
-        paths.insert(path.clone(), record);
-        previous = path;
+        entries.push((path, record));
     }
+    let paths: BTreeMap<String, PathRecord> = entries.into_iter().collect();
     if !input.0.is_empty() {
         return Err(RecordError::Invalid("trailing content"));
     }
