@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::envoci::{exit, Envoci, Json};
+use common::envoci::{exit, layer_of, Envoci, Json};
 use common::registry::TestRegistry;
 use common::CONDA_PLACEHOLDER;
 
@@ -26,16 +26,6 @@ fn python_short() -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// The layer of package `name` in `catalog`.
-fn layer<'a>(catalog: &'a Json, name: &str) -> &'a Json {
-    catalog["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["name"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}: {catalog}"))
 }
 
 /// `(path, mode)` of a layer's relocation records.
@@ -162,16 +152,16 @@ fn builds_for_other_platforms_install_without_running_anything() {
             ("reloc-bin", l.platform),
             ("greet", "noarch"),
         ] {
-            assert_eq!(layer(&catalog, name)["subdir"], subdir, "{name}");
+            assert_eq!(layer_of(&catalog, name)["subdir"], subdir, "{name}");
         }
         let binary = [(l.whereami.to_string(), "binary".to_string())];
         let expected = if l.binary_relocated { &binary[..] } else { &[] };
-        assert_eq!(relocations(layer(&catalog, "reloc-bin")), expected);
+        assert_eq!(relocations(layer_of(&catalog, "reloc-bin")), expected);
         let sysconfig = format!("{}/_sysconfigdata_fixture.py", l.stdlib);
         assert!(
-            relocations(layer(&catalog, "python")).contains(&(sysconfig.clone(), "text".into())),
+            relocations(layer_of(&catalog, "python")).contains(&(sysconfig.clone(), "text".into())),
             "{}",
-            layer(&catalog, "python")
+            layer_of(&catalog, "python")
         );
 
         // Its files, restored here because asked for: relocated, no bytecode.

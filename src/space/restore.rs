@@ -15,7 +15,6 @@ use super::drift::{drift_against, scan_tree, Actual, Drift};
 use super::target::{absolute_target, is_empty_dir, utf8};
 use super::{temp, Changes, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
-use crate::catalog::CatalogLayer;
 use crate::fsutil::{parent_of, remove_any, sync_dir};
 use crate::store::{CasKey, LayerIndex, Method, PathRecord, Scratch, Store};
 
@@ -70,18 +69,11 @@ pub fn restore(
         }
     };
     plan.check_target(target_str)?;
-    let media_types: Vec<String> = artifact
-        .manifest
-        .layers()
-        .iter()
-        .map(|d| d.media_type().to_string())
-        .collect();
     let job = Job {
         store,
         scratch: &scratch,
         artifact: &artifact,
         indexes,
-        media_types: &media_types,
         plan: &plan,
         target_str,
         linker: Linker::new(options.link),
@@ -197,7 +189,6 @@ pub(super) struct Job<'a> {
     pub(super) artifact: &'a Artifact,
     /// The artifact's layer indexes, read when first needed ([`Job::indexes`]).
     pub(super) indexes: OnceLock<Vec<LayerIndex>>,
-    pub(super) media_types: &'a [String],
     pub(super) plan: &'a Plan,
     pub(super) target_str: &'a str,
     pub(super) linker: Linker,
@@ -222,11 +213,6 @@ impl<'a> Job<'a> {
         }
         let indexes = layer_indexes(self.store, self.scratch, self.artifact)?;
         Ok(self.indexes.get_or_init(|| indexes))
-    }
-
-    /// The catalog's layers.
-    pub(super) fn layers(&self) -> &'a [CatalogLayer] {
-        &self.artifact.catalog.layers
     }
 
     /// Creates or updates the space, depending on what is at `target`.

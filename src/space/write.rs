@@ -356,11 +356,13 @@ impl Job<'_> {
         let layers = self
             .indexes()?
             .iter()
-            .zip(self.layers())
-            .zip(self.media_types);
-        for ((index, layer), media) in layers {
+            .zip(&self.artifact.catalog.layers)
+            .zip(self.artifact.manifest.layers());
+        for ((index, layer), descriptor) in layers {
             if index.files().any(|(k, _)| bad.contains(&k)) {
-                self.store.extract_layer(self.scratch, layer, media, true)?;
+                let media = descriptor.media_type().to_string();
+                self.store
+                    .extract_layer(self.scratch, layer, &media, true)?;
                 repaired += 1;
             }
         }

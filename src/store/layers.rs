@@ -200,7 +200,7 @@ impl Store {
         // A committed blob was checked against its digest when it was committed: only
         // its content is checked again (diff id and size), not its compressed bytes.
         let file = self.open_blob(&layer.digest)?;
-        self.extract(scratch, file, layer, media_type, repair, true)
+        self.commit_layer(self.unpack(scratch, file, layer, media_type, repair, true)?)
     }
 
     /// Like [`Store::extract_layer`], reading the layer from `file` — a blob not
@@ -214,7 +214,7 @@ impl Store {
         media_type: &str,
         repair: bool,
     ) -> Result<LayerIndex> {
-        self.extract(scratch, file, layer, media_type, repair, false)
+        self.commit_layer(self.unpack(scratch, file, layer, media_type, repair, false)?)
     }
 
     /// Unpacks a layer from `reader` — a download as it arrives — into staged files and
@@ -238,20 +238,6 @@ impl Store {
         }
         self.write_layer_index(&layer.index)?;
         Ok(layer.index)
-    }
-
-    /// [`Store::unpack`], then [`Store::commit_layer`].
-    fn extract(
-        &self,
-        scratch: &Scratch,
-        file: impl io::Read,
-        layer: &CatalogLayer,
-        media_type: &str,
-        repair: bool,
-        blob_checked: bool,
-    ) -> Result<LayerIndex> {
-        let staged = self.unpack(scratch, file, layer, media_type, repair, blob_checked)?;
-        self.commit_layer(staged)
     }
 
     /// Unpacks a layer into staged CAS files and checks it against the catalog's entry

@@ -118,29 +118,23 @@ const LEGACY_STATE_DIR: &str = "state-v1";
 
 impl Store {
     fn state_path(&self, target: &Path) -> PathBuf {
-        self.state_dir().join(format!("{}.state", space_id(target)))
+        space_file(&self.state_dir(), target, "state")
     }
 
     /// Where an earlier version recorded the space at `target` (JSON).
     fn legacy_state_path(&self, target: &Path) -> PathBuf {
-        let id = space_id(target);
-        self.root()
-            .join(LEGACY_STATE_DIR)
-            .join(format!("{id}.json"))
+        space_file(&self.root().join(LEGACY_STATE_DIR), target, "json")
     }
 
     /// The marker that a restore is modifying the space at `target` (see
     /// [`Store::mark_space_dirty`]).
     fn dirty_path(&self, target: &Path) -> PathBuf {
-        self.state_dir().join(format!("{}.dirty", space_id(target)))
+        space_file(&self.state_dir(), target, "dirty")
     }
 
     /// The marker an earlier version left for the space at `target`.
     fn legacy_dirty_path(&self, target: &Path) -> PathBuf {
-        let id = space_id(target);
-        self.root()
-            .join(LEGACY_STATE_DIR)
-            .join(format!("{id}.dirty"))
+        space_file(&self.root().join(LEGACY_STATE_DIR), target, "dirty")
     }
 
     /// Records, durably and before anything in it changes, that the space at `target`
@@ -237,6 +231,11 @@ impl Store {
         }
         Ok(found.into_values().map(|s| self.with_marker(s)).collect())
     }
+}
+
+/// The file `<id>.EXTENSION` in `dir` of the space at `target`.
+fn space_file(dir: &Path, target: &Path, extension: &str) -> PathBuf {
+    dir.join(format!("{}.{extension}", space_id(target)))
 }
 
 /// The record at `path`, if there is one.

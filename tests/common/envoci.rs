@@ -208,15 +208,18 @@ impl Envoci {
 
     /// The catalog entry of the layer called `name` in `reference`'s catalog.
     pub fn layer(&self, reference: &str, name: &str) -> Json {
-        let catalog = self.catalog(reference);
-        catalog["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == name)
-            .unwrap_or_else(|| panic!("no layer {name} in {reference}: {catalog}"))
-            .clone()
+        layer_of(&self.catalog(reference), name).clone()
     }
+}
+
+/// The entry of the layer called `name` in `catalog`.
+pub fn layer_of<'a>(catalog: &'a Json, name: &str) -> &'a Json {
+    catalog["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap_or_else(|| panic!("no layer {name}: {catalog}"))
 }
 
 /// The documented exit codes.
