@@ -19,12 +19,11 @@ pub mod location;
 pub mod mirrors;
 pub mod pull;
 pub mod push;
+mod reference;
 pub mod registry;
 pub mod sources;
 mod stream;
 pub mod token;
-
-use std::str::FromStr;
 
 pub use error::{Error, ErrorKind, Failure};
 pub use location::{
@@ -32,6 +31,7 @@ pub use location::{
 };
 pub use pull::pull;
 pub use push::push;
+pub use reference::RemoteRef;
 pub use registry::{is_loopback, Registry, RegistryOptions};
 
 /// Runs `work` on every item, at most `jobs` at a time, and collects the results in the
@@ -50,63 +50,6 @@ where
         .buffer_unordered(jobs.max(1))
         .try_collect()
         .await
-}
-
-/// A parsed registry reference (`host/repo:tag`, `host/repo@sha256:...`).
-#[derive(Clone, Debug)]
-pub struct RemoteRef(pub oci_client::Reference);
-
-impl RemoteRef {
-    /// Parses a reference; a bare name without a registry host is refused (it would
-    /// silently mean Docker Hub).
-    pub fn parse(reference: &str) -> Result<Self, Error> {
-        let bad = |reason: &str| Error::BadReference {
-            reference: reference.into(),
-            reason: reason.into(),
-        };
-        let first = reference.split('/').next().unwrap_or("");
-        if !reference.contains('/')
-            || !(first.contains('.') || first.contains(':') || first == "localhost")
-        {
-            return Err(bad("no registry host"));
-        }
-        let parsed = oci_client::Reference::from_str(reference).map_err(|e| bad(&e.to_string()))?;
-        Ok(RemoteRef(parsed))
-    }
-
-    /// Whether a string looks like a registry reference rather than a local tag.
-    pub fn looks_remote(reference: &str) -> bool {
-        Self::parse(reference).is_ok()
-    }
-
-    /// The registry host (and port).
-    pub fn registry(&self) -> &str {
-        self.0.resolve_registry()
-    }
-
-    /// The same repository with another tag.
-    pub fn with_tag(&self, tag: &str) -> RemoteRef {
-        RemoteRef(oci_client::Reference::with_tag(
-            self.0.registry().into(),
-            self.0.repository().into(),
-            tag.into(),
-        ))
-    }
-
-    /// The same repository at a digest.
-    pub fn with_digest(&self, digest: &str) -> RemoteRef {
-        RemoteRef(oci_client::Reference::with_digest(
-            self.0.registry().into(),
-            self.0.repository().into(),
-            digest.into(),
-        ))
-    }
-}
-
-impl std::fmt::Display for RemoteRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.whole())
-    }
 }
 
 /// What a transfer moved and what it found already there.
