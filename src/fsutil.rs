@@ -18,6 +18,31 @@ pub fn share_with_group() {
     unsafe {
         libc::umask(0o002);
     }
+    UMASK.store(0o002, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The file-creation mask as this process last set or read it; `NO_MASK_READ` until then.
+static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(NO_MASK_READ);
+
+const NO_MASK_READ: u32 = u32::MAX;
+
+/// Whether a file created with `mode` gets exactly that mode (the umask clears none
+/// of its bits), so no `chmod` needs to follow. False where the umask is unknown.
+pub fn umask_keeps(mode: u32) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut mask = UMASK.load(Relaxed);
+    if mask == NO_MASK_READ {
+        // From /proc: asking umask(2) would change it, for every thread, meanwhile.
+        mask = read_umask().unwrap_or(0o7777);
+        UMASK.store(mask, Relaxed);
+    }
+    mask & mode == 0
+}
+
+fn read_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
 }
 
 /// The mode of a document envoci writes (JSON, `index.json`): readable by everyone,

@@ -62,7 +62,12 @@ impl CasKey {
     }
 
     pub(super) fn mode(&self) -> u32 {
-        if self.exec {
+        Self::mode_of(self.exec)
+    }
+
+    /// The mode of a CAS file with or without the exec bit.
+    fn mode_of(exec: bool) -> u32 {
+        if exec {
             FILE_MODE_EXEC
         } else {
             FILE_MODE_PLAIN
@@ -249,7 +254,10 @@ impl Store {
         exec: bool,
         repair: bool,
     ) -> Result<(CasKey, u64, Option<Staged>)> {
-        let tmp = scratch.temp_file()?;
+        let (builder, with_mode) = staging_file("tmp-", CasKey::mode_of(exec));
+        let tmp = builder
+            .tempfile_in(scratch.dir())
+            .map_err(Error::io("create a file in", scratch.dir()))?;
         let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
         io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
         let (digest, size, buffered) = writer.finish();
@@ -261,7 +269,8 @@ impl Store {
             .into_inner()
             .map_err(|e| e.into_error())
             .map_err(Error::io("write", scratch.dir()))?;
-        Ok((key, size, Some(Staged::new(tmp, key, replace)?)))
+        let staged = Staged::new(tmp, key, replace, with_mode)?;
+        Ok((key, size, Some(staged)))
     }
 
     /// Whether `key` must be staged: `None` when a repair finds the CAS holding it
@@ -296,11 +305,8 @@ impl Store {
         };
         let dest = self.cas_path(&key);
         let dir = crate::fsutil::parent_of(&dest);
-        let create = || {
-            tempfile::Builder::new()
-                .prefix(STAGING_PREFIX)
-                .tempfile_in(dir)
-        };
+        let (builder, with_mode) = staging_file(STAGING_PREFIX, key.mode());
+        let create = || builder.tempfile_in(dir);
         let mut tmp = match create() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
@@ -311,7 +317,7 @@ impl Store {
         .map_err(Error::io("create a file in", dir))?;
         tmp.write_all(bytes)
             .map_err(Error::io("write", tmp.path()))?;
-        Ok((key, Some(Staged::new(tmp, key, replace)?)))
+        Ok((key, Some(Staged::new(tmp, key, replace, with_mode)?)))
     }
 
     /// Files a killed process left staged in the CAS directories (only `gc`, which
@@ -410,10 +416,16 @@ pub(super) struct Staged {
 }
 
 impl Staged {
-    /// Readies the written file `tmp` to become CAS file `key` (read-only, the layer
-    /// mtime) and closes it: a layer of many files holds no descriptor open.
-    fn new(tmp: tempfile::NamedTempFile, key: CasKey, replace: bool) -> Result<Staged> {
-        prepare(&tmp, &key)?;
+    /// Readies the written file `tmp` (created `with_mode` of `key` or not) to become
+    /// CAS file `key` (read-only, the layer mtime) and closes it: a layer of many files
+    /// holds no descriptor open.
+    fn new(
+        tmp: tempfile::NamedTempFile,
+        key: CasKey,
+        replace: bool,
+        with_mode: bool,
+    ) -> Result<Staged> {
+        prepare(&tmp, &key, with_mode)?;
         Ok(Staged {
             ino: inode_of(&tmp)?,
             path: tmp.into_temp_path(),
@@ -497,10 +509,26 @@ pub enum CasState {
     Damaged,
 }
 
-fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
+/// A builder of files to be staged for the CAS, and whether they are created with the
+/// CAS `mode`: they are where the umask lets them have it (one `chmod` less per file).
+fn staging_file(prefix: &str, mode: u32) -> (tempfile::Builder<'_, 'static>, bool) {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    let with_mode = crate::fsutil::umask_keeps(mode);
+    if with_mode {
+        builder.permissions(fs::Permissions::from_mode(mode));
+    }
+    (builder, with_mode)
+}
+
+/// Gives a staged file the layer mtime and, unless it was created `with_mode`, its mode.
+fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey, with_mode: bool) -> Result<()> {
     let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
     filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
         .map_err(Error::io("set mtime on", tmp.path()))?;
+    if with_mode {
+        return Ok(());
+    }
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(key.mode()))
         .map_err(Error::io("set permissions on", tmp.path()))

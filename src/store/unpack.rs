@@ -21,8 +21,16 @@ use crate::layer::{Entry, EntryKind};
 /// ones are streamed by the reader.
 const IN_MEMORY_MAX: u64 = 256 << 10;
 
-/// Files waiting for a writer, per writer.
+/// Batches waiting for a writer, per writer.
 const QUEUE_PER_WRITER: usize = 4;
+
+/// Small files are handed to writers in batches of up to this many files or
+/// [`BATCH_BYTES`]: one hand-over (a wake-up, a lock) per batch instead of per file.
+const BATCH_FILES: usize = 32;
+
+/// See [`BATCH_FILES`]. Every layer unpacking at once may hold one unsent batch: this
+/// times the downloads in flight stays well below [`IN_MEMORY_BUDGET`].
+const BATCH_BYTES: usize = 256 << 10;
 
 /// Bytes of file content held in memory at once, by every layer this process unpacks
 /// (several unpack at a time while they download): the bound on unpacking's memory.
@@ -51,6 +59,16 @@ impl Budget {
         *left -= bytes;
     }
 
+    /// Takes `bytes` if they are free now.
+    fn try_take(&self, bytes: usize) -> bool {
+        let mut left = lock(&self.left);
+        let free = *left >= bytes;
+        if free {
+            *left -= bytes;
+        }
+        free
+    }
+
     fn give(&self, bytes: usize) {
         *lock(&self.left) += bytes;
         self.freed.notify_all();
@@ -60,17 +78,23 @@ impl Budget {
 /// The digest a file entry carries until its writer has hashed it.
 const PENDING: Digest = Digest([0; 32]);
 
-/// A file handed to a writer: its ordinal among the layer's files, content, exec bit.
-/// It holds its share of [`BUDGET`] until dropped.
-struct Job {
-    ordinal: usize,
-    bytes: Vec<u8>,
-    exec: bool,
+/// Small files handed to a writer together: each with its ordinal among the layer's
+/// files, content and exec bit. It holds its share of [`BUDGET`] until dropped.
+#[derive(Default)]
+struct Batch {
+    files: Vec<(usize, Vec<u8>, bool)>,
+    bytes: usize,
 }
 
-impl Drop for Job {
+impl Batch {
+    fn is_full(&self) -> bool {
+        self.files.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
+    }
+}
+
+impl Drop for Batch {
     fn drop(&mut self) {
-        BUDGET.give(self.bytes.len());
+        BUDGET.give(self.bytes);
     }
 }
 
@@ -95,7 +119,7 @@ impl Store {
         read: impl FnOnce(&mut Visitor<'_>) -> Result<(Vec<Entry>, T)>,
     ) -> Result<(Vec<Entry>, T, Vec<Staged>)> {
         let writers = writer_count();
-        let (jobs, queue) = mpsc::sync_channel::<Job>(writers * QUEUE_PER_WRITER);
+        let (jobs, queue) = mpsc::sync_channel::<Batch>(writers * QUEUE_PER_WRITER);
         let queue = Arc::new(Mutex::new(queue));
         let done: Mutex<Vec<Done>> = Mutex::new(Vec::new());
         let failed: Mutex<Option<Error>> = Mutex::new(None);
@@ -109,11 +133,16 @@ impl Store {
                 scratch,
                 repair,
                 jobs: Some(jobs),
+                batch: Batch::default(),
                 next: 0,
                 done: &done,
                 failed: &failed,
             };
-            let read = read(&mut |_, content, exec| feeder.visit(content, exec));
+            let read = read(&mut |_, content, exec| feeder.visit(content, exec)).and_then(|read| {
+                let flushed = feeder.flush();
+                flushed.map_err(Error::io("stage", scratch.dir()))?;
+                Ok(read)
+            });
             feeder.jobs = None; // the writers finish the queue and stop
             read
         });
@@ -133,23 +162,29 @@ impl Store {
     fn write_jobs(
         &self,
         repair: bool,
-        queue: Arc<Mutex<Receiver<Job>>>,
+        queue: Arc<Mutex<Receiver<Batch>>>,
         done: &Mutex<Vec<Done>>,
         failed: &Mutex<Option<Error>>,
     ) {
         loop {
-            let job = match queue.lock() {
+            let batch = match queue.lock() {
                 Ok(queue) => queue.recv(),
                 Err(_) => return,
             };
-            let Ok(job) = job else {
+            let Ok(batch) = batch else {
                 return; // the reader is done
             };
             if lock(failed).is_some() {
                 continue;
             }
-            match self.cas_stage_bytes(&job.bytes, job.exec, repair) {
-                Ok((key, staged)) => lock(done).push((job.ordinal, key, staged)),
+            let staged: Result<Vec<Done>> = (batch.files.iter())
+                .map(|(ordinal, bytes, exec)| {
+                    let (key, staged) = self.cas_stage_bytes(bytes, *exec, repair)?;
+                    Ok((*ordinal, key, staged))
+                })
+                .collect();
+            match staged {
+                Ok(staged) => lock(done).extend(staged),
                 Err(e) => {
                     lock(failed).get_or_insert(e);
                 }
@@ -163,7 +198,9 @@ struct Feeder<'a> {
     store: &'a Store,
     scratch: &'a Scratch,
     repair: bool,
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Batch>>,
+    /// Small files not yet handed over.
+    batch: Batch,
     next: usize,
     done: &'a Mutex<Vec<Done>>,
     failed: &'a Mutex<Option<Error>>,
@@ -179,17 +216,17 @@ impl Feeder<'_> {
         let mut bytes = Vec::new();
         content.take(IN_MEMORY_MAX + 1).read_to_end(&mut bytes)?;
         if bytes.len() as u64 <= IN_MEMORY_MAX {
-            BUDGET.take(bytes.len());
-            let job = Job {
-                ordinal,
-                bytes,
-                exec,
-            };
-            let sent = self.jobs.as_ref().map(|jobs| jobs.send(job));
-            return match sent {
-                Some(Ok(())) => Ok(PENDING),
-                _ => Err(io::Error::other("the layer's writers stopped")),
-            };
+            if !BUDGET.try_take(bytes.len()) {
+                // Memory is short: what this batch holds goes to the writers first.
+                self.flush()?;
+                BUDGET.take(bytes.len());
+            }
+            self.batch.bytes += bytes.len();
+            self.batch.files.push((ordinal, bytes, exec));
+            if self.batch.is_full() {
+                self.flush()?;
+            }
+            return Ok(PENDING);
         }
         let mut rest = (&bytes[..]).chain(content);
         let (key, _, staged) = self
@@ -198,6 +235,18 @@ impl Feeder<'_> {
             .map_err(io::Error::other)?;
         lock(self.done).push((ordinal, key, staged));
         Ok(key.digest)
+    }
+
+    /// Hands the small files gathered so far to the writers.
+    fn flush(&mut self) -> io::Result<()> {
+        if self.batch.files.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match self.jobs.as_ref().map(|jobs| jobs.send(batch)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(io::Error::other("the layer's writers stopped")),
+        }
     }
 }
 
