@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
@@ -35,28 +36,32 @@ impl Job<'_> {
     ) -> Result<BTreeMap<String, PathRecord>, Error> {
         let (repaired, inodes) = self.prepare_cas(wanted)?;
         report.repaired += repaired;
-        let mut records = write_dirs(root, wanted)?;
-        for (path, record) in self.write_files(root, wanted, &inodes)? {
-            if let PathRecord::File { method, .. } = &record {
+        // One list, sized once, and a map built from it in bulk: at 100k paths the
+        // records are the restore's largest allocation.
+        let mut records = Vec::with_capacity(wanted.len());
+        write_dirs(root, wanted, &mut records)?;
+        self.write_files(root, wanted, &inodes, &mut records)?;
+        write_links(root, wanted, &mut records)?;
+        for (_, record) in &records {
+            if let PathRecord::File { method, .. } = record {
                 *report
                     .methods
                     .entry(format!("{method:?}").to_lowercase())
                     .or_default() += 1;
             }
-            records.insert(path, record);
         }
-        records.extend(write_links(root, wanted)?);
         report.written += wanted.len() as u64;
-        Ok(records)
+        Ok(records.into_iter().collect())
     }
 
-    /// The files of `wanted`, written in parallel.
+    /// Writes the files of `wanted` in parallel and appends their records to `records`.
     fn write_files(
         &self,
         root: &Path,
         wanted: &[(&String, &Want)],
         inodes: &CasInodes,
-    ) -> Result<Vec<(String, PathRecord)>, Error> {
+        records: &mut Vec<(String, PathRecord)>,
+    ) -> Result<(), Error> {
         let files: Vec<(&String, &Want)> = wanted
             .iter()
             .filter(|(_, w)| matches!(w, Want::File { .. }))
@@ -64,16 +69,26 @@ impl Job<'_> {
             .collect();
         let unit = crate::progress::Unit::Files;
         self.progress.begin("restoring", files.len() as u64, unit);
-        let written = files
-            .par_iter()
-            .map(|(path, want)| {
-                let written = self.write_file(root, path, want, inodes);
-                self.progress.advance(1);
-                written.map(|r| ((*path).clone(), r))
-            })
-            .collect();
+        // The first failure is kept aside (the records then are not used), so that
+        // the records go straight into `records`, in place.
+        let failed = OnceLock::new();
+        records.par_extend(files.par_iter().map(|(path, want)| {
+            let written = match failed.get() {
+                None => self.write_file(root, path, want, inodes),
+                Some(_) => Ok(PathRecord::Dir), // given up: not written
+            };
+            self.progress.advance(1);
+            let record = written.unwrap_or_else(|e| {
+                let _ = failed.set(e);
+                PathRecord::Dir
+            });
+            ((*path).clone(), record)
+        }));
         self.progress.end();
-        written
+        match failed.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Writes one file and returns its record.
@@ -375,7 +390,8 @@ impl Job<'_> {
 fn write_dirs(
     root: &Path,
     wanted: &[(&String, &Want)],
-) -> Result<BTreeMap<String, PathRecord>, Error> {
+    records: &mut Vec<(String, PathRecord)>,
+) -> Result<(), Error> {
     let mut by_depth: BTreeMap<usize, Vec<&String>> = BTreeMap::new();
     for (path, want) in wanted {
         if let Want::Dir = want {
@@ -399,33 +415,29 @@ fn write_dirs(
             }
         })?;
     }
-    Ok(by_depth
-        .into_values()
-        .flatten()
-        .map(|path| (path.clone(), PathRecord::Dir))
-        .collect())
+    let dirs = by_depth.into_values().flatten();
+    records.extend(dirs.map(|path| (path.clone(), PathRecord::Dir)));
+    Ok(())
 }
 
 /// Creates the symbolic links of `wanted` (after everything else, so none is followed).
 fn write_links(
     root: &Path,
     wanted: &[(&String, &Want)],
-) -> Result<BTreeMap<String, PathRecord>, Error> {
-    let mut records = BTreeMap::new();
+    records: &mut Vec<(String, PathRecord)>,
+) -> Result<(), Error> {
     for (path, want) in wanted {
         if let Want::Symlink { target } = want {
             let full = root.join(path);
             std::os::unix::fs::symlink(target.as_os_str(), &full)
                 .map_err(|source| Error::Write { path: full, source })?;
-            records.insert(
-                (*path).clone(),
-                PathRecord::Symlink {
-                    target: target.clone(),
-                },
-            );
+            let record = PathRecord::Symlink {
+                target: target.clone(),
+            };
+            records.push(((*path).clone(), record));
         }
     }
-    Ok(records)
+    Ok(())
 }
 
 /// Creates the private, relocated copy at `path`: a new file with normal permissions.
