@@ -357,11 +357,20 @@ async fn fetch_blob(
         };
         let streamed = staged.is_some();
         // The blob's digest is checked (committed above): its staged files can follow.
-        // Unpacked (or committed) while other downloads go on.
-        tokio::task::block_in_place(|| match staged {
-            Some(staged) => store.commit_layer(staged),
-            None => store.extract_layer(scratch, layer, &media, false),
-        })?;
+        // Committed on the blocking pool: every download of this pull is polled by
+        // this one task, and a layer's thousands of renames and its index's fsyncs
+        // would hold them all still.
+        match staged {
+            Some(staged) => {
+                let committer = store.clone();
+                blocking(move || committer.commit_layer(staged)).await?;
+            }
+            // A resumed download (rare): unpacked from the committed blob. Other
+            // downloads wait meanwhile.
+            None => {
+                tokio::task::block_in_place(|| store.extract_layer(scratch, layer, &media, false))?;
+            }
+        }
         let ms = started.elapsed().as_millis();
         tracing::debug!(layer = %digest, files = layer.files, ms, streamed, "layer unpacked");
     }
