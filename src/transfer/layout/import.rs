@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
 use oci_spec::image::{ImageIndex, ImageManifest};
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::{Error, Layout, ANNOTATION_SINCE};
 use crate::artifact;
 use crate::catalog::CatalogLayer;
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::Digest;
 use crate::store::Error as StoreError;
 use crate::store::{self, Store, ANNOTATION_REF_NAME};
 use crate::transfer::{Error as TransferError, Report};
@@ -260,7 +260,8 @@ type Staging<'a> = (
 /// as they are copied and validated: each says what its layers must unpack to. A
 /// layer is unpacked into the file CAS from its staged copy, and that one pass hashes
 /// it — digest, diff id and uncompressed size checked — so every blob is checked, each
-/// read once, before anything is committed.
+/// read once (copied into scratch and unpacked in the same pass), before anything is
+/// committed.
 fn stage_and_commit(
     (store, scratch, layout, progress): Staging<'_>,
     manifests: &[(String, Vec<u8>, ImageManifest)],
@@ -278,7 +279,7 @@ fn stage_and_commit(
     let mut staged: Vec<(Digest, u64, tempfile::TempPath)> = catalogs
         .par_iter()
         .map(|(digest, size, _)| {
-            let path = stage_blob(scratch, layout, digest, *size, true)?;
+            let path = stage_blob(scratch, layout, digest, *size, hash_it)?;
             progress.advance(*size);
             Ok((*digest, *size, path))
         })
@@ -287,14 +288,14 @@ fn stage_and_commit(
     let staged_layers: Vec<(Digest, u64, tempfile::TempPath)> = layers
         .par_iter()
         .map(|(digest, size, media)| {
-            let layer = expected.iter().find(|l| l.digest == *digest);
-            let path = stage_blob(scratch, layout, digest, *size, layer.is_none())?;
-            if let Some(layer) = layer {
-                let file = File::open(&path).map_err(StoreError::io("read", &*path))?;
-                if let Err(e) = store.extract_layer_from(scratch, file, layer, media, false) {
-                    return Err(mismatch_or(e, layout, digest, &path));
-                }
-            }
+            let path = match expected.iter().find(|l| l.digest == *digest) {
+                // Unpacked as it is copied: the unpacking checks the blob digest.
+                Some(layer) => stage_blob(scratch, layout, digest, *size, |blob| {
+                    store.extract_layer_from(scratch, blob, layer, media, false)?;
+                    Ok(None)
+                })?,
+                None => stage_blob(scratch, layout, digest, *size, hash_it)?,
+            };
             progress.advance(*size);
             Ok((*digest, *size, path))
         })
@@ -342,14 +343,15 @@ fn expected_layers(
 }
 
 /// Copies one blob from the layout into a scratch file — never more than one byte past
-/// its size — hashing as it goes when `verify` (a layer is hashed by its extraction
-/// instead); the file is deleted if anything is wrong or when dropped.
+/// its size — while `read` reads it (to its end) and returns its digest, or `None`
+/// when it checked the digest itself (a layer's unpacking does); the file is deleted if
+/// anything is wrong or when dropped.
 fn stage_blob(
     scratch: &store::Scratch,
     layout: &Layout,
     digest: &Digest,
     size: u64,
-    verify: bool,
+    read: impl FnOnce(&mut dyn Read) -> Result<Option<Digest>, StoreError>,
 ) -> Result<tempfile::TempPath, TransferError> {
     let location = layout.location();
     let (reader, _) = layout
@@ -359,24 +361,22 @@ fn stage_blob(
             digest: digest.oci(),
             base: None,
         })?;
-    let mut reader = reader.take(size.saturating_add(1));
     let tmp = scratch.temp_file()?;
     let (file, path) = tmp.into_parts();
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let (actual, copied) = if verify {
-        let mut hashing = HashingWriter::new(&mut writer);
-        io::copy(&mut reader, &mut hashing)
-            .map_err(StoreError::io("copy a blob from", &location))?;
-        let (actual, copied, _) = hashing.finish();
-        (Some(actual), copied)
-    } else {
-        let copied = io::copy(&mut reader, &mut writer)
-            .map_err(StoreError::io("copy a blob from", &location))?;
-        (None, copied)
+    let mut copy = Copying {
+        reader: reader.take(size.saturating_add(1)),
+        copy: BufWriter::with_capacity(1 << 20, file),
+        copied: 0,
     };
-    writer
+    let read = read(&mut copy);
+    // Whatever `read` left (it failed midway) is copied too: the error then says
+    // whether the whole blob matches its name.
+    io::copy(&mut copy, &mut io::sink()).map_err(StoreError::io("copy a blob from", &location))?;
+    let copied = copy.copied;
+    copy.copy
         .into_inner()
         .map_err(|e| StoreError::io("write", scratch.dir())(e.into_error()))?;
+    let actual = read.map_err(|e| mismatch_or(e, layout, digest, &path))?;
     if copied != size || actual.is_some_and(|a| a != *digest) {
         return Err(Error::Mismatch {
             location,
@@ -387,6 +387,28 @@ fn stage_blob(
         .into());
     }
     Ok(path)
+}
+
+/// Hashes a whole blob (one that no unpacking checks).
+fn hash_it(blob: &mut dyn Read) -> Result<Option<Digest>, StoreError> {
+    let (digest, _) = Digest::of_reader(blob).map_err(StoreError::io("read", "a blob"))?;
+    Ok(Some(digest))
+}
+
+/// A reader that writes a copy of what it yields.
+struct Copying<R, W> {
+    reader: R,
+    copy: W,
+    copied: u64,
+}
+
+impl<R: Read, W: Write> Read for Copying<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        self.copied += n as u64;
+        Ok(n)
+    }
 }
 
 /// The error for a staged layer that could not be unpacked: that its content does not
