@@ -798,3 +798,65 @@ fn a_snapshots_bytecode_is_path_independent_and_valid_after_restore() {
     ]);
     assert_eq!(again["written"], 0, "{again}");
 }
+
+#[test]
+fn cas_files_get_their_mode_whatever_the_umask() {
+    // Staged CAS files are created with their final mode where the umask keeps it, and
+    // given it afterwards where it does not: either way the CAS holds 0444 and 0555.
+    let builder = Envoci::new();
+    let prefix = env_a(builder.dir());
+    let archive = builder.dir().join("a.tar");
+    for (mask, what) in [(0o022, "a usual umask"), (0o077, "a private umask")] {
+        let run = |t: &Envoci, args: &[&str]| {
+            let mut cmd = t.cmd(args);
+            with_umask(&mut cmd, mask);
+            let out = cmd.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{args:?} under {what}: {stderr}");
+        };
+        // Ingested by a snapshot, and unpacked from layers by an import.
+        let snapshotted = Envoci::new();
+        run(
+            &snapshotted,
+            &["snapshot", prefix.to_str().unwrap(), "--tag", "a"],
+        );
+        run(
+            &snapshotted,
+            &["export", "a", "-o", archive.to_str().unwrap()],
+        );
+        let imported = Envoci::new();
+        run(&imported, &["import", archive.to_str().unwrap()]);
+        let target = imported.dir().join("restored");
+        run(
+            &imported,
+            &["restore", "a", "--target", target.to_str().unwrap()],
+        );
+        for t in [&snapshotted, &imported] {
+            let files = t.cas_dir_files();
+            assert!(files.len() > 20, "{} CAS files", files.len());
+            for file in files {
+                let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o7777;
+                assert!(
+                    mode == 0o444 || mode == 0o555,
+                    "{} is {mode:o} under {what}",
+                    file.display()
+                );
+            }
+            t.ok(&["check"]);
+        }
+        assert_same_tree(&imported, "a", &prefix, &target);
+        fs::remove_file(&archive).unwrap();
+    }
+}
+
+/// Makes `cmd` run with file-creation mask `mask`.
+fn with_umask(cmd: &mut std::process::Command, mask: libc::mode_t) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure only calls umask, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask);
+            Ok(())
+        });
+    }
+}

@@ -1,8 +1,8 @@
 //! Staging a layer's files on several threads. The thread reading the layer
-//! (decompressing, hashing the tar for its diff id, parsing headers) hands each small
-//! file's bytes to a few writer threads, which hash it and stage it in scratch; a large
-//! file is staged by the reader itself, streamed, so memory stays bounded. One large
-//! layer then no longer runs on one core.
+//! (decompressing, hashing the tar for its diff id, parsing headers) hands small files'
+//! bytes, a batch at a time, to a few writer threads, which hash and stage them beside
+//! their CAS place; a large file is staged by the reader itself, streamed, so memory
+//! stays bounded. One large layer then no longer runs on one core.
 //!
 //! The tar reader visits files in the order of its entries ([`crate::layer`]), so the
 //! n-th file visited is the n-th file entry: results are put back in that order.
