@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use super::unnamed::Unnamed;
 use super::{Error, Result, Scratch, Store};
 use crate::digest::{Digest, HashingWriter};
 use crate::layer::LAYER_MTIME;
@@ -286,10 +287,11 @@ impl Store {
     }
 
     /// Stages `bytes` (held in memory) to become CAS file (digest, `exec`): hashed
-    /// first, then written under a temporary name in the directory the CAS file will
-    /// be in, so that committing it is a rename within one directory (no
-    /// filesystem-wide rename lock, no shared scratch directory for threads to contend
-    /// on). Like [`Store::cas_stage`] otherwise.
+    /// first, then written as an unnamed file in the directory the CAS file will be in,
+    /// so that committing it is one link (see [`super::unnamed`]); where that cannot
+    /// be, under a temporary name there, so that committing it is a rename within one
+    /// directory (no filesystem-wide rename lock, no shared scratch directory for
+    /// threads to contend on). Like [`Store::cas_stage`] otherwise.
     pub(super) fn cas_stage_bytes(
         &self,
         bytes: &[u8],
@@ -305,6 +307,19 @@ impl Store {
         };
         let dest = self.cas_path(&key);
         let dir = crate::fsutil::parent_of(&dest);
+        // A damaged copy is replaced by a rename over it: that needs a name.
+        if !replace {
+            let unnamed = Unnamed::create(dir, key.mode());
+            if let Some(mut file) = unnamed.map_err(Error::io("create a file in", dir))? {
+                let with_mode = crate::fsutil::umask_keeps(key.mode());
+                file.file()
+                    .write_all(bytes)
+                    .map_err(Error::io("write a file in", dir))?;
+                let ino = prepare(file.file(), &key, with_mode, dir)?;
+                let file = StagedFile::Unnamed(file);
+                return Ok((key, Some(Staged::ready(file, key, ino, replace))));
+            }
+        }
         let (builder, with_mode) = staging_file(STAGING_PREFIX, key.mode());
         let create = || builder.tempfile_in(dir);
         let mut tmp = match create() {
@@ -407,7 +422,7 @@ impl Store {
 /// until committed; dropped uncommitted, it is deleted.
 #[derive(Debug)]
 pub(super) struct Staged {
-    path: tempfile::TempPath,
+    file: StagedFile,
     key: CasKey,
     /// Its inode (what the CAS file will have).
     ino: u64,
@@ -418,20 +433,25 @@ pub(super) struct Staged {
 impl Staged {
     /// Readies the written file `tmp` (created `with_mode` of `key` or not) to become
     /// CAS file `key` (read-only, the layer mtime) and closes it: a layer of many files
-    /// holds no descriptor open.
+    /// holds no descriptor open for its named files.
     fn new(
         tmp: tempfile::NamedTempFile,
         key: CasKey,
         replace: bool,
         with_mode: bool,
     ) -> Result<Staged> {
-        prepare(&tmp, &key, with_mode)?;
-        Ok(Staged {
-            ino: inode_of(&tmp)?,
-            path: tmp.into_temp_path(),
+        let ino = prepare(tmp.as_file(), &key, with_mode, tmp.path())?;
+        let file = StagedFile::Named(tmp.into_temp_path());
+        Ok(Staged::ready(file, key, ino, replace))
+    }
+
+    fn ready(file: StagedFile, key: CasKey, ino: u64, replace: bool) -> Staged {
+        Staged {
+            file,
             key,
+            ino,
             replace,
-        })
+        }
     }
 
     /// The key it will have.
@@ -456,7 +476,17 @@ impl Staged {
             store.committed.insert(key, ino);
             Ok(())
         };
-        let path = match persist(self.path) {
+        let path = match self.file {
+            StagedFile::Named(path) => path,
+            StagedFile::Unnamed(file) => {
+                return match file.link(&dest) {
+                    Ok(()) => placed(),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                    Err(e) => Err(Error::io("commit", &dest)(e)),
+                };
+            }
+        };
+        let path = match persist(path) {
             Ok(()) => return placed(),
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
             Err(e) if e.error.kind() == io::ErrorKind::NotFound => e.path,
@@ -486,10 +516,11 @@ impl Committed {
     }
 }
 
-/// The inode of an open staged file (its descriptor: no path lookup).
-fn inode_of(tmp: &tempfile::NamedTempFile) -> Result<u64> {
-    let meta = tmp.as_file().metadata();
-    Ok(meta.map_err(Error::io("stat", tmp.path()))?.ino())
+/// A staged file: under a temporary name, or unnamed (see [`super::unnamed`]).
+#[derive(Debug)]
+enum StagedFile {
+    Named(tempfile::TempPath),
+    Unnamed(Unnamed),
 }
 
 /// The CAS keys listed (by name) in the JSON file at `path`; none when it is absent.
@@ -521,15 +552,17 @@ fn staging_file(prefix: &str, mode: u32) -> (tempfile::Builder<'_, 'static>, boo
     (builder, with_mode)
 }
 
-/// Gives a staged file the layer mtime and, unless it was created `with_mode`, its mode.
-fn prepare(tmp: &tempfile::NamedTempFile, key: &CasKey, with_mode: bool) -> Result<()> {
+/// Gives the staged file `file` (at `path`, for errors) the layer mtime and, unless
+/// it was created `with_mode`, its mode. Returns its inode (through the descriptor: no
+/// path lookup).
+fn prepare(file: &fs::File, key: &CasKey, with_mode: bool, path: &Path) -> Result<u64> {
     let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
-    filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
-        .map_err(Error::io("set mtime on", tmp.path()))?;
-    if with_mode {
-        return Ok(());
+    filetime::set_file_handle_times(file, Some(mtime), Some(mtime))
+        .map_err(Error::io("set mtime on", path))?;
+    if !with_mode {
+        file.set_permissions(fs::Permissions::from_mode(key.mode()))
+            .map_err(Error::io("set permissions on", path))?;
     }
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(key.mode()))
-        .map_err(Error::io("set permissions on", tmp.path()))
+    let meta = file.metadata().map_err(Error::io("stat", path))?;
+    Ok(meta.ino())
 }

@@ -36,6 +36,7 @@ mod scratch;
 mod space_record;
 mod spaces;
 mod sweep;
+mod unnamed;
 mod unpack;
 
 use std::io;

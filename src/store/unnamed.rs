@@ -1,0 +1,269 @@
+//! Unnamed files (`O_TMPFILE`): a staged CAS file that has no name until it is
+//! committed, when it is linked straight to its CAS name.
+//!
+//! A named staged file costs two directory updates more than the CAS file itself (its
+//! temporary name is added, then renamed away), and each is a directory search; an
+//! unnamed one is added to its directory once, by the commit's link. A process killed
+//! before the commit leaves nothing behind: the kernel frees an unnamed file when its
+//! descriptor closes. Each is an open descriptor until then, so their number is held
+//! to a budget below the process's limit; beyond it, and where the filesystem or the
+//! process cannot link unnamed files, staging falls back to named files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::OnceLock;
+
+/// How this process links an unnamed file to a name, once it has found out.
+static LINKING: AtomicU8 = AtomicU8::new(UNTRIED);
+const UNTRIED: u8 = 0;
+/// `linkat(fd, "", …, AT_EMPTY_PATH)`: needs `CAP_DAC_READ_SEARCH`.
+const BY_DESCRIPTOR: u8 = 1;
+/// `linkat` of `/proc/self/fd/N`, following it: any process with `/proc`.
+const BY_PROC: u8 = 2;
+/// Neither works (or the filesystem has no `O_TMPFILE`): files are staged named.
+const UNSUPPORTED: u8 = 3;
+
+/// Unnamed files open at once in this process.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// An open unnamed file; dropped before it is linked, it is gone.
+#[derive(Debug)]
+pub(super) struct Unnamed {
+    file: File,
+}
+
+impl Unnamed {
+    /// Creates an unnamed file in `dir` with `mode` (as the umask leaves it); `None`
+    /// where unnamed files cannot be used (see the module) or the budget is spent.
+    pub(super) fn create(dir: &Path, mode: u32) -> io::Result<Option<Unnamed>> {
+        if LINKING.load(Relaxed) == UNSUPPORTED || !take_budget() {
+            return Ok(None);
+        }
+        match open_unnamed(dir, mode) {
+            Ok(file) => Ok(Some(Unnamed { file })),
+            Err(e) => {
+                OPEN.fetch_sub(1, Relaxed);
+                if unsupported(&e) {
+                    LINKING.store(UNSUPPORTED, Relaxed);
+                    return Ok(None);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The open file, to write and to set its times and mode.
+    pub(super) fn file(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Gives the file the name `dest` (on the same filesystem). `AlreadyExists` when
+    /// `dest` is taken; the file is then dropped unnamed.
+    pub(super) fn link(self, dest: &Path) -> io::Result<()> {
+        match LINKING.load(Relaxed) {
+            BY_DESCRIPTOR => self.link_by_descriptor(dest),
+            BY_PROC => self.link_by_proc(dest),
+            _ => {
+                // The first link finds out which way works; a failure for a reason of
+                // the destination (taken, say) says nothing about the ways.
+                match self.link_by_descriptor(dest) {
+                    Err(e) if denied(&e) => {
+                        let linked = self.link_by_proc(dest);
+                        if linked.is_ok() {
+                            LINKING.store(BY_PROC, Relaxed);
+                        }
+                        linked
+                    }
+                    linked => {
+                        if linked.is_ok() {
+                            LINKING.store(BY_DESCRIPTOR, Relaxed);
+                        }
+                        linked
+                    }
+                }
+            }
+        }
+    }
+
+    fn link_by_descriptor(&self, dest: &Path) -> io::Result<()> {
+        let dest = c_path(dest)?;
+        // SAFETY: both strings are NUL-terminated and outlive the call; the descriptor is
+        // open for as long as `self` lives.
+        let rc = unsafe {
+            libc::linkat(
+                self.file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                dest.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        check(rc)
+    }
+
+    fn link_by_proc(&self, dest: &Path) -> io::Result<()> {
+        let source = c_path(Path::new(&format!(
+            "/proc/self/fd/{}",
+            self.file.as_raw_fd()
+        )))?;
+        let dest = c_path(dest)?;
+        // SAFETY: as in `link_by_descriptor`.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                source.as_ptr(),
+                libc::AT_FDCWD,
+                dest.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        check(rc)
+    }
+}
+
+impl Drop for Unnamed {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Counts one more unnamed file if the budget allows it.
+fn take_budget() -> bool {
+    let budget = *BUDGET.get_or_init(budget);
+    OPEN.fetch_update(Relaxed, Relaxed, |open| (open < budget).then_some(open + 1))
+        .is_ok()
+}
+
+static BUDGET: OnceLock<usize> = OnceLock::new();
+
+/// A quarter of the descriptors this process may open, at most 16,384: the rest stay
+/// for downloads, layers, directories and whatever else runs meanwhile.
+fn budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    usize::try_from(limit.rlim_cur / 4)
+        .unwrap_or(usize::MAX)
+        .min(16_384)
+}
+
+fn open_unnamed(dir: &Path, mode: u32) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(mode)
+            .open(dir)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            open()
+        }
+        opened => opened,
+    }
+}
+
+/// The filesystem or the kernel has no `O_TMPFILE` (older kernels read the flag as
+/// `O_DIRECTORY` and say "is a directory").
+fn unsupported(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+    )
+}
+
+/// `AT_EMPTY_PATH` refused to a process without the capability (`ENOENT`), or `/proc`
+/// denied (`EPERM`, `EACCES`).
+fn denied(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EPERM | libc::EACCES)
+    )
+}
+
+fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use super::*;
+
+    #[test]
+    fn an_unnamed_file_appears_only_once_linked_with_its_content_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = dir.path().join("ab");
+        // The directory is created when missing, like a CAS shard.
+        let mut unnamed = Unnamed::create(&shard, 0o444)
+            .unwrap()
+            .expect("ext4 has O_TMPFILE");
+        unnamed.file().write_all(b"content").unwrap();
+        let ino = unnamed.file().metadata().unwrap().ino();
+        assert_eq!(
+            fs::read_dir(&shard).unwrap().count(),
+            0,
+            "nothing named yet"
+        );
+        let dest = shard.join("name");
+        unnamed.link(&dest).unwrap();
+        let mut read = String::new();
+        File::open(&dest)
+            .unwrap()
+            .read_to_string(&mut read)
+            .unwrap();
+        assert_eq!(read, "content");
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.ino(), ino, "the linked name is the staged inode");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o444 & !umask());
+        assert_eq!(meta.nlink(), 1);
+    }
+
+    #[test]
+    fn a_name_already_taken_is_kept_and_an_unlinked_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("taken");
+        fs::write(&dest, b"first").unwrap();
+        let mut unnamed = Unnamed::create(dir.path(), 0o444).unwrap().unwrap();
+        unnamed.file().write_all(b"second").unwrap();
+        let err = unnamed.link(&dest).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&dest).unwrap(), b"first");
+        let dropped = Unnamed::create(dir.path(), 0o444).unwrap().unwrap();
+        drop(dropped);
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "only the first file: {names:?}");
+    }
+
+    /// This process's umask, read without changing it.
+    fn umask() -> u32 {
+        let status = fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .unwrap();
+        u32::from_str_radix(line.trim(), 8).unwrap()
+    }
+}
