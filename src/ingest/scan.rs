@@ -131,7 +131,7 @@ fn store_content(
         digest: Digest::of(&content),
         exec,
     };
-    ctx.store.cas_insert_bytes(ctx.scratch, &key, &content)?;
+    ctx.store.cas_insert_bytes(&key, &content)?;
     Ok((key, content.len() as u64, reloc))
 }
 

@@ -218,14 +218,11 @@ impl Store {
     }
 
     /// Stores `bytes` under `key` (whose digest the caller computed from `bytes`).
-    pub fn cas_insert_bytes(&self, scratch: &Scratch, key: &CasKey, bytes: &[u8]) -> Result<()> {
+    pub fn cas_insert_bytes(&self, key: &CasKey, bytes: &[u8]) -> Result<()> {
         if self.cas_has(key) {
             return Ok(());
         }
-        let mut tmp = scratch.temp_file()?;
-        tmp.write_all(bytes)
-            .map_err(Error::io("write", tmp.path()))?;
-        self.cas_commit(tmp, key)
+        self.stage_bytes_as(*key, bytes, false)?.commit(self)
     }
 
     /// Streams `reader` into the CAS, hashing on the way. With `repair`, a present but
@@ -305,6 +302,12 @@ impl Store {
         let Some(replace) = self.needs_staging(&key, repair) else {
             return Ok((key, None));
         };
+        Ok((key, Some(self.stage_bytes_as(key, bytes, replace)?)))
+    }
+
+    /// Stages `bytes`, whose key is `key`, beside its CAS place (see
+    /// [`Store::cas_stage_bytes`]); to `replace` a damaged copy when committed.
+    fn stage_bytes_as(&self, key: CasKey, bytes: &[u8], replace: bool) -> Result<Staged> {
         let dest = self.cas_path(&key);
         let dir = crate::fsutil::parent_of(&dest);
         // A damaged copy is replaced by a rename over it: that needs a name.
@@ -316,8 +319,7 @@ impl Store {
                     .write_all(bytes)
                     .map_err(Error::io("write a file in", dir))?;
                 let ino = prepare(file.file(), &key, with_mode, dir)?;
-                let file = StagedFile::Unnamed(file);
-                return Ok((key, Some(Staged::ready(file, key, ino, replace))));
+                return Ok(Staged::ready(StagedFile::Unnamed(file), key, ino, replace));
             }
         }
         let (builder, with_mode) = staging_file(STAGING_PREFIX, key.mode());
@@ -332,7 +334,7 @@ impl Store {
         .map_err(Error::io("create a file in", dir))?;
         tmp.write_all(bytes)
             .map_err(Error::io("write", tmp.path()))?;
-        Ok((key, Some(Staged::new(tmp, key, replace, with_mode)?)))
+        Staged::new(tmp, key, replace, with_mode)
     }
 
     /// Files a killed process left staged in the CAS directories (only `gc`, which
@@ -370,13 +372,6 @@ impl Store {
             }
             _ => Ok(false),
         }
-    }
-
-    fn cas_commit(&self, tmp: tempfile::NamedTempFile, key: &CasKey) -> Result<()> {
-        let mtime = filetime::FileTime::from_unix_time(LAYER_MTIME as i64, 0);
-        filetime::set_file_handle_times(tmp.as_file(), Some(mtime), Some(mtime))
-            .map_err(Error::io("set mtime on", tmp.path()))?;
-        self.commit_temp(tmp, &self.cas_path(key), key.mode())
     }
 
     /// The inode and mode of CAS file `key` if this process committed it: a file it
