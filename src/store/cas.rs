@@ -241,10 +241,13 @@ impl Store {
         Ok((key, size))
     }
 
-    /// Streams `reader` into a staged file in `scratch`, hashing on the way, and readies
-    /// it to become CAS file (digest, `exec`) — nothing is visible in the CAS until
+    /// Streams `reader` into a staged file, hashing on the way, and readies it to
+    /// become CAS file (digest, `exec`) — nothing is visible in the CAS until
     /// [`Staged::commit`]. `None` when the CAS holds that key already (with `repair`:
-    /// holds it intact, rehashed). Returns the key, the size and the staged file.
+    /// holds it intact, rehashed). Returns the key, the size and the staged file. The
+    /// file is unnamed where it can be (linked into its CAS directory, which is only
+    /// known once it is hashed, on commit), else in `scratch`; a repair's is named
+    /// (its commit may rename over a damaged copy).
     pub(super) fn cas_stage(
         &self,
         scratch: &Scratch,
@@ -252,7 +255,29 @@ impl Store {
         exec: bool,
         repair: bool,
     ) -> Result<(CasKey, u64, Option<Staged>)> {
-        let (builder, with_mode) = staging_file("tmp-", CasKey::mode_of(exec));
+        let mode = CasKey::mode_of(exec);
+        let files_dir = self.files_dir();
+        let unnamed = match repair {
+            false => Unnamed::create(&files_dir, mode)
+                .map_err(Error::io("create a file in", &files_dir))?,
+            true => None,
+        };
+        if let Some(mut unnamed) = unnamed {
+            let mut writer =
+                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, unnamed.file()));
+            io::copy(reader, &mut writer).map_err(Error::io("write a file in", &files_dir))?;
+            let (digest, size, buffered) = writer.finish();
+            buffered
+                .into_inner()
+                .map_err(|e| e.into_error())
+                .map_err(Error::io("write a file in", &files_dir))?;
+            let key = CasKey { digest, exec };
+            let with_mode = crate::fsutil::umask_keeps(mode);
+            let ino = prepare(unnamed.file(), &key, with_mode, &files_dir)?;
+            let staged = Staged::ready(StagedFile::Unnamed(unnamed), key, ino, false);
+            return Ok((key, size, Some(staged)));
+        }
+        let (builder, with_mode) = staging_file("tmp-", mode);
         let tmp = builder
             .tempfile_in(scratch.dir())
             .map_err(Error::io("create a file in", scratch.dir()))?;
@@ -474,7 +499,17 @@ impl Staged {
         let path = match self.file {
             StagedFile::Named(path) => path,
             StagedFile::Unnamed(file) => {
-                return match file.link(&dest) {
+                let linked = match file.link(&dest) {
+                    // Its CAS directory is made on first use (the file was staged in
+                    // another: it was streamed before its digest was known).
+                    Err((file, e)) if e.kind() == io::ErrorKind::NotFound => {
+                        let dir = crate::fsutil::parent_of(&dest);
+                        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+                        file.link(&dest).map_err(|(_, e)| e)
+                    }
+                    linked => linked.map_err(|(_, e)| e),
+                };
+                return match linked {
                     Ok(()) => placed(),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                     Err(e) => Err(Error::io("commit", &dest)(e)),

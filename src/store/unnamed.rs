@@ -60,15 +60,24 @@ impl Unnamed {
         &mut self.file
     }
 
-    /// Gives the file the name `dest` (on the same filesystem). `AlreadyExists` when
-    /// `dest` is taken; the file is then dropped unnamed.
-    pub(super) fn link(self, dest: &Path) -> io::Result<()> {
+    /// Gives the file the name `dest` (on the same filesystem). On failure the file is
+    /// handed back with the error: `AlreadyExists` when `dest` is taken, `NotFound`
+    /// when its directory is missing.
+    pub(super) fn link(self, dest: &Path) -> Result<(), (Unnamed, io::Error)> {
+        match self.try_link(dest) {
+            Ok(()) => Ok(()),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    fn try_link(&self, dest: &Path) -> io::Result<()> {
         match LINKING.load(Relaxed) {
             BY_DESCRIPTOR => self.link_by_descriptor(dest),
             BY_PROC => self.link_by_proc(dest),
             _ => {
                 // The first link finds out which way works; a failure for a reason of
-                // the destination (taken, say) says nothing about the ways.
+                // the destination (taken, its directory missing) says nothing about
+                // the ways, and leaves them untried.
                 match self.link_by_descriptor(dest) {
                     Err(e) if denied(&e) => {
                         let linked = self.link_by_proc(dest);
@@ -248,13 +257,31 @@ mod tests {
         fs::write(&dest, b"first").unwrap();
         let mut unnamed = Unnamed::create(dir.path(), 0o444).unwrap().unwrap();
         unnamed.file().write_all(b"second").unwrap();
-        let err = unnamed.link(&dest).unwrap_err();
+        let (_, err) = unnamed.link(&dest).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&dest).unwrap(), b"first");
         let dropped = Unnamed::create(dir.path(), 0o444).unwrap().unwrap();
         drop(dropped);
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "only the first file: {names:?}");
+    }
+
+    #[test]
+    fn a_file_staged_in_one_directory_is_linked_into_another_made_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut unnamed = Unnamed::create(dir.path(), 0o444).unwrap().unwrap();
+        unnamed.file().write_all(b"streamed").unwrap();
+        let dest = dir.path().join("shard/name");
+        let (unnamed, err) = unnamed.link(&dest).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "no directory yet");
+        fs::create_dir(dir.path().join("shard")).unwrap();
+        unnamed.link(&dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"streamed");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the shard"
+        );
     }
 
     /// This process's umask, read without changing it.
