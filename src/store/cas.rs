@@ -272,9 +272,7 @@ impl Store {
                 .map_err(|e| e.into_error())
                 .map_err(Error::io("write a file in", &files_dir))?;
             let key = CasKey { digest, exec };
-            let with_mode = crate::fsutil::umask_keeps(mode);
-            let ino = prepare(unnamed.file(), &key, with_mode, &files_dir)?;
-            let staged = Staged::ready(StagedFile::Unnamed(unnamed), key, ino, false);
+            let staged = Staged::unnamed(unnamed, key, &files_dir)?;
             return Ok((key, size, Some(staged)));
         }
         let (builder, with_mode) = staging_file("tmp-", mode);
@@ -339,12 +337,10 @@ impl Store {
         if !replace {
             let unnamed = Unnamed::create(dir, key.mode());
             if let Some(mut file) = unnamed.map_err(Error::io("create a file in", dir))? {
-                let with_mode = crate::fsutil::umask_keeps(key.mode());
                 file.file()
                     .write_all(bytes)
                     .map_err(Error::io("write a file in", dir))?;
-                let ino = prepare(file.file(), &key, with_mode, dir)?;
-                return Ok(Staged::ready(StagedFile::Unnamed(file), key, ino, replace));
+                return Staged::unnamed(file, key, dir);
             }
         }
         let (builder, with_mode) = staging_file(STAGING_PREFIX, key.mode());
@@ -463,6 +459,14 @@ impl Staged {
         let ino = prepare(tmp.as_file(), &key, with_mode, tmp.path())?;
         let file = StagedFile::Named(tmp.into_temp_path());
         Ok(Staged::ready(file, key, ino, replace))
+    }
+
+    /// Readies the written unnamed file `file` (created in `dir` with `key`'s mode as
+    /// the umask left it) to become CAS file `key`; it stays open until committed.
+    fn unnamed(mut file: Unnamed, key: CasKey, dir: &Path) -> Result<Staged> {
+        let with_mode = crate::fsutil::umask_keeps(key.mode());
+        let ino = prepare(file.file(), &key, with_mode, dir)?;
+        Ok(Staged::ready(StagedFile::Unnamed(file), key, ino, false))
     }
 
     fn ready(file: StagedFile, key: CasKey, ino: u64, replace: bool) -> Staged {
