@@ -19,7 +19,7 @@ pub mod location;
 pub mod mirrors;
 pub mod pull;
 pub mod push;
-mod reference;
+pub(crate) mod reference;
 pub mod registry;
 pub mod sources;
 mod stream;

@@ -9,9 +9,6 @@ use super::Error;
 /// The longest repository name the grammar allows.
 const REPOSITORY_MAX: usize = 255;
 
-/// The longest tag.
-const TAG_MAX: usize = 128;
-
 /// A parsed registry reference (`host/repo:tag`, `host/repo@sha256:...`).
 #[derive(Clone, Debug)]
 pub struct RemoteRef(pub oci_client::Reference);
@@ -84,6 +81,9 @@ fn parse(reference: &str) -> Result<oci_client::Reference, &'static str> {
         return Err("no registry host");
     }
     check_host(host)?;
+    if repository.len() > REPOSITORY_MAX {
+        return Err("repository name longer than 255 characters");
+    }
     check_repository(repository)?;
     if let Some(tag) = tag {
         check_tag(tag)?;
@@ -144,14 +144,19 @@ fn check_host(host: &str) -> Result<(), &'static str> {
     }
 }
 
-/// Slash-separated components, each lowercase letters and digits joined by one `.`,
-/// one or two `_`, or any number of `-`.
 fn check_repository(repository: &str) -> Result<(), &'static str> {
-    if repository.split('/').all(component_ok) {
+    if valid_repository(repository) {
         Ok(())
     } else {
         Err("invalid repository name (lowercase letters, digits and . _ - separators)")
     }
+}
+
+/// The distribution spec's repository name grammar: at most 255 characters of
+/// `/`-separated components, each lower-case letters and digits joined inside by
+/// `.`, `_`, `__` or runs of `-`.
+pub(crate) fn valid_repository(name: &str) -> bool {
+    !name.is_empty() && name.len() <= REPOSITORY_MAX && name.split('/').all(component_ok)
 }
 
 fn component_ok(component: &str) -> bool {
@@ -172,21 +177,14 @@ fn component_ok(component: &str) -> bool {
         })
 }
 
-/// A word character, then up to 127 word characters, dots and dashes.
+/// The store's tag grammar, which is the spec's: a letter, digit or `_`, then up to
+/// 127 of those, dots and dashes.
 fn check_tag(tag: &str) -> Result<(), &'static str> {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let ok = match tag.as_bytes() {
-        [first, rest @ ..] => {
-            word(*first)
-                && tag.len() <= TAG_MAX
-                && rest.iter().all(|&b| word(b) || b == b'.' || b == b'-')
+    match crate::store::validate_tag(tag) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            Err("invalid tag (letters, digits, _ . -, at most 128, not starting with . or -)")
         }
-        [] => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err("invalid tag (letters, digits, _ . -, at most 128, not starting with . or -)")
     }
 }
 
@@ -326,6 +324,28 @@ mod tests {
             "invalid digest format"
         );
         assert!(reason(&format!("h.io/a@{SHA}@{SHA}")).contains("digest"));
+    }
+
+    #[test]
+    fn repository_names_follow_the_spec_grammar() {
+        for good in [
+            "a",
+            "a/b",
+            "a.b",
+            "a_b",
+            "a__b",
+            "a---b",
+            "ghcr/acme-corp/envs2",
+        ] {
+            assert!(valid_repository(good), "{good}");
+        }
+        for bad in [
+            "", "A", "-a", "a-", "a..b", "a___b", "a/", "/a", "a b", "a:b",
+        ] {
+            assert!(!valid_repository(bad), "{bad}");
+        }
+        assert!(valid_repository(&"a".repeat(255)));
+        assert!(!valid_repository(&"a".repeat(256)));
     }
 
     #[test]
