@@ -245,9 +245,9 @@ impl Store {
     /// become CAS file (digest, `exec`) — nothing is visible in the CAS until
     /// [`Staged::commit`]. `None` when the CAS holds that key already (with `repair`:
     /// holds it intact, rehashed). Returns the key, the size and the staged file. The
-    /// file is unnamed where it can be (linked into its CAS directory, which is only
-    /// known once it is hashed, on commit), else in `scratch`; a repair's is named
-    /// (its commit may rename over a damaged copy).
+    /// file is unnamed where it can be (made in the first CAS directory, linked into
+    /// its own, known once it is hashed, on commit), else in `scratch`; a repair's is
+    /// named (its commit may rename over a damaged copy).
     pub(super) fn cas_stage(
         &self,
         scratch: &Scratch,
@@ -256,7 +256,9 @@ impl Store {
         repair: bool,
     ) -> Result<(CasKey, u64, Option<Staged>)> {
         let mode = CasKey::mode_of(exec);
-        let files_dir = self.files_dir();
+        // Any CAS directory does (the file is linked into its own on commit); one
+        // that holds only CAS files and staged ones, for `gc` to read.
+        let files_dir = self.files_dir().join("00");
         let unnamed = match repair {
             false => Unnamed::create(&files_dir, mode)
                 .map_err(Error::io("create a file in", &files_dir))?,

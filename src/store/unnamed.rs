@@ -13,18 +13,27 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
-/// How this process links an unnamed file to a name, once it has found out.
-static LINKING: AtomicU8 = AtomicU8::new(UNTRIED);
-const UNTRIED: u8 = 0;
-/// `linkat(fd, "", …, AT_EMPTY_PATH)`: needs `CAP_DAC_READ_SEARCH`.
-const BY_DESCRIPTOR: u8 = 1;
-/// `linkat` of `/proc/self/fd/N`, following it: any process with `/proc`.
-const BY_PROC: u8 = 2;
-/// Neither works (or the filesystem has no `O_TMPFILE`): files are staged named.
-const UNSUPPORTED: u8 = 3;
+/// How this process links an unnamed file to a name: found out once, by a probe,
+/// before any file depends on it (an unnamed file that cannot be linked is content
+/// lost).
+static LINKING: OnceLock<Linking> = OnceLock::new();
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Linking {
+    /// `linkat(fd, "", …, AT_EMPTY_PATH)`: needs `CAP_DAC_READ_SEARCH`.
+    ByDescriptor,
+    /// `linkat` of `/proc/self/fd/N`, following it: any process with `/proc`.
+    ByProc,
+    /// Neither works, or the filesystem has no `O_TMPFILE`: files are staged named.
+    Unsupported,
+}
+
+/// Set when a filesystem turned out to have no `O_TMPFILE` after the probe passed
+/// (a store on another filesystem than the probe's is not expected, but is safe).
+static GAVE_UP: AtomicBool = AtomicBool::new(false);
 
 /// Unnamed files open at once in this process.
 static OPEN: AtomicUsize = AtomicUsize::new(0);
@@ -39,7 +48,8 @@ impl Unnamed {
     /// Creates an unnamed file in `dir` with `mode` (as the umask leaves it); `None`
     /// where unnamed files cannot be used (see the module) or the budget is spent.
     pub(super) fn create(dir: &Path, mode: u32) -> io::Result<Option<Unnamed>> {
-        if LINKING.load(Relaxed) == UNSUPPORTED || !take_budget() {
+        let linking = *LINKING.get_or_init(|| probe(dir));
+        if linking == Linking::Unsupported || GAVE_UP.load(Relaxed) || !take_budget() {
             return Ok(None);
         }
         match open_unnamed(dir, mode) {
@@ -47,7 +57,7 @@ impl Unnamed {
             Err(e) => {
                 OPEN.fetch_sub(1, Relaxed);
                 if unsupported(&e) {
-                    LINKING.store(UNSUPPORTED, Relaxed);
+                    GAVE_UP.store(true, Relaxed);
                     return Ok(None);
                 }
                 Err(e)
@@ -64,79 +74,74 @@ impl Unnamed {
     /// handed back with the error: `AlreadyExists` when `dest` is taken, `NotFound`
     /// when its directory is missing.
     pub(super) fn link(self, dest: &Path) -> Result<(), (Unnamed, io::Error)> {
-        match self.try_link(dest) {
-            Ok(()) => Ok(()),
-            Err(e) => Err((self, e)),
-        }
-    }
-
-    fn try_link(&self, dest: &Path) -> io::Result<()> {
-        match LINKING.load(Relaxed) {
-            BY_DESCRIPTOR => self.link_by_descriptor(dest),
-            BY_PROC => self.link_by_proc(dest),
-            _ => {
-                // The first link finds out which way works; a failure for a reason of
-                // the destination (taken, its directory missing) says nothing about
-                // the ways, and leaves them untried.
-                match self.link_by_descriptor(dest) {
-                    Err(e) if denied(&e) => {
-                        let linked = self.link_by_proc(dest);
-                        if linked.is_ok() {
-                            LINKING.store(BY_PROC, Relaxed);
-                        }
-                        linked
-                    }
-                    linked => {
-                        if linked.is_ok() {
-                            LINKING.store(BY_DESCRIPTOR, Relaxed);
-                        }
-                        linked
-                    }
-                }
-            }
-        }
-    }
-
-    fn link_by_descriptor(&self, dest: &Path) -> io::Result<()> {
-        let dest = c_path(dest)?;
-        // SAFETY: both strings are NUL-terminated and outlive the call; the descriptor is
-        // open for as long as `self` lives.
-        let rc = unsafe {
-            libc::linkat(
-                self.file.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_FDCWD,
-                dest.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
+        let linked = match LINKING.get() {
+            Some(Linking::ByProc) => link_by_proc(&self.file, dest),
+            _ => link_by_descriptor(&self.file, dest),
         };
-        check(rc)
+        linked.map_err(|e| (self, e))
     }
+}
 
-    fn link_by_proc(&self, dest: &Path) -> io::Result<()> {
-        let source = c_path(Path::new(&format!(
-            "/proc/self/fd/{}",
-            self.file.as_raw_fd()
-        )))?;
-        let dest = c_path(dest)?;
-        // SAFETY: as in `link_by_descriptor`.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                source.as_ptr(),
-                libc::AT_FDCWD,
-                dest.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
-        check(rc)
-    }
+/// `linkat(fd, "", …, AT_EMPTY_PATH)`.
+fn link_by_descriptor(file: &File, dest: &Path) -> io::Result<()> {
+    let dest = c_path(dest)?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; `file` keeps the
+    // descriptor open.
+    let rc = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dest.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    check(rc)
+}
+
+/// `linkat` of `/proc/self/fd/N`, following it.
+fn link_by_proc(file: &File, dest: &Path) -> io::Result<()> {
+    let source = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    let dest = c_path(dest)?;
+    // SAFETY: as in `link_by_descriptor`.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            source.as_ptr(),
+            libc::AT_FDCWD,
+            dest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    check(rc)
 }
 
 impl Drop for Unnamed {
     fn drop(&mut self) {
         OPEN.fetch_sub(1, Relaxed);
     }
+}
+
+/// Which way this process can link an unnamed file made in `dir`: one is made and
+/// linked to a probe name there (removed again).
+fn probe(dir: &Path) -> Linking {
+    let Ok(file) = open_unnamed(dir, 0o400) else {
+        return Linking::Unsupported;
+    };
+    // A staging name: should this process die right here, `gc` knows what it is.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = dir.join(format!(".staged-probe-{}-{nanos}", std::process::id()));
+    let way = if link_by_descriptor(&file, &name).is_ok() {
+        Linking::ByDescriptor
+    } else if link_by_proc(&file, &name).is_ok() {
+        Linking::ByProc
+    } else {
+        Linking::Unsupported
+    };
+    let _ = fs::remove_file(&name);
+    way
 }
 
 /// Counts one more unnamed file if the budget allows it.
@@ -188,15 +193,6 @@ fn unsupported(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
-    )
-}
-
-/// `AT_EMPTY_PATH` refused to a process without the capability (`ENOENT`), or `/proc`
-/// denied (`EPERM`, `EACCES`).
-fn denied(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ENOENT | libc::EPERM | libc::EACCES)
     )
 }
 
@@ -282,6 +278,14 @@ mod tests {
             1,
             "only the shard"
         );
+    }
+
+    #[test]
+    fn the_probe_finds_a_way_to_link_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // Root here links by descriptor; an unprivileged process would go through /proc.
+        assert_ne!(probe(dir.path()), Linking::Unsupported);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     /// This process's umask, read without changing it.
