@@ -32,14 +32,15 @@ pub fn umask_keeps(mode: u32) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     let mut mask = UMASK.load(Relaxed);
     if mask == NO_MASK_READ {
-        // From /proc: asking umask(2) would change it, for every thread, meanwhile.
-        mask = read_umask().unwrap_or(0o7777);
+        mask = umask().unwrap_or(0o7777);
         UMASK.store(mask, Relaxed);
     }
     mask & mode == 0
 }
 
-fn read_umask() -> Option<u32> {
+/// This process's file-creation mask, read from `/proc` (asking umask(2) would change
+/// it meanwhile, for every thread); `None` where it cannot be read.
+pub fn umask() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
     u32::from_str_radix(line.trim(), 8).ok()

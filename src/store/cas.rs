@@ -23,7 +23,7 @@ use crate::digest::{Digest, HashingWriter};
 use crate::layer::LAYER_MTIME;
 
 /// How the name of a file staged beside its CAS place begins (never a CAS name).
-const STAGING_PREFIX: &str = ".staged-";
+pub(super) const STAGING_PREFIX: &str = ".staged-";
 
 /// Permission bits of a plain CAS file.
 pub const FILE_MODE_PLAIN: u32 = 0o444;
@@ -265,14 +265,7 @@ impl Store {
             true => None,
         };
         if let Some(mut unnamed) = unnamed {
-            let mut writer =
-                HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, unnamed.file()));
-            io::copy(reader, &mut writer).map_err(Error::io("write a file in", &files_dir))?;
-            let (digest, size, buffered) = writer.finish();
-            buffered
-                .into_inner()
-                .map_err(|e| e.into_error())
-                .map_err(Error::io("write a file in", &files_dir))?;
+            let (digest, size, _) = copy_hashed(reader, unnamed.file(), &files_dir)?;
             let key = CasKey { digest, exec };
             let staged = Staged::unnamed(unnamed, key, &files_dir)?;
             return Ok((key, size, Some(staged)));
@@ -281,17 +274,11 @@ impl Store {
         let tmp = builder
             .tempfile_in(scratch.dir())
             .map_err(Error::io("create a file in", scratch.dir()))?;
-        let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, tmp));
-        io::copy(reader, &mut writer).map_err(Error::io("write", scratch.dir()))?;
-        let (digest, size, buffered) = writer.finish();
+        let (digest, size, tmp) = copy_hashed(reader, tmp, scratch.dir())?;
         let key = CasKey { digest, exec };
         let Some(replace) = self.needs_staging(&key, repair) else {
             return Ok((key, size, None));
         };
-        let tmp = buffered
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .map_err(Error::io("write", scratch.dir()))?;
         let staged = Staged::new(tmp, key, replace, with_mode)?;
         Ok((key, size, Some(staged)))
     }
@@ -341,7 +328,7 @@ impl Store {
             if let Some(mut file) = unnamed.map_err(Error::io("create a file in", dir))? {
                 file.file()
                     .write_all(bytes)
-                    .map_err(Error::io("write a file in", dir))?;
+                    .map_err(Error::io("write", dir))?;
                 return Staged::unnamed(file, key, dir);
             }
         }
@@ -574,6 +561,19 @@ pub enum CasState {
     Missing,
     /// Present but changed.
     Damaged,
+}
+
+/// Copies `reader` into `out` (a file being staged in `dir`) through a buffer,
+/// hashing on the way; returns the digest, the size and `out`.
+fn copy_hashed<W: Write>(reader: &mut dyn Read, out: W, dir: &Path) -> Result<(Digest, u64, W)> {
+    let mut writer = HashingWriter::new(io::BufWriter::with_capacity(256 * 1024, out));
+    io::copy(reader, &mut writer).map_err(Error::io("write", dir))?;
+    let (digest, size, buffered) = writer.finish();
+    let out = buffered
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(Error::io("write", dir))?;
+    Ok((digest, size, out))
 }
 
 /// A builder of files to be staged for the CAS, and whether they are created with the

@@ -16,6 +16,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
+use super::cas::STAGING_PREFIX;
+
 /// How this process links an unnamed file to a name: found out once, by a probe,
 /// before any file depends on it (an unnamed file that cannot be linked is content
 /// lost).
@@ -132,7 +134,10 @@ fn probe(dir: &Path) -> Linking {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let name = dir.join(format!(".staged-probe-{}-{nanos}", std::process::id()));
+    let name = dir.join(format!(
+        "{STAGING_PREFIX}probe-{}-{nanos}",
+        std::process::id()
+    ));
     let way = if link_by_descriptor(&file, &name).is_ok() {
         Linking::ByDescriptor
     } else if link_by_proc(&file, &name).is_ok() {
@@ -242,7 +247,10 @@ mod tests {
         assert_eq!(read, "content");
         let meta = fs::metadata(&dest).unwrap();
         assert_eq!(meta.ino(), ino, "the linked name is the staged inode");
-        assert_eq!(meta.permissions().mode() & 0o777, 0o444 & !umask());
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o444 & !crate::fsutil::umask().unwrap()
+        );
         assert_eq!(meta.nlink(), 1);
     }
 
@@ -286,15 +294,5 @@ mod tests {
         // Root here links by descriptor; an unprivileged process would go through /proc.
         assert_ne!(probe(dir.path()), Linking::Unsupported);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
-    }
-
-    /// This process's umask, read without changing it.
-    fn umask() -> u32 {
-        let status = fs::read_to_string("/proc/self/status").unwrap();
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Umask:"))
-            .unwrap();
-        u32::from_str_radix(line.trim(), 8).unwrap()
     }
 }

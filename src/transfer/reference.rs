@@ -238,42 +238,43 @@ mod tests {
 
     #[test]
     fn references_split_into_host_repository_tag_and_digest() {
-        assert_eq!(
-            parts("ghcr.io/acme/envs:robot"),
-            own("ghcr.io", "acme/envs", Some("robot"), None)
-        );
-        assert_eq!(
-            parts("127.0.0.1:5000/a/b/c"),
-            own("127.0.0.1:5000", "a/b/c", Some("latest"), None)
-        );
-        assert_eq!(
-            parts("localhost/x:1.0-rc_2"),
-            own("localhost", "x", Some("1.0-rc_2"), None)
-        );
-        assert_eq!(
-            parts(&format!("host.example:443/x@{SHA}")),
-            own("host.example:443", "x", None, Some(SHA))
-        );
-        assert_eq!(
-            parts(&format!("h.io/x:v1@{SHA}")),
-            own("h.io", "x", Some("v1"), Some(SHA))
-        );
-        assert_eq!(
-            parts("docker.io/busybox:1"),
-            own("docker.io", "library/busybox", Some("1"), None)
-        );
-        assert_eq!(
-            parts("index.docker.io/a/b"),
-            own("docker.io", "a/b", Some("latest"), None)
-        );
-        assert_eq!(
-            parts("h.io/a.b/c__d/e---f/g_h"),
-            own("h.io", "a.b/c__d/e---f/g_h", Some("latest"), None)
-        );
-        assert_eq!(
-            parts("My-Host.io/x"),
-            own("My-Host.io", "x", Some("latest"), None)
-        );
+        let digested = format!("host.example:443/x@{SHA}");
+        let tagged_and_digested = format!("h.io/x:v1@{SHA}");
+        let cases = [
+            (
+                "ghcr.io/acme/envs:robot",
+                own("ghcr.io", "acme/envs", Some("robot"), None),
+            ),
+            (
+                "127.0.0.1:5000/a/b/c",
+                own("127.0.0.1:5000", "a/b/c", Some("latest"), None),
+            ),
+            (
+                "localhost/x:1.0-rc_2",
+                own("localhost", "x", Some("1.0-rc_2"), None),
+            ),
+            (&digested, own("host.example:443", "x", None, Some(SHA))),
+            (
+                &tagged_and_digested,
+                own("h.io", "x", Some("v1"), Some(SHA)),
+            ),
+            (
+                "docker.io/busybox:1",
+                own("docker.io", "library/busybox", Some("1"), None),
+            ),
+            (
+                "index.docker.io/a/b",
+                own("docker.io", "a/b", Some("latest"), None),
+            ),
+            (
+                "h.io/a.b/c__d/e---f/g_h",
+                own("h.io", "a.b/c__d/e---f/g_h", Some("latest"), None),
+            ),
+            ("My-Host.io/x", own("My-Host.io", "x", Some("latest"), None)),
+        ];
+        for (reference, expected) in cases {
+            assert_eq!(parts(reference), expected, "{reference}");
+        }
     }
 
     #[test]
