@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::artifact;
+use crate::catalog::CatalogLayer;
 use crate::digest::Digest;
 use crate::space;
 use crate::store::{self, CasKey, CasState, Store};
@@ -49,6 +50,8 @@ pub struct Report {
     pub foreign: Vec<String>,
     /// Spaces whose directory was deleted; their state was dropped.
     pub forgotten: Vec<String>,
+    /// Layers whose damaged index was made again from their blob (`repair`).
+    pub rebuilt: Vec<String>,
     /// What takes space without being referenced (removed, with `repair`).
     pub leftovers: Vec<Leftover>,
     /// The leftovers were removed (`repair`).
@@ -75,7 +78,11 @@ pub struct Leftover {
 /// name, and the spaces.
 pub fn check(store: &Store, verify: bool, repair: bool) -> Result<Report, store::Error> {
     let mut report = Report::default();
-    let seen = check_tags(store, &mut report)?;
+    let mut seen = check_tags(store, &mut report)?;
+    if repair {
+        // Before the search for leftovers, which counts a layer's files by its index.
+        rebuild_indexes(store, &mut seen, &mut report)?;
+    }
     if verify {
         verify_blobs(store, &mut report)?;
     } else {
@@ -227,6 +234,44 @@ fn children(store: &Store, digest: &Digest) -> Vec<Digest> {
 struct Seen {
     blobs: HashSet<Digest>,
     files: HashSet<(CasKey, u64)>,
+    /// Layers (with their media type) whose index is damaged.
+    damaged_indexes: Vec<(CatalogLayer, String)>,
+}
+
+/// Makes the damaged layer indexes again from their blobs; each one made is no longer
+/// a problem, and its files count as referenced.
+fn rebuild_indexes(
+    store: &Store,
+    seen: &mut Seen,
+    report: &mut Report,
+) -> Result<(), store::Error> {
+    if seen.damaged_indexes.is_empty() {
+        return Ok(());
+    }
+    let scratch = store.scratch()?;
+    for (layer, media_type) in std::mem::take(&mut seen.damaged_indexes) {
+        let subject = layer.digest.oci();
+        let problem = report
+            .problems
+            .iter()
+            .position(|p| p.kind == "index" && p.subject == subject);
+        match store.extract_layer(&scratch, &layer, &media_type, false) {
+            Ok(index) => {
+                seen.files.extend(index.files());
+                report
+                    .problems
+                    .retain(|p| !(p.kind == "index" && p.subject == subject));
+                report.rebuilt.push(subject);
+            }
+            Err(e) => {
+                if let Some(p) = problem.and_then(|i| report.problems.get_mut(i)) {
+                    let why = crate::error_chain(&e);
+                    p.detail = format!("{}; making it again failed: {why}", p.detail);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn problem(kind: &'static str, subject: String, detail: String) -> Problem {
@@ -289,14 +334,21 @@ fn check_layers(
         match store.layer_index(&digest) {
             Ok(Some(index)) => seen.files.extend(index.files()),
             Ok(None) => {}
-            Err(e) => report.problems.push(problem(
-                "index",
-                digest.oci(),
-                format!(
-                    "{}; it is rebuilt by the next restore",
-                    crate::error_chain(&e)
-                ),
-            )),
+            Err(e) => {
+                report.problems.push(problem(
+                    "index",
+                    digest.oci(),
+                    format!(
+                        "{}; the next restore or `check --repair` makes it again from the layer",
+                        crate::error_chain(&e)
+                    ),
+                ));
+                let layer = artifact.catalog.layers.iter().find(|l| l.digest == digest);
+                if let Some(layer) = layer {
+                    let media_type = descriptor.media_type().to_string();
+                    seen.damaged_indexes.push((layer.clone(), media_type));
+                }
+            }
         }
     }
 }

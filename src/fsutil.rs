@@ -59,6 +59,24 @@ fn document_mode() -> u32 {
 /// Writes `bytes` to `path` atomically: readers see the old content or the new, never a
 /// mix, and a crash leaves at most a stray temporary beside it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_temp_beside(path, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    sync_dir(parent_of(path))
+}
+
+/// [`write_atomic`] without flushing to disk: other processes see the old content or
+/// the new, never a mix, but a power cut may leave the file empty or torn. For files
+/// that are made again when found damaged, and that a sync of the whole filesystem
+/// makes durable before anything depends on them (a store's layer indexes).
+pub fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_temp_beside(path, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// A temporary file in `path`'s directory (made if missing) holding `bytes`.
+fn write_temp_beside(path: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
     use std::os::unix::fs::PermissionsExt;
     let dir = parent_of(path);
     fs::create_dir_all(dir)?;
@@ -66,9 +84,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(document_mode()))?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    Ok(tmp)
 }
 
 /// Flushes a directory's entries to disk so a rename inside it survives a crash.

@@ -227,6 +227,56 @@ fn a_write_through_a_hardlink_is_detected_and_repaired_from_the_layer() {
     t.ok(&["check", "--verify"]);
 }
 
+/// Cuts every layer index to its first half: what a power cut can leave of a file
+/// written without a flush.
+fn tear_layer_indexes(t: &Envoci) {
+    let indexes = t.layer_indexes();
+    assert!(!indexes.is_empty());
+    for index in indexes {
+        let bytes = fs::read(&index).unwrap();
+        fs::write(&index, &bytes[..bytes.len() / 2]).unwrap();
+    }
+}
+
+fn layer_indexes_parse(t: &Envoci) -> bool {
+    let parses = |p: &PathBuf| serde_json::from_slice::<serde_json::Value>(&fs::read(p).unwrap());
+    t.layer_indexes().iter().all(|p| parses(p).is_ok())
+}
+
+#[test]
+fn a_torn_layer_index_is_made_again_from_its_layer_by_check_repair_or_restore() {
+    let t = Envoci::new();
+    let prefix = env(&t);
+    t.ok(&["snapshot", prefix.to_str().unwrap(), "--tag", "e"]);
+    let cas_files = t.cas_dir_files().len();
+    tear_layer_indexes(&t);
+
+    let check = t.run(&["check"]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{report}");
+    assert!(
+        report.contains("index sha256:") && report.contains("makes it again"),
+        "{report}"
+    );
+    // Repair makes the indexes again, so the layers' files are not taken for leftovers.
+    let repair = t.ok(&["check", "--repair"]);
+    let repair = String::from_utf8_lossy(&repair.stdout);
+    assert!(repair.contains("made again from the layer"), "{repair}");
+    assert!(layer_indexes_parse(&t));
+    assert_eq!(t.cas_dir_files().len(), cas_files, "{repair}");
+    t.ok(&["check"]);
+
+    tear_layer_indexes(&t);
+    let target = t.dir().join("space");
+    t.ok(&["restore", "e", "--target", target.to_str().unwrap()]);
+    assert!(layer_indexes_parse(&t));
+    assert_eq!(
+        fs::read(target.join("share/shared-dep/data-1.txt")).unwrap(),
+        fs::read(prefix.join("share/shared-dep/data-1.txt")).unwrap()
+    );
+    t.ok(&["check"]);
+}
+
 #[test]
 fn bad_prefixes_are_refused_naming_the_path() {
     let t = Envoci::new();

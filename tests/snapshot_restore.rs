@@ -313,15 +313,6 @@ fn restore_repairs_exactly_what_changed_and_a_pristine_space_writes_nothing() {
     assert_eq!(quiet["written"].as_u64(), Some(0), "{quiet}");
 }
 
-/// The layer indexes in the store (`layers-v1/<hex>.json`).
-fn layer_indexes(t: &Envoci) -> Vec<PathBuf> {
-    fs::read_dir(t.home().join("layers-v1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect()
-}
-
 #[test]
 fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_lacks_a_file() {
     let t = Envoci::new();
@@ -335,14 +326,14 @@ fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_
     fs::remove_file(&text).unwrap();
     fs::remove_file(&data).unwrap();
     fs::remove_dir_all(target.join("bin")).unwrap();
-    let indexes = layer_indexes(&t);
+    let indexes = t.layer_indexes();
     assert!(!indexes.is_empty());
     for index in &indexes {
         fs::remove_file(index).unwrap();
     }
     let repair = t.json(&["restore", "a", "--target", target_s]);
     assert_eq!(repair["repaired"].as_u64(), Some(0), "{repair}");
-    assert!(layer_indexes(&t).is_empty(), "{:?}", layer_indexes(&t));
+    assert!(t.layer_indexes().is_empty(), "{:?}", t.layer_indexes());
     assert!(fs::read_to_string(&text)
         .unwrap()
         .contains(&format!("prefix={target_s}")));
@@ -361,7 +352,7 @@ fn a_drifted_space_is_repaired_from_its_record_and_its_layers_only_when_the_cas_
     let repair = t.json(&["restore", "a", "--target", target_s]);
     assert_eq!(repair["repaired"].as_u64(), Some(1), "{repair}");
     assert_eq!(repair["written"].as_u64(), Some(1), "{repair}");
-    assert!(cas.is_file() && !layer_indexes(&t).is_empty());
+    assert!(cas.is_file() && !t.layer_indexes().is_empty());
     assert_same_tree(&t, "a", &prefix, &target);
     t.ok(&["check", "--verify"]);
 }

@@ -16,8 +16,9 @@ pub struct Args {
     /// files found damaged are repaired from their layer by the next restore.
     #[arg(long)]
     verify: bool,
-    /// Remove what is left over: dead processes' scratch, killed restores' temporary
-    /// directories, and blobs and CAS files no tag and no space references.
+    /// Make damaged layer indexes again from their layers, and remove what is left
+    /// over: dead processes' scratch, killed restores' temporary directories, and blobs
+    /// and CAS files no tag and no space references.
     #[arg(long)]
     repair: bool,
 }
@@ -40,6 +41,11 @@ pub fn run(store: &Store, args: Args, printer: &Printer) -> anyhow::Result<ExitC
         for space in &report.forgotten {
             out.push_str(&format!(
                 "  forgot space {space} (its directory was deleted)\n"
+            ));
+        }
+        for layer in &report.rebuilt {
+            out.push_str(&format!(
+                "  index {layer}: was damaged, made again from the layer\n"
             ));
         }
         for p in &report.problems {

@@ -16,7 +16,7 @@ use super::target::{absolute_target, is_empty_dir, utf8};
 use super::{temp, Changes, Error, Linker, Options, Plan, Report, SpaceState, Want};
 use crate::artifact::{self, Artifact};
 use crate::fsutil::{parent_of, remove_any, sync_dir};
-use crate::store::{CasKey, LayerIndex, Method, PathRecord, Scratch, Store};
+use crate::store::{self, CasKey, LayerIndex, Method, PathRecord, Scratch, Store};
 
 /// Restores `reference` (a tag or manifest digest in `store`) into `target`.
 pub fn restore(
@@ -137,8 +137,9 @@ struct Scanned {
 }
 
 /// The index of every layer of `artifact`, extracting each layer that has no index
-/// checked against the catalog's digest, diff id and size (never indexed, or indexed
-/// before indexes recorded them). A catalog that lies about a layer fails here.
+/// checked against the catalog's digest, diff id and size (never indexed, indexed
+/// before indexes recorded them, or an index damaged). A catalog that lies about a
+/// layer fails here.
 pub fn layer_indexes(
     store: &Store,
     scratch: &Scratch,
@@ -150,14 +151,16 @@ pub fn layer_indexes(
         .iter()
         .zip(artifact.manifest.layers())
         .map(
-            |(layer, descriptor)| match store.layer_index(&layer.digest)? {
-                Some(index) if index.is_of(layer) => Ok(index),
-                _ => Ok(store.extract_layer(
+            |(layer, descriptor)| match store.layer_index(&layer.digest) {
+                Ok(Some(index)) if index.is_of(layer) => Ok(index),
+                // Missing, older than the checks, or damaged: made again from the blob.
+                Ok(_) | Err(store::Error::BadJson { .. }) => Ok(store.extract_layer(
                     scratch,
                     layer,
                     descriptor.media_type().as_ref(),
                     false,
                 )?),
+                Err(e) => Err(e.into()),
             },
         )
         .collect()

@@ -108,7 +108,7 @@ impl Store {
             return Ok(None);
         };
         let blob_ok = fs::metadata(self.blob_path(&k.digest)).is_ok_and(|m| m.len() == k.size);
-        if !blob_ok || self.layer_index(&k.digest)?.is_none() {
+        if !blob_ok || !matches!(self.layer_index(&k.digest), Ok(Some(_))) {
             return Ok(None);
         }
         Ok(Some(LayerDigests {
@@ -133,21 +133,26 @@ impl Store {
             diff_id: d.diff_id,
             uncompressed_size: d.uncompressed_size,
         };
-        super::write_json(&path, &known)
+        super::write_rebuildable_json(&path, &known)
     }
 
-    /// Reads the index of layer `digest`; `None` if it was never written.
+    /// Reads the index of layer `digest`; `None` if it was never written. A damaged one
+    /// (a power cut can leave it torn: see [`Store::write_layer_index`]) is
+    /// [`Error::BadJson`]; whoever can, extracts the layer again, which rewrites it.
     pub fn layer_index(&self, digest: &Digest) -> Result<Option<LayerIndex>> {
         let path = self.layers_dir().join(format!("{}.json", digest.hex()));
         super::read_json(path)
     }
 
-    /// Writes the index of a layer.
+    /// Writes the index of a layer. Not flushed on its own (that cost two `fsync`s a
+    /// layer, and environments have hundreds): like the CAS files it names, it is made
+    /// durable by the sync before a tag references the layer, and one found damaged is
+    /// made again from the layer's blob.
     pub fn write_layer_index(&self, index: &LayerIndex) -> Result<()> {
         let path = self
             .layers_dir()
             .join(format!("{}.json", index.digest.hex()));
-        super::write_json(&path, index)
+        super::write_rebuildable_json(&path, index)
     }
 
     /// Writes the layer blob for `entries` (whose files are in the CAS) into the store,
@@ -278,7 +283,8 @@ impl Store {
                 Ok((entries, (Some(got.digest), content)))
             }
         };
-        let (entries, (blob_digest, got), staged) = self.stage_layer(scratch, repair, read)?;
+        let (entries, (blob_digest, got), staged) =
+            self.stage_layer(scratch, repair, layer.size, read)?;
         let corrupt = |expected: String, actual: String| Error::Corrupt {
             what: "layer",
             digest,

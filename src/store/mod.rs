@@ -190,6 +190,14 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     crate::fsutil::write_atomic(path, &bytes).map_err(Error::io("write", path))
 }
 
+/// [`write_json`] for a document the store makes again from its blob when it is
+/// missing or damaged (a layer's index): not flushed on its own, the sync before the
+/// next tag makes it durable with the files it names.
+fn write_rebuildable_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::io("serialise", path)(e.into()))?;
+    crate::fsutil::replace_unsynced(path, &bytes).map_err(Error::io("write", path))
+}
+
 /// Result of store operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

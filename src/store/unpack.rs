@@ -116,10 +116,11 @@ impl Store {
         &self,
         scratch: &Scratch,
         repair: bool,
+        uncompressed_size: u64,
         read: impl FnOnce(&mut Visitor<'_>) -> Result<(Vec<Entry>, T)>,
     ) -> Result<(Vec<Entry>, T, Vec<Staged>)> {
-        let writers = writer_count();
-        let (jobs, queue) = mpsc::sync_channel::<Batch>(writers * QUEUE_PER_WRITER);
+        let writers = writer_count(uncompressed_size);
+        let (jobs, queue) = mpsc::sync_channel::<Batch>((writers * QUEUE_PER_WRITER).max(1));
         let queue = Arc::new(Mutex::new(queue));
         let done: Mutex<Vec<Done>> = Mutex::new(Vec::new());
         let failed: Mutex<Option<Error>> = Mutex::new(None);
@@ -132,7 +133,7 @@ impl Store {
                 store: self,
                 scratch,
                 repair,
-                jobs: Some(jobs),
+                jobs: (writers > 0).then_some(jobs),
                 batch: Batch::default(),
                 next: 0,
                 done: &done,
@@ -215,6 +216,14 @@ impl Feeder<'_> {
         self.next += 1;
         let mut bytes = Vec::new();
         content.take(IN_MEMORY_MAX + 1).read_to_end(&mut bytes)?;
+        if self.jobs.is_none() && bytes.len() as u64 <= IN_MEMORY_MAX {
+            // No writers (a small layer): staged here, as it is read.
+            let (key, staged) = (self.store)
+                .cas_stage_bytes(&bytes, exec, self.repair)
+                .map_err(io::Error::other)?;
+            lock(self.done).push((ordinal, key, staged));
+            return Ok(key.digest);
+        }
         if bytes.len() as u64 <= IN_MEMORY_MAX {
             if !BUDGET.try_take(bytes.len()) {
                 // Memory is short: what this batch holds goes to the writers first.
@@ -280,12 +289,27 @@ fn fill_digests(entries: &mut [Entry], done: &mut [Done]) -> Result<Vec<Staged>>
         .collect())
 }
 
-/// How many writer threads stage a layer's files: the cores, at most four.
-fn writer_count() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4)
+/// Layers smaller than this (uncompressed) are staged by their reader alone: starting
+/// writer threads costs more than the few files they would take over (most packages of
+/// an environment are this small).
+const WRITERS_FROM: u64 = 1 << 20;
+
+/// How many writer threads stage a layer of `uncompressed_size` bytes: none for a small
+/// one, else the cores, at most four.
+fn writer_count(uncompressed_size: u64) -> usize {
+    // Asked once: the answer reads the process's cgroup files each time.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4)
+    });
+    if uncompressed_size < WRITERS_FROM {
+        0
+    } else {
+        cores
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -303,9 +327,10 @@ mod tests {
     /// Paths and contents.
     type Files = Vec<(String, Vec<u8>)>;
 
-    /// A layer of many small files (some the same content), one file large enough to be
-    /// streamed by the reader, executables, a directory; and its catalog entry.
-    fn layer() -> (Vec<u8>, CatalogLayer, Files) {
+    /// A layer of many small files (some the same content), one file of `big` bytes (more
+    /// than [`IN_MEMORY_MAX`]: streamed by the reader), executables, a directory; and its
+    /// catalog entry.
+    fn layer(big: usize) -> (Vec<u8>, CatalogLayer, Files) {
         let mut files: Files = (0..300)
             .map(|i| {
                 (
@@ -314,10 +339,7 @@ mod tests {
                 )
             })
             .collect();
-        files.push((
-            "lib/big".into(),
-            vec![7u8; (IN_MEMORY_MAX as usize) * 3 + 5],
-        ));
+        files.push(("lib/big".into(), vec![7u8; big]));
         let mut entries = vec![Entry {
             path: "lib".into(),
             kind: EntryKind::Dir,
@@ -367,12 +389,31 @@ mod tests {
         store.extract_layer_from(&scratch, file, layer, media, false)
     }
 
+    /// A layer large enough to be staged by writer threads, and one small enough to be
+    /// staged by its reader alone.
+    fn both_ways() -> [(Vec<u8>, CatalogLayer, Files); 2] {
+        let threads = layer(WRITERS_FROM as usize + 5);
+        let reader = layer(IN_MEMORY_MAX as usize * 2 + 5);
+        assert!(writer_count(threads.1.size) > 0);
+        assert_eq!(writer_count(reader.1.size), 0);
+        [threads, reader]
+    }
+
     #[test]
-    fn files_staged_on_several_threads_keep_their_entries_digests_and_order() {
+    fn files_staged_by_writers_or_by_the_reader_keep_their_entries_digests_and_order() {
+        for (blob, layer, files) in both_ways() {
+            staged_files_keep_their_entries_digests_and_order(&blob, &layer, &files);
+        }
+    }
+
+    fn staged_files_keep_their_entries_digests_and_order(
+        blob: &[u8],
+        layer: &CatalogLayer,
+        files: &Files,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
-        let (blob, layer, files) = layer();
-        let index = extract(&store, &blob, &layer).unwrap();
+        let index = extract(&store, blob, layer).unwrap();
         let got: Vec<(&str, Digest, bool)> = index
             .entries
             .iter()
@@ -414,13 +455,14 @@ mod tests {
 
     #[test]
     fn a_layer_that_fails_its_check_leaves_no_file_in_the_cas_directories() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("store")).unwrap();
-        let (blob, mut layer, _) = layer();
-        layer.diff_id = Digest::of(b"something else");
-        let err = extract(&store, &blob, &layer).unwrap_err();
-        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-        assert_eq!(files_below(&store), Vec::<std::path::PathBuf>::new());
-        assert!(store.cas_leftovers().is_empty());
+        for (blob, mut layer, _) in both_ways() {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path().join("store")).unwrap();
+            layer.diff_id = Digest::of(b"something else");
+            let err = extract(&store, &blob, &layer).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert_eq!(files_below(&store), Vec::<std::path::PathBuf>::new());
+            assert!(store.cas_leftovers().is_empty());
+        }
     }
 }

@@ -89,6 +89,15 @@ impl Envoci {
         found
     }
 
+    /// The layer indexes in the store (`layers-v1/<hex>.json`).
+    pub fn layer_indexes(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.home.join("layers-v1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect()
+    }
+
     /// Whether the store holds no environment (`envoci ls` lists nothing).
     pub fn has_no_environments(&self) -> bool {
         self.json(&["ls"]).as_array().is_some_and(|a| a.is_empty())
