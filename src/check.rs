@@ -4,7 +4,8 @@
 //! present with its size, every indexed CAS file is read-only with the layer mtime and
 //! its size, every space matches its recorded state. `verify` rehashes every blob, every
 //! CAS file and every space file; a CAS file found damaged is recorded, and the next
-//! restore repairs it from its layer before using it.
+//! restore repairs it from its layer before using it. A layer index that cannot be read
+//! is a problem too; `repair` makes it again from the layer blob.
 //!
 //! `check` also lists what is left over and takes space without being wrong: scratch
 //! directories of processes that died (with the temporary directory of a restore that

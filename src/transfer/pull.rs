@@ -358,7 +358,7 @@ async fn fetch_blob(
         let streamed = staged.is_some();
         // The blob's digest is checked (committed above): its staged files can follow.
         // Committed on the blocking pool: every download of this pull is polled by
-        // this one task, and a layer's thousands of renames and its index's fsyncs
+        // this one task, and a layer's thousands of links and its index's write
         // would hold them all still.
         match staged {
             Some(staged) => {
