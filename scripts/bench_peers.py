@@ -1,9 +1,13 @@
 """Peer tools for scripts/bench, each run as its own process so that the benchmark times
 and measures (peak RSS) it end to end, like envoci.
 
-    bench_peers.py rattler-build SPEC PREFIX CACHE    solve SPEC's channels and dependencies
+    bench_peers.py rattler-build SPEC PREFIX CACHE [--compile]
+                                                      solve SPEC's channels and dependencies
                                                       with py-rattler, install into PREFIX
-                                                      with the package cache CACHE
+                                                      with the package cache CACHE; with
+                                                      --compile, then compile the bytecode
+                                                      of PREFIX/lib/python* with the
+                                                      prefix's python -m compileall -j0
     bench_peers.py rattler-install LOCK PREFIX CACHE  install the linux-64 records of a lock
                                                       file (envoci lock writes rattler's
                                                       format) into PREFIX from CACHE
@@ -43,7 +47,7 @@ def spec_of(path):
     return channels, deps
 
 
-async def rattler_build(spec, prefix, cache):
+async def rattler_build(spec, prefix, cache, *flags):
     import rattler
     channels, deps = spec_of(spec)
     t0 = time.perf_counter()
@@ -53,7 +57,22 @@ async def rattler_build(spec, prefix, cache):
     t1 = time.perf_counter()
     await rattler.install(records, prefix, cache_dir=os.path.join(cache, "pkgs"), show_progress=False)
     t2 = time.perf_counter()
-    return {"solve": t1 - t0, "install": t2 - t1, "packages": len(records)}
+    out = {"solve": t1 - t0, "install": t2 - t1, "packages": len(records)}
+    if "--compile" in flags:
+        out["compile"] = compile_bytecode(prefix)
+    return out
+
+
+def compile_bytecode(prefix):
+    """Seconds the prefix's own python takes to compile lib/python*/ (compileall -j0:
+    every core), as envoci's build does for every module it installs."""
+    import glob
+    import subprocess
+    python = os.path.join(prefix, "bin", "python3")
+    libs = glob.glob(os.path.join(prefix, "lib", "python3*"))
+    t0 = time.perf_counter()
+    subprocess.run([python, "-m", "compileall", "-q", "-j0", *libs], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
 
 
 async def rattler_install(lock, prefix, cache):
