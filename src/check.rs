@@ -252,21 +252,16 @@ fn rebuild_indexes(
     let scratch = store.scratch()?;
     for (layer, media_type) in std::mem::take(&mut seen.damaged_indexes) {
         let subject = layer.digest.oci();
-        let problem = report
-            .problems
-            .iter()
-            .position(|p| p.kind == "index" && p.subject == subject);
+        let of_this = |p: &Problem| p.kind == "index" && p.subject == subject;
         match store.extract_layer(&scratch, &layer, &media_type, false) {
             Ok(index) => {
                 seen.files.extend(index.files());
-                report
-                    .problems
-                    .retain(|p| !(p.kind == "index" && p.subject == subject));
+                report.problems.retain(|p| !of_this(p));
                 report.rebuilt.push(subject);
             }
             Err(e) => {
-                if let Some(p) = problem.and_then(|i| report.problems.get_mut(i)) {
-                    let why = crate::error_chain(&e);
+                let why = crate::error_chain(&e);
+                for p in report.problems.iter_mut().filter(|p| of_this(p)) {
                     p.detail = format!("{}; making it again failed: {why}", p.detail);
                 }
             }
