@@ -186,16 +186,24 @@ fn remove_file_if_there(path: &Path) -> Result<()> {
 
 /// Writes `value` as JSON at `path`, atomically (temp file + rename).
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::io("serialise", path)(e.into()))?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(Error::io("write", path))
+    write_json_by(path, value, crate::fsutil::write_atomic)
 }
 
 /// [`write_json`] for a document the store makes again from its blob when it is
 /// missing or damaged (a layer's index): not flushed on its own, the sync before the
 /// next tag makes it durable with the files it names.
 fn write_rebuildable_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_json_by(path, value, crate::fsutil::replace_unsynced)
+}
+
+/// Serialises `value` and writes it at `path` with `write`.
+fn write_json_by<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    write: fn(&Path, &[u8]) -> io::Result<()>,
+) -> Result<()> {
     let bytes = serde_json::to_vec(value).map_err(|e| Error::io("serialise", path)(e.into()))?;
-    crate::fsutil::replace_unsynced(path, &bytes).map_err(Error::io("write", path))
+    write(path, &bytes).map_err(Error::io("write", path))
 }
 
 /// Result of store operations.

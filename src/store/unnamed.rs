@@ -9,6 +9,7 @@
 //! to a budget below the process's limit; beyond it, and where the filesystem or the
 //! process cannot link unnamed files, staging falls back to named files.
 
+use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -86,33 +87,27 @@ impl Unnamed {
 
 /// `linkat(fd, "", …, AT_EMPTY_PATH)`.
 fn link_by_descriptor(file: &File, dest: &Path) -> io::Result<()> {
-    let dest = c_path(dest)?;
-    // SAFETY: both strings are NUL-terminated and outlive the call; `file` keeps the
-    // descriptor open.
-    let rc = unsafe {
-        libc::linkat(
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            dest.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    check(rc)
+    linkat(file.as_raw_fd(), c"", dest, libc::AT_EMPTY_PATH)
 }
 
 /// `linkat` of `/proc/self/fd/N`, following it.
 fn link_by_proc(file: &File, dest: &Path) -> io::Result<()> {
     let source = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+    linkat(libc::AT_FDCWD, &source, dest, libc::AT_SYMLINK_FOLLOW)
+}
+
+/// `linkat(from_dir, from, AT_FDCWD, dest, flags)`; `from_dir` must stay open meanwhile.
+fn linkat(from_dir: libc::c_int, from: &CStr, dest: &Path, flags: libc::c_int) -> io::Result<()> {
     let dest = c_path(dest)?;
-    // SAFETY: as in `link_by_descriptor`.
+    // SAFETY: both strings are NUL-terminated and outlive the call; the caller keeps
+    // `from_dir` open.
     let rc = unsafe {
         libc::linkat(
-            libc::AT_FDCWD,
-            source.as_ptr(),
+            from_dir,
+            from.as_ptr(),
             libc::AT_FDCWD,
             dest.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
+            flags,
         )
     };
     check(rc)
